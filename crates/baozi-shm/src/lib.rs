@@ -1,0 +1,68 @@
+//! Shared-memory regions for baozi.
+//!
+//! This crate is the bottom layer of baozi: memory and layout, nothing about locks. It gives you
+//!
+//! * [`Region`]: a `MAP_SHARED` mapping, either anonymous (children forked after it share it) or
+//!   named in `/dev/shm` (unrelated programs meet by name; creation is exclusive);
+//! * [`Header`]: the 64-byte `#[repr(C)]` header at offset 0 of every shared object, with magic,
+//!   format version, kind, total size, layout checksum and an initialisation state word, and the
+//!   create → [`Header::publish`] / open → [`Header::wait_ready`] protocol, so an opener never sees a
+//!   half-made object and gets a typed [`ShmError`] for anything foreign, old, truncated or wrong;
+//! * [`Offset`]: a position-independent reference (regions map at different addresses in
+//!   different processes), resolved with bounds and alignment checks by [`Region::get`];
+//! * [`ShmSafe`]: the marker for types allowed in shared memory, and [`CachePadded`] to keep
+//!   contended words apart;
+//! * [`list`]: the baozi objects in `/dev/shm`, with who maps them, to find leftovers.
+//!
+//! # Example: a counter a forked child increments
+//!
+//! ```
+//! use baozi_shm::{Offset, Region};
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! let region = Region::anonymous(4096)?;
+//! let counter: &AtomicU64 = region.get(Offset::new(0))?;
+//!
+//! // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
+//! match unsafe { libc::fork() } {
+//!     0 => {
+//!         counter.fetch_add(41, Ordering::SeqCst);
+//!         unsafe { libc::_exit(0) }
+//!     }
+//!     pid => {
+//!         let mut status = 0;
+//!         unsafe { libc::waitpid(pid, &mut status, 0) };
+//!     }
+//! }
+//! counter.fetch_add(1, Ordering::SeqCst);
+//! assert_eq!(counter.load(Ordering::SeqCst), 42);
+//! # Ok::<(), baozi_shm::ShmError>(())
+//! ```
+//!
+//! # Named objects and their lifetime
+//!
+//! `Region::create("jobs", len)` makes `/dev/shm/baozi-jobs`. The creating process owns the
+//! name: dropping its `Region` unlinks it, unless [`Region::persist`] was called; a child forked
+//! from the owner never unlinks. An object whose creator died stays openable. Leftovers are listed
+//! by [`list`] and removed by [`Region::unlink`].
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod error;
+mod header;
+mod offset;
+mod pad;
+mod region;
+mod shm_safe;
+mod sys;
+
+pub use error::ShmError;
+pub use header::{
+    Header, HeaderSnapshot, LayoutHash, ObjectKind, DEFAULT_READY_WAIT, FORMAT_VERSION,
+    HEADER_SIZE, MAGIC,
+};
+pub use offset::Offset;
+pub use pad::{CachePadded, CACHE_LINE};
+pub use region::{list, os_name, Region, ShmEntry, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX};
+pub use shm_safe::ShmSafe;

@@ -1,0 +1,71 @@
+//! Process-shared locks and waits for baozi that survive `kill -9`.
+//!
+//! Three dangers wedge processes that share memory (see `docs/DESIGN.md`): a process that dies
+//! holding a lock, one that dies while waiting, and one that dies mid-update. This crate covers
+//! the first two; the data structures above it (queue, heap) make the third repairable with one
+//! commit point per operation.
+//!
+//! * [`RawRobustMutex`] / [`ShmMutex`]: a robust, process-shared mutex. When the holder dies the
+//!   next locker is told ([`Acquired::OwnerDied`], [`LockError::OwnerDied`]), repairs, and marks
+//!   it consistent. Uncontended lock and unlock make no syscall.
+//! * [`WaitWord`]: futex wait/notify on a sequence word. Unlike glibc's process-shared
+//!   `pthread_cond_t`, it keeps no per-waiter state, so a waiter killed while asleep cannot make
+//!   a later notify block. A notify with nobody asleep makes no syscall.
+//! * [`Deadline`]: every timeout runs on `CLOCK_MONOTONIC`.
+//! * [`SpinPolicy`]: spin (then yield) adaptively before sleeping: a blocked wake-up costs tens of
+//!   microseconds on a small VM, a spin hand-off a fraction of one.
+//!
+//! # Example: two processes count under one lock; one dies holding it
+//!
+//! ```
+//! use baozi_sync::{LockError, ShmMutex};
+//!
+//! let total = ShmMutex::anonymous(0u64)?;
+//! // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
+//! let child = unsafe { libc::fork() };
+//! if child == 0 {
+//!     for _ in 0..1000 {
+//!         *total.lock().unwrap() += 1;
+//!     }
+//!     let g = total.lock().unwrap();
+//!     std::mem::forget(g); // "killed" while holding the lock
+//!     unsafe { libc::_exit(0) };
+//! }
+//! for _ in 0..1000 {
+//!     let mut g = match total.lock() {
+//!         Ok(g) => g,
+//!         Err(LockError::OwnerDied(mut g)) => {
+//!             g.mark_consistent(); // a u64 counter needs no repair
+//!             g
+//!         }
+//!         Err(e) => panic!("{e}"),
+//!     };
+//!     *g += 1;
+//! }
+//! unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+//! let n = match total.lock() {
+//!     Ok(g) => *g,
+//!     Err(LockError::OwnerDied(mut g)) => { g.mark_consistent(); *g }
+//!     Err(e) => panic!("{e}"),
+//! };
+//! assert_eq!(n, 2000);
+//! # Ok::<(), baozi_sync::SyncError>(())
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod backoff;
+mod deadline;
+mod error;
+mod mutex;
+mod raw_mutex;
+mod sys;
+mod waitword;
+
+pub use backoff::SpinPolicy;
+pub use deadline::Deadline;
+pub use error::SyncError;
+pub use mutex::{LockError, ShmMutex, ShmMutexGuard};
+pub use raw_mutex::{Acquired, RawRobustMutex};
+pub use waitword::{WaitWord, WAIT_SLICE};

@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+/// Shared-memory regions, headers and offsets ([`baozi_shm`]).
+pub mod shm {
+    pub use baozi_shm::*;
+}
+
+/// Process-shared, robust locks and waits ([`baozi_sync`]).
+pub mod sync {
+    pub use baozi_sync::*;
+}
+
+pub use baozi_queue::{
+    GetError, JoinableQueue, Message, Pod, PutError, Queue, QueueError, QueueOptions,
+};
+#[cfg(feature = "serde")]
+pub use baozi_queue::Serde;
+pub use baozi_shm::{Region, ShmError};
+pub use baozi_sync::{ShmMutex, SyncError};
