@@ -1,0 +1,963 @@
+//! [`Queue`]: put/get (blocking, timed, non-blocking, batched), qsize/empty/full, close.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use baozi_shm::{ObjectKind, Region, ShmError, DEFAULT_READY_WAIT};
+use baozi_sync::{Acquired, Deadline, RawRobustMutex, SpinPolicy, SyncError, WaitWord};
+
+use crate::codec::{CodecError, Message};
+use crate::crash::{self, Point};
+use crate::error::{GetError, PutError, QueueError};
+use crate::layout::{self, Meta, Side, Tasks};
+use crate::ring::{self, Appender, Cursor};
+
+/// The byte capacity [`QueueOptions::default`] picks: 1 MiB.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+/// The largest `maxsize` accepted.
+pub const MAX_MAXSIZE: usize = 1 << 30;
+
+/// How to build a queue: item limit, byte capacity, spinning.
+///
+/// ```
+/// use baozi_queue::{Queue, QueueOptions};
+/// let q: Queue<String> = QueueOptions::new().maxsize(8).capacity(64 * 1024).anonymous()?;
+/// assert_eq!(q.maxsize(), 8);
+/// # Ok::<(), baozi_queue::QueueError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct QueueOptions {
+    maxsize: usize,
+    capacity: usize,
+    spin: bool,
+}
+
+impl Default for QueueOptions {
+    /// No item limit (Python's `Queue()`), 1 MiB of ring, adaptive spinning on.
+    fn default() -> Self {
+        QueueOptions { maxsize: 0, capacity: DEFAULT_CAPACITY, spin: true }
+    }
+}
+
+impl QueueOptions {
+    /// The defaults: no item limit, 1 MiB, spinning on.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most items the queue holds at once; 0 means no item limit (then only the byte
+    /// capacity bounds it), as Python's `maxsize <= 0`.
+    #[must_use]
+    pub fn maxsize(mut self, maxsize: usize) -> Self {
+        self.maxsize = maxsize;
+        self
+    }
+
+    /// Bytes of ring (rounded up to a multiple of 8). Each message takes 8 bytes of framing plus
+    /// its length rounded up to 8; the largest message is `capacity - 8` bytes.
+    #[must_use]
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Whether blocked calls spin adaptively before sleeping (default true). Without it every
+    /// wait sleeps in the kernel at once: less CPU, much higher latency.
+    #[must_use]
+    pub fn spin(mut self, spin: bool) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Builds a queue shared with children forked after this call.
+    ///
+    /// # Errors
+    /// [`QueueError::Shm`] with [`ShmError::InvalidSize`] for an out-of-range size, or the
+    /// mapping failure.
+    pub fn anonymous<T: Message>(&self) -> Result<Queue<T>, QueueError> {
+        let (maxsize, cap) = self.checked()?;
+        let region = Region::anonymous(layout::total_len(cap))?;
+        Queue::build(region, maxsize, cap, self.spin)
+    }
+
+    /// Creates the named queue `/dev/shm/baozi-NAME`; this handle owns the name and unlinks it
+    /// when dropped, unless [`Queue::persist`] is called.
+    ///
+    /// # Errors
+    /// As [`anonymous`](Self::anonymous), plus [`ShmError::AlreadyExists`],
+    /// [`ShmError::InvalidName`], [`ShmError::PermissionDenied`].
+    pub fn create<T: Message>(&self, name: &str) -> Result<Queue<T>, QueueError> {
+        let (maxsize, cap) = self.checked()?;
+        let region = Region::create(name, layout::total_len(cap))?;
+        Queue::build(region, maxsize, cap, self.spin)
+    }
+
+    fn checked(&self) -> Result<(u32, u32), QueueError> {
+        let invalid = |what, requested: usize, reason: String| {
+            QueueError::Shm(ShmError::InvalidSize { what, requested: requested as u64, reason })
+        };
+        let min = ring::MIN_CAPACITY as usize;
+        let max = ring::MAX_CAPACITY as usize;
+        if self.capacity < min || self.capacity > max {
+            return Err(invalid(
+                "queue capacity",
+                self.capacity,
+                format!("must be between {min} and {max} bytes"),
+            ));
+        }
+        if self.maxsize > MAX_MAXSIZE {
+            return Err(invalid(
+                "queue maxsize",
+                self.maxsize,
+                format!("must be at most {MAX_MAXSIZE} (0 means no item limit)"),
+            ));
+        }
+        Ok((self.maxsize as u32, ((self.capacity + 7) & !7) as u32))
+    }
+}
+
+/// How long a call may wait.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    No,
+    Until(Deadline),
+    Forever,
+}
+
+impl Wait {
+    fn timeout(d: Duration) -> Self {
+        Wait::Until(Deadline::after(d))
+    }
+
+    fn deadline(self) -> Option<Deadline> {
+        match self {
+            Wait::Until(d) => Some(d),
+            Wait::No | Wait::Forever => None,
+        }
+    }
+}
+
+/// Messages to put under one lock: payloads back to back, and their lengths.
+struct Batch<'a> {
+    data: &'a [u8],
+    lens: &'a [u32],
+}
+
+/// Why an attempt under the lock did not complete.
+enum Refusal {
+    NoRoom,
+    Closed,
+}
+
+/// A put that did not happen, before the item is handed back.
+enum PutFail {
+    Full,
+    TooLarge { needed: usize, capacity: usize },
+    Closed,
+    Failed(QueueError),
+}
+
+impl PutFail {
+    fn with<T>(self, item: T) -> PutError<T> {
+        match self {
+            PutFail::Full => PutError::Full(item),
+            PutFail::TooLarge { needed, capacity } => PutError::TooLarge { item, needed, capacity },
+            PutFail::Closed => PutError::Closed(item),
+            PutFail::Failed(e) => PutError::Failed(item, e),
+        }
+    }
+}
+
+thread_local! {
+    /// Reused buffers for put_many: encoded payloads and their lengths.
+    static BATCH: RefCell<(Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A bounded, many-producer many-consumer queue in shared memory, with the contract of Python's
+/// `multiprocessing.Queue`.
+///
+/// * `maxsize` bounds the number of items (0: no item limit); the byte capacity bounds memory.
+/// * [`put`](Self::put) blocks while full, [`put_timeout`](Self::put_timeout) gives up with
+///   [`PutError::Full`] (handing the item back), [`put_nowait`](Self::put_nowait) never waits;
+///   [`get`](Self::get), [`get_timeout`](Self::get_timeout), [`get_nowait`](Self::get_nowait)
+///   likewise with [`GetError::Empty`]. A message that can never fit is
+///   [`PutError::TooLarge`] at once, never a hang.
+/// * [`qsize`](Self::qsize), [`empty`](Self::empty), [`full`](Self::full) are exact the moment a
+///   put or get returns (there is no feeder thread).
+/// * [`put_many`](Self::put_many) / [`get_many`](Self::get_many) move a batch under one lock.
+/// * [`close`](Self::close): later puts fail, getters drain what is left and then see
+///   [`GetError::Closed`] instead of waiting for ever.
+///
+/// A process killed at any instant — even holding the lock in the middle of a copy — leaves the
+/// queue usable: the robust lock tells the next process, which checks the cursors and goes on. A
+/// message is in the queue exactly when the store of the producer cursor that commits it has
+/// happened, so none is torn, lost after its put returned, or delivered twice.
+///
+/// ```
+/// use baozi_queue::{GetError, Queue};
+/// use std::time::Duration;
+///
+/// let q: Queue<String> = Queue::new(2, 4096)?;
+/// q.put("pork".to_owned()).unwrap();
+/// q.put_nowait("cabbage".to_owned()).unwrap();
+/// assert!(q.full());
+/// assert!(q.put_nowait("red bean".to_owned()).unwrap_err().is_full());
+/// assert_eq!(q.get().unwrap(), "pork");
+/// assert_eq!(q.qsize(), 1);
+/// assert_eq!(q.get_timeout(Duration::from_millis(10)).unwrap(), "cabbage");
+/// assert!(matches!(q.get_nowait(), Err(GetError::Empty)));
+/// # Ok::<(), baozi_queue::QueueError>(())
+/// ```
+pub struct Queue<T = Vec<u8>> {
+    region: Region,
+    /// Base address of the region in this process (owned by `region`).
+    base: NonNull<u8>,
+    cap: u32,
+    maxsize: u32,
+    spin: SpinPolicy,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+// SAFETY: `base` points into `region`, which the queue owns and which is valid in every thread;
+// all shared state is reached through atomics or under the process-shared lock.
+unsafe impl<T> Send for Queue<T> {}
+// SAFETY: as above: every method is safe to call from several threads at once.
+unsafe impl<T> Sync for Queue<T> {}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("region", &self.region.describe())
+            .field("maxsize", &self.maxsize)
+            .field("capacity", &self.cap)
+            .field("qsize", &self.qsize())
+            .finish()
+    }
+}
+
+/// Holds the queue's lock; unlocks on drop, and wakes everyone if it repaired a dead holder's
+/// state (the dead process may have been about to notify).
+struct Locked<'a, T> {
+    queue: &'a Queue<T>,
+    repaired: bool,
+}
+
+impl<T> Drop for Locked<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: a Locked exists only while this thread holds the lock.
+        unsafe { self.queue.lock_word().unlock() };
+        if self.repaired {
+            self.queue.tail().wait.notify();
+            self.queue.head().wait.notify();
+            self.queue.tasks().all_done.notify();
+        }
+    }
+}
+
+impl<T: Message> Queue<T> {
+    /// A queue of at most `maxsize` items (0: no item limit) and `capacity_bytes` of ring,
+    /// shared with children forked after this call.
+    ///
+    /// # Errors
+    /// [`QueueError::Shm`] for an out-of-range size or a failed mapping.
+    pub fn new(maxsize: usize, capacity_bytes: usize) -> Result<Self, QueueError> {
+        QueueOptions::new().maxsize(maxsize).capacity(capacity_bytes).anonymous()
+    }
+
+    /// Creates the named queue `/dev/shm/baozi-NAME`, for unrelated processes to
+    /// [`open`](Self::open). This handle owns the name (see [`persist`](Self::persist)).
+    ///
+    /// # Errors
+    /// As [`QueueOptions::create`].
+    pub fn create(name: &str, maxsize: usize, capacity_bytes: usize) -> Result<Self, QueueError> {
+        QueueOptions::new().maxsize(maxsize).capacity(capacity_bytes).create(name)
+    }
+
+    /// Opens a named queue made by [`create`](Self::create), waiting up to 2 s for its creator
+    /// to finish building it.
+    ///
+    /// # Errors
+    /// [`QueueError::Shm`] with the precise cause: [`ShmError::NotFound`],
+    /// [`ShmError::WrongMagic`] (not a baozi object), [`ShmError::VersionMismatch`],
+    /// [`ShmError::WrongKind`] (say, a heap), [`ShmError::Truncated`],
+    /// [`ShmError::LayoutMismatch`], [`ShmError::NotReady`], [`ShmError::PermissionDenied`].
+    pub fn open(name: &str) -> Result<Self, QueueError> {
+        Self::open_with(name, DEFAULT_READY_WAIT, true)
+    }
+
+    /// [`open`](Self::open) with the wait for a creator and the spinning chosen.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with(name: &str, ready_wait: Duration, spin: bool) -> Result<Self, QueueError> {
+        let region = Region::open_timeout(name, ready_wait)?;
+        let who = region.describe();
+        let snap = region.header()?.wait_ready(
+            &who,
+            region.len() as u64,
+            ObjectKind::QUEUE,
+            ready_wait,
+        )?;
+        if region.len() < layout::RING_AT {
+            return Err(ShmError::Truncated {
+                name: who,
+                size: region.len() as u64,
+                needed: layout::RING_AT as u64,
+            }
+            .into());
+        }
+        let meta: &Meta = region.get(baozi_shm::Offset::new(layout::META_AT as u64))?;
+        let maxsize = meta.maxsize.load(Ordering::Relaxed);
+        let cap = meta.capacity.load(Ordering::Relaxed);
+        snap.check_layout(&who, layout::layout_hash(maxsize, cap))?;
+        let corrupt = |detail: String| QueueError::Corrupt { name: who.clone(), detail };
+        if !(ring::MIN_CAPACITY..=ring::MAX_CAPACITY).contains(&cap) || cap % 8 != 0 {
+            return Err(corrupt(format!("capacity {cap}")));
+        }
+        let total = layout::total_len(cap) as u64;
+        if snap.total_size != total || (region.len() as u64) < total {
+            return Err(ShmError::Truncated { name: who, size: region.len() as u64, needed: total }
+                .into());
+        }
+        let q = Queue::wrap(region, maxsize, cap, spin);
+        let (head, tail) = (q.head_cursor(), q.tail_cursor());
+        if !ring::consistent(cap, head, tail) {
+            return Err(corrupt(format!("cursors head {head:?} tail {tail:?}")));
+        }
+        Ok(q)
+    }
+}
+
+impl<T> Queue<T> {
+    fn wrap(region: Region, maxsize: u32, cap: u32, spin: bool) -> Self {
+        let base = NonNull::new(region.as_ptr()).expect("a mapped region is never at address 0");
+        Queue {
+            region,
+            base,
+            cap,
+            maxsize,
+            spin: if spin { SpinPolicy::new() } else { SpinPolicy::never() },
+            _type: PhantomData,
+        }
+    }
+
+    fn build(region: Region, maxsize: u32, cap: u32, spin: bool) -> Result<Self, QueueError> {
+        region.header()?.begin(
+            ObjectKind::QUEUE,
+            layout::total_len(cap) as u64,
+            layout::layout_hash(maxsize, cap),
+            std::process::id(),
+        );
+        let q = Queue::wrap(region, maxsize, cap, spin);
+        q.meta().maxsize.store(maxsize, Ordering::Relaxed);
+        q.meta().capacity.store(cap, Ordering::Relaxed);
+        // SAFETY: 1. LOCK_AT is inside the region (total_len) and CACHE_LINE-aligned;
+        // 2. the region is fresh and unpublished: nobody else can reach the lock yet.
+        unsafe { RawRobustMutex::init(q.base.as_ptr().add(layout::LOCK_AT).cast())? };
+        // Cursors and counters start at zero, as the fresh region already is.
+        q.region.header()?.publish();
+        Ok(q)
+    }
+
+    // --- views of the shared parts (offsets checked against the region length at build/open) ---
+
+    fn part<P>(&self, at: usize) -> &P {
+        // SAFETY: `at` is one of the layout constants below RING_AT; build/open checked that the
+        // region holds total_len(cap) > RING_AT bytes, the offsets are CACHE_LINE-aligned, and
+        // every part type is ShmSafe (valid for any bytes, shared only through atomics). The
+        // reference borrows self, which owns the mapping.
+        unsafe { &*self.base.as_ptr().add(at).cast::<P>() }
+    }
+
+    fn meta(&self) -> &Meta {
+        self.part(layout::META_AT)
+    }
+    fn lock_word(&self) -> &RawRobustMutex {
+        self.part(layout::LOCK_AT)
+    }
+    fn tail(&self) -> &Side {
+        self.part(layout::TAIL_AT)
+    }
+    fn head(&self) -> &Side {
+        self.part(layout::HEAD_AT)
+    }
+    fn tasks(&self) -> &Tasks {
+        self.part(layout::TASKS_AT)
+    }
+    pub(crate) fn tasks_done(&self) -> &AtomicU32 {
+        &self.tasks().done
+    }
+    pub(crate) fn all_done(&self) -> &WaitWord {
+        &self.tasks().all_done
+    }
+
+    fn tail_cursor(&self) -> Cursor {
+        Cursor::unpack(self.tail().cursor.load(Ordering::Acquire))
+    }
+    fn head_cursor(&self) -> Cursor {
+        Cursor::unpack(self.head().cursor.load(Ordering::Acquire))
+    }
+    pub(crate) fn puts(&self) -> u32 {
+        self.tail_cursor().count
+    }
+
+    fn ring_ptr(&self, off: u32) -> *mut u8 {
+        debug_assert!(off < self.cap);
+        self.base.as_ptr().wrapping_add(layout::RING_AT + off as usize)
+    }
+
+    /// Reads a frame word. Only under the lock.
+    fn read_u32(&self, off: u32) -> u32 {
+        debug_assert!(off % 4 == 0 && off + 4 <= self.cap);
+        // SAFETY: off+4 <= cap (callers pass offsets validated by ring::locate's bounds logic:
+        // frame offsets are multiples of 8 below cap), RING_AT is 8-aligned, and we hold the
+        // lock, so no process writes these bytes now.
+        unsafe { self.ring_ptr(off).cast::<u32>().read() }
+    }
+
+    /// Writes a frame word. Only under the lock, into free space.
+    fn write_u32(&self, off: u32, v: u32) {
+        debug_assert!(off % 4 == 0 && off + 4 <= self.cap);
+        // SAFETY: as in read_u32; the bytes are free space that no reader looks at before the
+        // commit that follows.
+        unsafe { self.ring_ptr(off).cast::<u32>().write(v) }
+    }
+
+    // --- the lock, and repair after a dead holder ---
+
+    fn lock(&self, deadline: Option<Deadline>) -> Result<Locked<'_, T>, QueueError> {
+        match self.lock_word().lock(deadline)? {
+            Acquired::Clean => Ok(Locked { queue: self, repaired: false }),
+            Acquired::OwnerDied => {
+                let guard = Locked { queue: self, repaired: true };
+                self.repair()?;
+                // SAFETY: we hold the lock, acquired with OwnerDied.
+                unsafe { self.lock_word().mark_consistent() };
+                Ok(guard)
+            }
+        }
+    }
+
+    /// Called with the lock held after its holder died. Every update commits with one store of
+    /// a cursor, so there is nothing to roll back: a frame written but not committed lies beyond
+    /// the tail, and the head moved to 0 while the ring was empty is still empty. What remains is
+    /// to check the invariants, so corruption is reported instead of followed.
+    fn repair(&self) -> Result<(), QueueError> {
+        let (head, tail) = (self.head_cursor(), self.tail_cursor());
+        if ring::consistent(self.cap, head, tail) {
+            Ok(())
+        } else {
+            Err(QueueError::Corrupt {
+                name: self.region.describe(),
+                detail: format!("after a holder died: head {head:?}, tail {tail:?}"),
+            })
+        }
+    }
+
+    // --- the two operations under the lock ---
+
+    fn try_put(&self, batch: &Batch<'_>, lock_deadline: Option<Deadline>) -> Result<Result<(), Refusal>, QueueError> {
+        let guard = self.lock(lock_deadline)?;
+        if self.meta().closed.load(Ordering::Relaxed) != 0 {
+            return Ok(Err(Refusal::Closed));
+        }
+        let (head, tail) = (self.head_cursor(), self.tail_cursor());
+        let n = batch.lens.len() as u32;
+        if self.maxsize != 0 && u64::from(ring::items(head, tail)) + u64::from(n) > u64::from(self.maxsize) {
+            return Ok(Err(Refusal::NoRoom));
+        }
+        let mut appender = Appender::new(self.cap, head, tail);
+        let mut from = 0usize;
+        for &len in batch.lens {
+            let flen = ring::frame_len(len as usize).expect("checked by the caller");
+            let Some(place) = appender.place(flen) else {
+                return Ok(Err(Refusal::NoRoom));
+            };
+            if let Some(m) = place.marker_at {
+                self.write_u32(m, ring::WRAP_MARKER);
+            }
+            self.write_u32(place.at, len);
+            self.write_u32(place.at + 4, ring::check_word(len));
+            let payload = &batch.data[from..from + len as usize];
+            // SAFETY: the placement lies inside the ring's free space (Appender checked it
+            // against the cursors read under the lock); the source is our own slice, which
+            // cannot overlap the shared ring.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    payload.as_ptr(),
+                    self.ring_ptr(place.at).add(ring::FRAME_HEADER as usize),
+                    payload.len(),
+                );
+            }
+            from += len as usize;
+        }
+        crash::point(Point::PutBeforeCommit);
+        if appender.reset_head {
+            // The ring is empty, so where the head points is irrelevant until the commit below.
+            let h = Cursor { off: 0, count: head.count };
+            self.head().cursor.store(h.pack(), Ordering::Relaxed);
+        }
+        // COMMIT: from this store on, the frames exist.
+        let t = Cursor { off: appender.end(), count: tail.count.wrapping_add(n) };
+        self.tail().cursor.store(t.pack(), Ordering::Release);
+        crash::point(Point::PutAfterCommit);
+        drop(guard);
+        self.tail().wait.notify();
+        Ok(Ok(()))
+    }
+
+    /// Takes up to `max` frames, handing each payload to `sink`. A frame whose sink fails is
+    /// taken only if it is the first (so the caller gets its bytes); otherwise it stays.
+    fn try_get(
+        &self,
+        max: usize,
+        lock_deadline: Option<Deadline>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), CodecError>,
+    ) -> Result<Result<usize, Refusal>, GetFail> {
+        let guard = self.lock(lock_deadline).map_err(GetFail::Failed)?;
+        let (head, tail) = (self.head_cursor(), self.tail_cursor());
+        let avail = ring::items(head, tail);
+        if avail == 0 {
+            let closed = self.meta().closed.load(Ordering::Relaxed) != 0;
+            return Ok(Err(if closed { Refusal::Closed } else { Refusal::NoRoom }));
+        }
+        let take = avail.min(u32::try_from(max).unwrap_or(u32::MAX));
+        let mut off = head.off;
+        let mut taken = 0u32;
+        let mut failure = None;
+        while taken < take {
+            let (at, len, next) = ring::locate(self.cap, off, |o| self.read_u32(o)).map_err(|b| {
+                GetFail::Failed(QueueError::Corrupt {
+                    name: self.region.describe(),
+                    detail: format!("bad frame at offset {}: length {:#x}, check {:#x}", b.at, b.len, b.check),
+                })
+            })?;
+            // SAFETY: locate checked at..at+len lies inside the ring; the frame is committed
+            // and we hold the lock, so no process writes it while this slice lives.
+            let payload = unsafe { std::slice::from_raw_parts(self.ring_ptr(at), len as usize) };
+            match sink(payload) {
+                Ok(()) => {}
+                Err(error) => {
+                    if taken == 0 {
+                        failure = Some(GetFail::Decode { bytes: payload.to_vec(), error });
+                        off = next;
+                        taken = 1;
+                    }
+                    break;
+                }
+            }
+            off = next;
+            taken += 1;
+        }
+        crash::point(Point::GetBeforeCommit);
+        // COMMIT: from this store on, the frames are gone from the queue.
+        let h = Cursor { off, count: head.count.wrapping_add(taken) };
+        self.head().cursor.store(h.pack(), Ordering::Release);
+        crash::point(Point::GetAfterCommit);
+        drop(guard);
+        self.head().wait.notify();
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(Ok(taken as usize)),
+        }
+    }
+
+    // --- blocking around them ---
+
+    fn put_batch(&self, batch: &Batch<'_>, wait: Wait) -> Result<(), PutFail> {
+        let mut needed: u64 = 0;
+        for &len in batch.lens {
+            needed += u64::from(ring::frame_len(len as usize).unwrap_or(u32::MAX));
+        }
+        if needed > u64::from(self.cap)
+            || (self.maxsize != 0 && batch.lens.len() as u64 > u64::from(self.maxsize))
+        {
+            return Err(PutFail::TooLarge { needed: needed as usize, capacity: self.cap as usize });
+        }
+        let word = &self.head().wait;
+        loop {
+            let seen = word.seq();
+            match self.try_put(batch, wait.deadline()) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(Refusal::Closed)) => return Err(PutFail::Closed),
+                Ok(Err(Refusal::NoRoom)) => {}
+                Err(QueueError::Sync(SyncError::Timeout)) => return Err(PutFail::Full),
+                Err(e) => return Err(PutFail::Failed(e)),
+            }
+            if !self.wait_for_change(word, seen, wait) {
+                return Err(PutFail::Full);
+            }
+        }
+    }
+
+    fn get_frames(
+        &self,
+        max: usize,
+        wait: Wait,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), CodecError>,
+    ) -> Result<usize, GetFail> {
+        let word = &self.tail().wait;
+        loop {
+            let seen = word.seq();
+            match self.try_get(max, wait.deadline(), sink) {
+                Ok(Ok(n)) => return Ok(n),
+                Ok(Err(Refusal::Closed)) => return Err(GetFail::Closed),
+                Ok(Err(Refusal::NoRoom)) => {}
+                Err(GetFail::Failed(QueueError::Sync(SyncError::Timeout))) => return Err(GetFail::Empty),
+                Err(e) => return Err(e),
+            }
+            if !self.wait_for_change(word, seen, wait) {
+                return Err(GetFail::Empty);
+            }
+        }
+    }
+
+    /// Waits until `word` moves past `seen` (someone committed the opposite operation or closed
+    /// the queue): spinning first, then sleeping. False when the wait is over with no change.
+    fn wait_for_change(&self, word: &WaitWord, seen: u32, wait: Wait) -> bool {
+        let deadline = match wait {
+            Wait::No => return false,
+            Wait::Until(d) => Some(d),
+            Wait::Forever => None,
+        };
+        if self.spin.spin_until(|| word.seq() != seen) {
+            return true;
+        }
+        while word.seq() == seen {
+            match word.wait(seen, deadline) {
+                Ok(()) => {}
+                Err(_) => return word.seq() != seen,
+            }
+        }
+        true
+    }
+
+    // --- public operations that do not depend on T's encoding ---
+
+    /// Items in the queue now. Exact as soon as a put or get has returned, in any process.
+    pub fn qsize(&self) -> usize {
+        // Head first: it never passes the tail, so the difference never goes negative.
+        let head = self.head_cursor();
+        let tail = self.tail_cursor();
+        ring::items(head, tail) as usize
+    }
+
+    /// Whether the queue holds no item now.
+    pub fn empty(&self) -> bool {
+        self.qsize() == 0
+    }
+
+    /// Whether the queue is full now: `maxsize` items, or not even an empty message would fit.
+    pub fn full(&self) -> bool {
+        let head = self.head_cursor();
+        let tail = self.tail_cursor();
+        (self.maxsize != 0 && ring::items(head, tail) >= self.maxsize)
+            || Appender::new(self.cap, head, tail).place(ring::FRAME_HEADER).is_none()
+    }
+
+    /// The item limit given at creation (0: none).
+    pub fn maxsize(&self) -> usize {
+        self.maxsize as usize
+    }
+
+    /// Bytes of ring.
+    pub fn capacity_bytes(&self) -> usize {
+        self.cap as usize
+    }
+
+    /// The largest encoded message that can ever fit (`capacity_bytes() - 8`).
+    pub fn max_message_len(&self) -> usize {
+        ring::max_payload(self.cap)
+    }
+
+    /// Bytes of ring in use now (frames and padding).
+    pub fn used_bytes(&self) -> usize {
+        let head = self.head_cursor();
+        let tail = self.tail_cursor();
+        ring::used(self.cap, head, tail) as usize
+    }
+
+    /// Closes the queue for everyone: puts fail with [`PutError::Closed`], getters take what is
+    /// left and then get [`GetError::Closed`] instead of waiting. Blocked callers wake at once.
+    /// Closing twice is harmless.
+    ///
+    /// # Errors
+    /// [`QueueError::Sync`] if the lock is unrecoverable.
+    pub fn close(&self) -> Result<(), QueueError> {
+        let guard = self.lock(None)?;
+        self.meta().closed.store(1, Ordering::Release);
+        drop(guard);
+        self.tail().wait.notify();
+        self.head().wait.notify();
+        Ok(())
+    }
+
+    /// Whether [`close`](Self::close) has been called (by any process).
+    pub fn is_closed(&self) -> bool {
+        self.meta().closed.load(Ordering::Acquire) != 0
+    }
+
+    /// The region holding the queue.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Keeps the name in `/dev/shm` after this creator drops the queue.
+    pub fn persist(&mut self) {
+        self.region.persist();
+    }
+
+    /// Removes the name `/dev/shm/baozi-NAME`; processes that have the queue open keep it.
+    ///
+    /// # Errors
+    /// [`QueueError::Shm`] ([`ShmError::NotFound`], ...).
+    pub fn unlink(name: &str) -> Result<(), QueueError> {
+        Region::unlink(name).map_err(QueueError::from)
+    }
+}
+
+/// A get that did not return an item.
+enum GetFail {
+    Empty,
+    Closed,
+    Decode { bytes: Vec<u8>, error: CodecError },
+    Failed(QueueError),
+}
+
+impl From<GetFail> for GetError {
+    fn from(f: GetFail) -> Self {
+        match f {
+            GetFail::Empty => GetError::Empty,
+            GetFail::Closed => GetError::Closed,
+            GetFail::Decode { bytes, error } => GetError::Decode { bytes, error },
+            GetFail::Failed(e) => GetError::Failed(e),
+        }
+    }
+}
+
+impl<T: Message> Queue<T> {
+    fn put_one(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
+        let outcome = item.with_encoded(|bytes| {
+            let Some(len) = u32::try_from(bytes.len()).ok().filter(|_| ring::frame_len(bytes.len()).is_some()) else {
+                return Err(PutFail::TooLarge { needed: bytes.len(), capacity: self.cap as usize });
+            };
+            self.put_batch(&Batch { data: bytes, lens: &[len] }, wait)
+        });
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(fail)) => Err(fail.with(item)),
+            Err(e) => Err(PutError::Encode(item, e)),
+        }
+    }
+
+    fn get_one(&self, wait: Wait) -> Result<T, GetError> {
+        let mut out = None;
+        self.get_frames(1, wait, &mut |bytes| {
+            out = Some(T::decode(bytes)?);
+            Ok(())
+        })?;
+        Ok(out.expect("a successful get of one frame decoded it"))
+    }
+
+    /// Puts `item`, waiting as long as the queue is full.
+    ///
+    /// # Errors
+    /// [`PutError::TooLarge`] at once if it can never fit; [`PutError::Closed`];
+    /// [`PutError::Encode`]; [`PutError::Failed`]. The item comes back in each.
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_one(item, Wait::Forever)
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// [`PutError::Full`] when the time is up, and the errors of [`put`](Self::put).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_one(item, Wait::timeout(timeout))
+    }
+
+    /// Puts `item` only if there is room now.
+    ///
+    /// # Errors
+    /// [`PutError::Full`], and the errors of [`put`](Self::put).
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_one(item, Wait::No)
+    }
+
+    /// Takes the oldest item, waiting as long as the queue is empty.
+    ///
+    /// # Errors
+    /// [`GetError::Closed`] once the queue is closed and drained; [`GetError::Decode`];
+    /// [`GetError::Failed`].
+    pub fn get(&self) -> Result<T, GetError> {
+        self.get_one(Wait::Forever)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` (on `CLOCK_MONOTONIC`).
+    ///
+    /// # Errors
+    /// [`GetError::Empty`] when the time is up, and the errors of [`get`](Self::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.get_one(Wait::timeout(timeout))
+    }
+
+    /// Takes the oldest item if there is one now.
+    ///
+    /// # Errors
+    /// [`GetError::Empty`], and the errors of [`get`](Self::get).
+    pub fn get_nowait(&self) -> Result<T, GetError> {
+        self.get_one(Wait::No)
+    }
+
+    fn put_many_wait(&self, items: Vec<T>, wait: Wait) -> Result<(), PutError<Vec<T>>> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut scratch = BATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        scratch.0.clear();
+        scratch.1.clear();
+        let mut encode_error = None;
+        let mut too_large = false;
+        for item in &items {
+            let (data, lens) = (&mut scratch.0, &mut scratch.1);
+            match item.with_encoded(|bytes| {
+                if ring::frame_len(bytes.len()).is_none() {
+                    too_large = true;
+                }
+                data.extend_from_slice(bytes);
+                lens.push(bytes.len().min(u32::MAX as usize) as u32);
+            }) {
+                Ok(()) => {}
+                Err(e) => {
+                    encode_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = if let Some(e) = encode_error {
+            Err(PutError::Encode((), e))
+        } else if too_large {
+            Err(PutError::TooLarge { item: (), needed: scratch.0.len(), capacity: self.cap as usize })
+        } else {
+            self.put_batch(&Batch { data: &scratch.0, lens: &scratch.1 }, wait).map_err(|f| f.with(()))
+        };
+        BATCH.with(|b| *b.borrow_mut() = scratch);
+        result.map_err(|e| e.map(|()| items))
+    }
+
+    /// Puts all of `items` at once — under one lock, committed together — waiting as long as
+    /// there is not room for all of them.
+    ///
+    /// # Errors
+    /// [`PutError::TooLarge`] at once if the batch can never fit (more than `maxsize` items, or
+    /// more bytes than the ring), and the errors of [`put`](Self::put); the batch comes back.
+    pub fn put_many(&self, items: Vec<T>) -> Result<(), PutError<Vec<T>>> {
+        self.put_many_wait(items, Wait::Forever)
+    }
+
+    /// [`put_many`](Self::put_many), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`PutError::Full`] when the time is up, and the errors of [`put_many`](Self::put_many).
+    pub fn put_many_timeout(&self, items: Vec<T>, timeout: Duration) -> Result<(), PutError<Vec<T>>> {
+        self.put_many_wait(items, Wait::timeout(timeout))
+    }
+
+    /// [`put_many`](Self::put_many) only if there is room for all now.
+    ///
+    /// # Errors
+    /// [`PutError::Full`], and the errors of [`put_many`](Self::put_many).
+    pub fn put_many_nowait(&self, items: Vec<T>) -> Result<(), PutError<Vec<T>>> {
+        self.put_many_wait(items, Wait::No)
+    }
+
+    fn get_many_wait(&self, out: &mut Vec<T>, max: usize, wait: Wait) -> Result<usize, GetError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let n = self.get_frames(max, wait, &mut |bytes| {
+            out.push(T::decode(bytes)?);
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// Takes between 1 and `max` items under one lock, waiting as long as the queue is empty.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn get_many(&self, max: usize) -> Result<Vec<T>, GetError> {
+        let mut out = Vec::new();
+        self.get_many_wait(&mut out, max, Wait::Forever)?;
+        Ok(out)
+    }
+
+    /// [`get_many`](Self::get_many), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`GetError::Empty`] when the time is up, and the errors of [`get`](Self::get).
+    pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<T>, GetError> {
+        let mut out = Vec::new();
+        self.get_many_wait(&mut out, max, Wait::timeout(timeout))?;
+        Ok(out)
+    }
+
+    /// [`get_many`](Self::get_many) of what is there now.
+    ///
+    /// # Errors
+    /// [`GetError::Empty`], and the errors of [`get`](Self::get).
+    pub fn get_many_nowait(&self, max: usize) -> Result<Vec<T>, GetError> {
+        let mut out = Vec::new();
+        self.get_many_wait(&mut out, max, Wait::No)?;
+        Ok(out)
+    }
+
+    /// Appends between 1 and `max` items to `out`, reusing its allocation; waits at most
+    /// `timeout` (`None`: as long as it takes). Returns how many were taken.
+    ///
+    /// # Errors
+    /// As [`get_many_timeout`](Self::get_many_timeout).
+    pub fn get_many_into(&self, out: &mut Vec<T>, max: usize, timeout: Option<Duration>) -> Result<usize, GetError> {
+        let wait = timeout.map_or(Wait::Forever, Wait::timeout);
+        self.get_many_wait(out, max, wait)
+    }
+}
+
+/// Raw byte access without allocation, for queues of bytes.
+impl Queue<Vec<u8>> {
+    fn put_slice(&self, bytes: &[u8], wait: Wait) -> Result<(), PutError<()>> {
+        let Some(len) = u32::try_from(bytes.len()).ok().filter(|_| ring::frame_len(bytes.len()).is_some()) else {
+            return Err(PutError::TooLarge { item: (), needed: bytes.len(), capacity: self.cap as usize });
+        };
+        self.put_batch(&Batch { data: bytes, lens: &[len] }, wait).map_err(|f| f.with(()))
+    }
+
+    /// Puts a copy of `bytes` (blocking `timeout` at most; `None`: as long as it takes).
+    ///
+    /// # Errors
+    /// As [`put_timeout`](Self::put_timeout); with `Some(Duration::ZERO)` it is
+    /// [`put_nowait`](Self::put_nowait).
+    pub fn put_bytes(&self, bytes: &[u8], timeout: Option<Duration>) -> Result<(), PutError<()>> {
+        self.put_slice(bytes, timeout.map_or(Wait::Forever, |t| if t.is_zero() { Wait::No } else { Wait::timeout(t) }))
+    }
+
+    /// Takes the oldest message into `buf` (cleared first; its allocation is reused), waiting at
+    /// most `timeout` (`None`: as long as it takes; zero: not at all).
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    pub fn get_bytes_into(&self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> Result<(), GetError> {
+        let wait = timeout.map_or(Wait::Forever, |t| if t.is_zero() { Wait::No } else { Wait::timeout(t) });
+        buf.clear();
+        self.get_frames(1, wait, &mut |bytes| {
+            buf.extend_from_slice(bytes);
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
