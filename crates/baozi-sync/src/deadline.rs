@@ -4,6 +4,12 @@ use std::time::Duration;
 
 use crate::sys;
 
+/// Nanoseconds on `CLOCK_MONOTONIC` now: the same clock in every process on the machine, so a
+/// timestamp taken in one process can be compared with a reading in another.
+pub fn monotonic_ns() -> u64 {
+    sys::monotonic_ns()
+}
+
 /// A point on `CLOCK_MONOTONIC`, so that a wall-clock jump (NTP, `date -s`) neither shortens
 /// nor stretches a timeout. `None` where a `Option<Deadline>` is taken means "wait forever".
 ///

@@ -64,7 +64,7 @@ mod sys;
 mod waitword;
 
 pub use backoff::SpinPolicy;
-pub use deadline::Deadline;
+pub use deadline::{monotonic_ns, Deadline};
 pub use error::SyncError;
 pub use mutex::{LockError, ShmMutex, ShmMutexGuard};
 pub use raw_mutex::{Acquired, RawRobustMutex};

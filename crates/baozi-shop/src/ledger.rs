@@ -1,0 +1,174 @@
+//! The shared ledger: what producers committed and what consumers received, in shared memory so
+//! that it survives any worker being killed.
+//!
+//! * per producer slot: `committed` = one past the last sequence whose send returned Ok, stored
+//!   right after the send returns; the pid of the slot's current process.
+//! * per consumer slot: messages taken, reorderings seen, garbage seen, max latency, pid, and a
+//!   latency histogram.
+//! * per producer: one delivery counter per sequence number, bumped by whichever consumer took it.
+//! * the "maybe" list, written by the parent: (producer, seq) pairs whose send was in flight when
+//!   the producer was killed, so may or may not have been delivered.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use baozi_shm::{Offset, Region};
+
+use crate::histogram::{self, BUCKETS};
+use crate::message::Stamp;
+
+const LINE: usize = 128;
+/// The most producer kills the ledger can record.
+pub(crate) const MAX_MAYBE: usize = 1 << 16;
+
+/// Offsets of the ledger's parts.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    region: Region,
+    producers: usize,
+    consumers: usize,
+    per_producer: u64,
+    producer_at: usize,
+    consumer_at: usize,
+    maybe_at: usize,
+    hist_at: usize,
+    deliveries_at: usize,
+}
+
+/// What one consumer slot recorded.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ConsumerTally {
+    pub(crate) reordered: u64,
+    pub(crate) garbage: u64,
+    pub(crate) max_latency_ns: u64,
+}
+
+impl Ledger {
+    pub(crate) fn new(producers: usize, consumers: usize, per_producer: u64) -> Result<Self, String> {
+        let producer_at = LINE;
+        let consumer_at = producer_at + producers * LINE;
+        let maybe_at = consumer_at + consumers * LINE;
+        let hist_at = maybe_at + 8 * (MAX_MAYBE + 1);
+        let deliveries_at = hist_at + consumers * BUCKETS * 8;
+        let len = deliveries_at as u64 + producers as u64 * per_producer;
+        let len = usize::try_from(len).map_err(|_| "the ledger would not fit in memory".to_owned())?;
+        let region = Region::anonymous(len).map_err(|e| format!("ledger: {e}"))?;
+        Ok(Ledger {
+            region,
+            producers,
+            consumers,
+            per_producer,
+            producer_at,
+            consumer_at,
+            maybe_at,
+            hist_at,
+            deliveries_at,
+        })
+    }
+
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        self.region.get(Offset::new(off as u64)).expect("ledger offsets are in bounds")
+    }
+
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        self.region.get(Offset::new(off as u64)).expect("ledger offsets are in bounds")
+    }
+
+    /// How many sequence numbers each producer may use.
+    pub(crate) fn per_producer(&self) -> u64 {
+        self.per_producer
+    }
+
+    pub(crate) fn stop_flag(&self) -> &AtomicU32 {
+        self.u32_at(0)
+    }
+
+    pub(crate) fn committed(&self, p: usize) -> &AtomicU64 {
+        self.u64_at(self.producer_at + p * LINE)
+    }
+
+    pub(crate) fn producer_pid(&self, p: usize) -> &AtomicU32 {
+        self.u32_at(self.producer_at + p * LINE + 8)
+    }
+
+    pub(crate) fn consumer_pid(&self, c: usize) -> &AtomicU32 {
+        self.u32_at(self.consumer_at + c * LINE + 32)
+    }
+
+    fn consumer_u64(&self, c: usize, field: usize) -> &AtomicU64 {
+        self.u64_at(self.consumer_at + c * LINE + field * 8)
+    }
+
+    fn delivery(&self, p: usize, seq: u64) -> &AtomicU8 {
+        let off = self.deliveries_at as u64 + p as u64 * self.per_producer + seq;
+        self.region.get(Offset::new(off)).expect("delivery index is in bounds")
+    }
+
+    /// Records that consumer `c` took `stamp`; `last` is the consumer's own last sequence per
+    /// producer, for the order check.
+    pub(crate) fn deliver(&self, c: usize, stamp: Stamp, last: &mut [u64], now_ns: u64) {
+        let p = stamp.producer as usize;
+        if p >= self.producers || stamp.seq >= self.per_producer {
+            self.consumer_u64(c, 1).fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.delivery(p, stamp.seq).fetch_add(1, Ordering::Relaxed);
+        if last[p] != u64::MAX && stamp.seq <= last[p] {
+            self.consumer_u64(c, 0).fetch_add(1, Ordering::Relaxed);
+        }
+        last[p] = stamp.seq;
+        let latency = now_ns.saturating_sub(stamp.sent_ns);
+        let b = histogram::bucket(latency);
+        self.u64_at(self.hist_at + (c * BUCKETS + b) * 8).fetch_add(1, Ordering::Relaxed);
+        self.consumer_u64(c, 2).fetch_max(latency, Ordering::Relaxed);
+    }
+
+    /// Records a message that does not parse.
+    pub(crate) fn garbage(&self, c: usize) {
+        self.consumer_u64(c, 1).fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tally(&self, c: usize) -> ConsumerTally {
+        ConsumerTally {
+            reordered: self.consumer_u64(c, 0).load(Ordering::Acquire),
+            garbage: self.consumer_u64(c, 1).load(Ordering::Acquire),
+            max_latency_ns: self.consumer_u64(c, 2).load(Ordering::Acquire),
+        }
+    }
+
+    /// The latency histogram of consumer slot `c`.
+    pub(crate) fn histogram(&self, c: usize) -> Vec<u64> {
+        (0..BUCKETS).map(|b| self.u64_at(self.hist_at + (c * BUCKETS + b) * 8).load(Ordering::Acquire)).collect()
+    }
+
+    /// Notes that producer `p`'s send of `seq` was in flight when it was killed.
+    pub(crate) fn add_maybe(&self, p: usize, seq: u64) -> Result<(), String> {
+        let count = self.u64_at(self.maybe_at);
+        let n = count.load(Ordering::Relaxed) as usize;
+        if n >= MAX_MAYBE {
+            return Err(format!("more than {MAX_MAYBE} producer kills: raise --kill-every"));
+        }
+        self.u64_at(self.maybe_at + 8 * (n + 1)).store(((p as u64) << 40) | seq, Ordering::Relaxed);
+        count.store(n as u64 + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Every (producer, seq) in flight at a producer kill.
+    pub(crate) fn maybes(&self) -> Vec<(usize, u64)> {
+        let n = self.u64_at(self.maybe_at).load(Ordering::Acquire) as usize;
+        (0..n)
+            .map(|i| {
+                let v = self.u64_at(self.maybe_at + 8 * (i + 1)).load(Ordering::Relaxed);
+                ((v >> 40) as usize, v & ((1 << 40) - 1))
+            })
+            .collect()
+    }
+
+    /// How many times producer `p`'s message `seq` was delivered.
+    pub(crate) fn deliveries(&self, p: usize, seq: u64) -> u8 {
+        self.delivery(p, seq).load(Ordering::Acquire)
+    }
+
+    pub(crate) fn consumers(&self) -> usize {
+        self.consumers
+    }
+}

@@ -1,0 +1,61 @@
+//! A POSIX message queue as a transport.
+
+use std::time::Duration;
+
+use super::{Recv, Shape, Transport};
+use crate::message;
+use crate::sys::{self, Mq};
+
+pub(super) fn check(shape: Shape) -> Result<(), String> {
+    let (_, msgsize_max) = sys::mq_limits();
+    if shape.size > msgsize_max {
+        return Err(format!(
+            "--size {} is too large for --transport mq: /proc/sys/fs/mqueue/msgsize_max is {msgsize_max}",
+            shape.size
+        ));
+    }
+    Ok(())
+}
+
+pub(super) struct MqTransport {
+    mq: Mq,
+    size: usize,
+    maxmsg: usize,
+}
+
+impl MqTransport {
+    pub(super) fn new(shape: Shape) -> Result<Self, String> {
+        let (msg_max, _) = sys::mq_limits();
+        // The kernel caps the depth at msg_max (10 by default) for unprivileged tuning.
+        let maxmsg = if shape.maxsize == 0 { msg_max } else { shape.maxsize.min(msg_max) }.max(1);
+        let mq = Mq::create(maxmsg, shape.size).map_err(|e| format!("mq_open: {e}"))?;
+        Ok(MqTransport { mq, size: shape.size, maxmsg })
+    }
+}
+
+impl Transport for MqTransport {
+    fn send(&self, msg: &[u8]) -> Result<(), String> {
+        self.mq.send(msg).map_err(|e| format!("mq_send: {e}"))
+    }
+
+    fn recv(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<Recv, String> {
+        buf.resize(self.size, 0);
+        match self.mq.recv(buf, timeout).map_err(|e| format!("mq_receive: {e}"))? {
+            Some(n) => {
+                buf.truncate(n);
+                Ok(Recv::Message)
+            }
+            None => Ok(Recv::Timeout),
+        }
+    }
+
+    fn finish(&self, consumers: usize) -> Result<(), String> {
+        let mut stop = vec![0u8; self.size];
+        message::encode_stop(&mut stop);
+        (0..consumers).try_for_each(|_| self.send(&stop))
+    }
+
+    fn effective_maxsize(&self) -> usize {
+        self.maxmsg
+    }
+}

@@ -1,0 +1,68 @@
+//! A Unix `SOCK_SEQPACKET` socket pair as a transport: the kernel keeps message boundaries.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::{Recv, Shape, Transport};
+use crate::message;
+use crate::sys;
+
+/// Above this a single datagram exceeds the default socket buffer.
+const MAX_DATAGRAM: usize = 200 * 1024;
+
+pub(super) fn check(shape: Shape) -> Result<(), String> {
+    if shape.size > MAX_DATAGRAM {
+        return Err(format!(
+            "--size {} is too large for --transport unix (at most {MAX_DATAGRAM} bytes per datagram)",
+            shape.size
+        ));
+    }
+    Ok(())
+}
+
+pub(super) struct UnixTransport {
+    read: OwnedFd,
+    write: OwnedFd,
+    size: usize,
+}
+
+impl UnixTransport {
+    pub(super) fn new(shape: Shape) -> Result<Self, String> {
+        let (read, write) = sys::seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
+        Ok(UnixTransport { read, write, size: shape.size })
+    }
+}
+
+impl Transport for UnixTransport {
+    fn send(&self, msg: &[u8]) -> Result<(), String> {
+        sys::write_all(self.write.as_raw_fd(), msg).map_err(|e| format!("socket send: {e}"))
+    }
+
+    fn recv(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<Recv, String> {
+        buf.resize(self.size, 0);
+        loop {
+            match sys::read_nonblocking(self.read.as_raw_fd(), buf) {
+                Ok(Some(0)) => return Ok(Recv::Closed),
+                Ok(Some(n)) => {
+                    buf.truncate(n);
+                    return Ok(Recv::Message);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("socket recv: {e}")),
+            }
+            if !sys::poll_readable(self.read.as_raw_fd(), timeout).map_err(|e| format!("poll: {e}"))? {
+                return Ok(Recv::Timeout);
+            }
+        }
+    }
+
+    fn finish(&self, consumers: usize) -> Result<(), String> {
+        let mut stop = vec![0u8; self.size];
+        message::encode_stop(&mut stop);
+        (0..consumers).try_for_each(|_| self.send(&stop))
+    }
+
+    fn effective_maxsize(&self) -> usize {
+        0
+    }
+}
