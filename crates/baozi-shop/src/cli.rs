@@ -87,7 +87,12 @@ pub(crate) fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
                 return 0;
             }
@@ -129,12 +134,20 @@ fn shm(action: ShmAction) -> i32 {
                 println!("no baozi objects in /dev/shm");
             }
             for e in entries {
-                let kind = e.kind.map_or("not a baozi object".to_owned(), |k| k.to_string());
+                let kind = e
+                    .kind
+                    .map_or("not a baozi object".to_owned(), |k| k.to_string());
                 let creator = match e.creator_pid {
-                    Some(pid) => format!("creator {pid} ({})", if e.creator_alive { "alive" } else { "gone" }),
+                    Some(pid) => format!(
+                        "creator {pid} ({})",
+                        if e.creator_alive { "alive" } else { "gone" }
+                    ),
                     None => "creator unknown".to_owned(),
                 };
-                println!("{}  {} bytes  {kind}  {creator}  mapped by {:?}", e.name, e.size, e.mapped_by);
+                println!(
+                    "{}  {} bytes  {kind}  {creator}  mapped by {:?}",
+                    e.name, e.size, e.mapped_by
+                );
             }
             0
         }
@@ -167,9 +180,17 @@ fn run_command(a: RunArgs) -> i32 {
     if a.kill_every == Some(0) {
         return usage_error("--kill-every must be at least 1 ms");
     }
-    if let Some(dir) = a.plot.as_ref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = a
+        .plot
+        .as_ref()
+        .and_then(|p| p.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         if !dir.is_dir() {
-            return usage_error(&format!("--plot: directory {} does not exist", dir.display()));
+            return usage_error(&format!(
+                "--plot: directory {} does not exist",
+                dir.display()
+            ));
         }
     }
     let mut transports = a.transport.clone();
@@ -217,7 +238,10 @@ fn run_command(a: RunArgs) -> i32 {
         }
     }
     if reports.len() > 1 && !a.json {
-        let base = reports.iter().find(|r| r.transport == TransportKind::Pipe).unwrap_or(&reports[0]);
+        let base = reports
+            .iter()
+            .find(|r| r.transport == TransportKind::Pipe)
+            .unwrap_or(&reports[0]);
         println!("comparison (throughput relative to {}):", base.transport);
         for r in &reports {
             println!(

@@ -76,7 +76,19 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for v in [0u64, 1, 127, 128, 129, 255, 256, 1000, 123_456, 1 << 40, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            129,
+            255,
+            256,
+            1000,
+            123_456,
+            1 << 40,
+            u64::MAX,
+        ] {
             let b = bucket(v);
             assert!(b >= last && b < BUCKETS, "{v}");
             last = b;

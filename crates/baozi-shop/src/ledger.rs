@@ -43,14 +43,19 @@ pub(crate) struct ConsumerTally {
 }
 
 impl Ledger {
-    pub(crate) fn new(producers: usize, consumers: usize, per_producer: u64) -> Result<Self, String> {
+    pub(crate) fn new(
+        producers: usize,
+        consumers: usize,
+        per_producer: u64,
+    ) -> Result<Self, String> {
         let producer_at = LINE;
         let consumer_at = producer_at + producers * LINE;
         let maybe_at = consumer_at + consumers * LINE;
         let hist_at = maybe_at + 8 * (MAX_MAYBE + 1);
         let deliveries_at = hist_at + consumers * BUCKETS * 8;
         let len = deliveries_at as u64 + producers as u64 * per_producer;
-        let len = usize::try_from(len).map_err(|_| "the ledger would not fit in memory".to_owned())?;
+        let len =
+            usize::try_from(len).map_err(|_| "the ledger would not fit in memory".to_owned())?;
         let region = Region::anonymous(len).map_err(|e| format!("ledger: {e}"))?;
         Ok(Ledger {
             region,
@@ -66,11 +71,15 @@ impl Ledger {
     }
 
     fn u64_at(&self, off: usize) -> &AtomicU64 {
-        self.region.get(Offset::new(off as u64)).expect("ledger offsets are in bounds")
+        self.region
+            .get(Offset::new(off as u64))
+            .expect("ledger offsets are in bounds")
     }
 
     fn u32_at(&self, off: usize) -> &AtomicU32 {
-        self.region.get(Offset::new(off as u64)).expect("ledger offsets are in bounds")
+        self.region
+            .get(Offset::new(off as u64))
+            .expect("ledger offsets are in bounds")
     }
 
     /// How many sequence numbers each producer may use.
@@ -100,7 +109,9 @@ impl Ledger {
 
     fn delivery(&self, p: usize, seq: u64) -> &AtomicU8 {
         let off = self.deliveries_at as u64 + p as u64 * self.per_producer + seq;
-        self.region.get(Offset::new(off)).expect("delivery index is in bounds")
+        self.region
+            .get(Offset::new(off))
+            .expect("delivery index is in bounds")
     }
 
     /// Records that consumer `c` took `stamp`; `last` is the consumer's own last sequence per
@@ -118,8 +129,10 @@ impl Ledger {
         last[p] = stamp.seq;
         let latency = now_ns.saturating_sub(stamp.sent_ns);
         let b = histogram::bucket(latency);
-        self.u64_at(self.hist_at + (c * BUCKETS + b) * 8).fetch_add(1, Ordering::Relaxed);
-        self.consumer_u64(c, 2).fetch_max(latency, Ordering::Relaxed);
+        self.u64_at(self.hist_at + (c * BUCKETS + b) * 8)
+            .fetch_add(1, Ordering::Relaxed);
+        self.consumer_u64(c, 2)
+            .fetch_max(latency, Ordering::Relaxed);
     }
 
     /// Records a message that does not parse.
@@ -137,7 +150,12 @@ impl Ledger {
 
     /// The latency histogram of consumer slot `c`.
     pub(crate) fn histogram(&self, c: usize) -> Vec<u64> {
-        (0..BUCKETS).map(|b| self.u64_at(self.hist_at + (c * BUCKETS + b) * 8).load(Ordering::Acquire)).collect()
+        (0..BUCKETS)
+            .map(|b| {
+                self.u64_at(self.hist_at + (c * BUCKETS + b) * 8)
+                    .load(Ordering::Acquire)
+            })
+            .collect()
     }
 
     /// Notes that producer `p`'s send of `seq` was in flight when it was killed.
@@ -145,9 +163,12 @@ impl Ledger {
         let count = self.u64_at(self.maybe_at);
         let n = count.load(Ordering::Relaxed) as usize;
         if n >= MAX_MAYBE {
-            return Err(format!("more than {MAX_MAYBE} producer kills: raise --kill-every"));
+            return Err(format!(
+                "more than {MAX_MAYBE} producer kills: raise --kill-every"
+            ));
         }
-        self.u64_at(self.maybe_at + 8 * (n + 1)).store(((p as u64) << 40) | seq, Ordering::Relaxed);
+        self.u64_at(self.maybe_at + 8 * (n + 1))
+            .store(((p as u64) << 40) | seq, Ordering::Relaxed);
         count.store(n as u64 + 1, Ordering::Release);
         Ok(())
     }
@@ -157,7 +178,9 @@ impl Ledger {
         let n = self.u64_at(self.maybe_at).load(Ordering::Acquire) as usize;
         (0..n)
             .map(|i| {
-                let v = self.u64_at(self.maybe_at + 8 * (i + 1)).load(Ordering::Relaxed);
+                let v = self
+                    .u64_at(self.maybe_at + 8 * (i + 1))
+                    .load(Ordering::Relaxed);
                 ((v >> 40) as usize, v & ((1 << 40) - 1))
             })
             .collect()

@@ -138,7 +138,11 @@ impl Scenario {
     /// The byte capacity the baozi queue gets.
     pub fn effective_capacity(&self) -> usize {
         self.capacity.unwrap_or_else(|| {
-            let frames = if self.maxsize == 0 { 0 } else { self.maxsize.saturating_mul(frame_len(self.size)) };
+            let frames = if self.maxsize == 0 {
+                0
+            } else {
+                self.maxsize.saturating_mul(frame_len(self.size))
+            };
             frames.max(1 << 20).clamp(64, 1 << 30)
         })
     }
@@ -150,10 +154,16 @@ impl Scenario {
     pub fn validate(&self) -> Result<(), ShopError> {
         let usage = |s: String| Err(ShopError::Usage(s));
         if self.producers == 0 || self.producers > MAX_WORKERS {
-            return usage(format!("--producers must be between 1 and {MAX_WORKERS}, not {}", self.producers));
+            return usage(format!(
+                "--producers must be between 1 and {MAX_WORKERS}, not {}",
+                self.producers
+            ));
         }
         if self.consumers == 0 || self.consumers > MAX_WORKERS {
-            return usage(format!("--consumers must be between 1 and {MAX_WORKERS}, not {}", self.consumers));
+            return usage(format!(
+                "--consumers must be between 1 and {MAX_WORKERS}, not {}",
+                self.consumers
+            ));
         }
         if self.size < message::STAMP_LEN {
             return usage(format!(
@@ -163,15 +173,25 @@ impl Scenario {
             ));
         }
         if self.size > (1 << 30) - 8 {
-            return usage(format!("--size {} is larger than any queue can hold (1 GiB)", self.size));
+            return usage(format!(
+                "--size {} is larger than any queue can hold (1 GiB)",
+                self.size
+            ));
         }
         if let Some(c) = self.capacity {
             if !(64..=1 << 30).contains(&c) {
-                return usage(format!("--capacity must be between 64 and {} bytes, not {c}", 1u64 << 30));
+                return usage(format!(
+                    "--capacity must be between 64 and {} bytes, not {c}",
+                    1u64 << 30
+                ));
             }
         }
         if self.maxsize > baozi_queue::MAX_MAXSIZE {
-            return usage(format!("--maxsize must be at most {}, not {}", baozi_queue::MAX_MAXSIZE, self.maxsize));
+            return usage(format!(
+                "--maxsize must be at most {}, not {}",
+                baozi_queue::MAX_MAXSIZE,
+                self.maxsize
+            ));
         }
         match self.stop {
             StopRule::Count(0) => return usage("--count must be at least 1".to_owned()),
@@ -187,14 +207,21 @@ impl Scenario {
             }
             _ => {}
         }
-        if self.kill_every.is_some_and(|k| k < Duration::from_millis(1)) {
+        if self
+            .kill_every
+            .is_some_and(|k| k < Duration::from_millis(1))
+        {
             return usage("--kill-every must be at least 1 ms".to_owned());
         }
         self.transport.check(self.shape()).map_err(ShopError::Usage)
     }
 
     fn shape(&self) -> Shape {
-        Shape { maxsize: self.maxsize, size: self.size, capacity: self.effective_capacity() }
+        Shape {
+            maxsize: self.maxsize,
+            size: self.size,
+            capacity: self.effective_capacity(),
+        }
     }
 
     fn per_producer(&self) -> u64 {
@@ -208,17 +235,34 @@ impl Scenario {
 /// How long a consumer waits in one receive before it looks at the world again.
 const RECV_SLICE: Duration = Duration::from_millis(100);
 
-fn producer_main(t: &dyn Transport, ledger: &Ledger, p: usize, from: u64, until: u64, size: usize) -> i32 {
-    ledger.producer_pid(p).store(std::process::id(), Ordering::Relaxed);
+fn producer_main(
+    t: &dyn Transport,
+    ledger: &Ledger,
+    p: usize,
+    from: u64,
+    until: u64,
+    size: usize,
+) -> i32 {
+    ledger
+        .producer_pid(p)
+        .store(std::process::id(), Ordering::Relaxed);
     let mut buf = vec![0x42u8; size];
     for seq in from..until {
         if ledger.stop_flag().load(Ordering::Relaxed) != 0 {
             break;
         }
-        let stamp = Stamp { producer: p as u32, seq, sent_ns: baozi_sync::monotonic_ns() };
+        let stamp = Stamp {
+            producer: p as u32,
+            seq,
+            sent_ns: baozi_sync::monotonic_ns(),
+        };
         message::encode(stamp, &mut buf);
         if let Err(e) = t.send(&buf) {
-            eprintln!("baozi-shop: baker-{} (pid {}): {e}", p + 1, std::process::id());
+            eprintln!(
+                "baozi-shop: baker-{} (pid {}): {e}",
+                p + 1,
+                std::process::id()
+            );
             return 1;
         }
         // The send returned Ok: from here on the message must arrive.
@@ -227,21 +271,35 @@ fn producer_main(t: &dyn Transport, ledger: &Ledger, p: usize, from: u64, until:
     0
 }
 
-fn consumer_main(t: &dyn Transport, ledger: &Ledger, c: usize, producers: usize, size: usize) -> i32 {
-    ledger.consumer_pid(c).store(std::process::id(), Ordering::Relaxed);
+fn consumer_main(
+    t: &dyn Transport,
+    ledger: &Ledger,
+    c: usize,
+    producers: usize,
+    size: usize,
+) -> i32 {
+    ledger
+        .consumer_pid(c)
+        .store(std::process::id(), Ordering::Relaxed);
     let mut buf = Vec::with_capacity(size);
     let mut last = vec![u64::MAX; producers];
     loop {
         match t.recv(&mut buf, RECV_SLICE) {
             Ok(Recv::Message) => match message::decode(&buf) {
-                Decoded::Data(stamp) => ledger.deliver(c, stamp, &mut last, baozi_sync::monotonic_ns()),
+                Decoded::Data(stamp) => {
+                    ledger.deliver(c, stamp, &mut last, baozi_sync::monotonic_ns())
+                }
                 Decoded::Stop => return 0,
                 Decoded::Garbage => ledger.garbage(c),
             },
             Ok(Recv::Timeout) => {}
             Ok(Recv::Closed) => return 0,
             Err(e) => {
-                eprintln!("baozi-shop: eater-{} (pid {}): {e}", c + 1, std::process::id());
+                eprintln!(
+                    "baozi-shop: eater-{} (pid {}): {e}",
+                    c + 1,
+                    std::process::id()
+                );
                 return 1;
             }
         }
@@ -299,11 +357,21 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
     };
     for c in 0..nc {
         let pid = spawn(Role::Consumer(c), 0)?;
-        workers.push(Worker { role: Role::Consumer(c), pid, running: true, kills: 0 });
+        workers.push(Worker {
+            role: Role::Consumer(c),
+            pid,
+            running: true,
+            kills: 0,
+        });
     }
     for p in 0..np {
         match spawn(Role::Producer(p), 0) {
-            Ok(pid) => workers.push(Worker { role: Role::Producer(p), pid, running: true, kills: 0 }),
+            Ok(pid) => workers.push(Worker {
+                role: Role::Producer(p),
+                pid,
+                running: true,
+                kills: 0,
+            }),
             Err(e) => return Err(abort(&mut workers, e.to_string())),
         }
     }
@@ -317,13 +385,16 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
     let mut next_kill = s.kill_every.map(|k| start + k);
     let mut kills = 0u64;
     let sent_now = |ledger: &Ledger| -> u64 {
-        (0..np).map(|p| ledger.committed(p).load(Ordering::Relaxed)).sum()
+        (0..np)
+            .map(|p| ledger.committed(p).load(Ordering::Relaxed))
+            .sum()
     };
 
     // Run until every producer slot has finished its share.
     loop {
         for w in workers.iter_mut().filter(|w| w.running) {
-            let exit = sys::try_wait(w.pid).map_err(|e| ShopError::Failed(format!("waitpid: {e}")))?;
+            let exit =
+                sys::try_wait(w.pid).map_err(|e| ShopError::Failed(format!("waitpid: {e}")))?;
             if let Some(exit) = exit {
                 w.running = false;
                 let ok = exit == Exit::Code(0) && matches!(w.role, Role::Producer(_));
@@ -334,7 +405,9 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
                 }
             }
         }
-        let producing = workers.iter().any(|w| w.running && matches!(w.role, Role::Producer(_)));
+        let producing = workers
+            .iter()
+            .any(|w| w.running && matches!(w.role, Role::Producer(_)));
         if !producing {
             break;
         }
@@ -346,12 +419,12 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
         }
         if let (Some(due), Some(every)) = (next_kill, s.kill_every) {
             if now >= due && ledger.stop_flag().load(Ordering::Relaxed) == 0 {
-                let live: Vec<usize> =
-                    (0..workers.len()).filter(|&i| workers[i].running).collect();
+                let live: Vec<usize> = (0..workers.len()).filter(|&i| workers[i].running).collect();
                 let i = live[rng.below(live.len())];
                 let victim = &mut workers[i];
                 let _ = sys::kill9(victim.pid);
-                let exit = sys::wait(victim.pid).map_err(|e| ShopError::Failed(format!("waitpid: {e}")))?;
+                let exit = sys::wait(victim.pid)
+                    .map_err(|e| ShopError::Failed(format!("waitpid: {e}")))?;
                 kills += 1;
                 victim.kills += 1;
                 let role = victim.role;
@@ -370,7 +443,9 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
                                 return Err(abort(&mut workers, e));
                             }
                         }
-                        ledger.committed(p).store(resume.min(until), Ordering::Release);
+                        ledger
+                            .committed(p)
+                            .store(resume.min(until), Ordering::Release);
                         Some(resume.min(until))
                     }
                     Role::Consumer(_) => Some(0),
@@ -388,7 +463,9 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
             }
         }
         progress.update(start.elapsed(), sent_now(&ledger), kills);
-        let nap = next_kill.map_or(Duration::from_millis(5), |k| k.saturating_duration_since(Instant::now()));
+        let nap = next_kill.map_or(Duration::from_millis(5), |k| {
+            k.saturating_duration_since(Instant::now())
+        });
         std::thread::sleep(nap.clamp(Duration::from_micros(200), Duration::from_millis(5)));
     }
 
@@ -400,7 +477,9 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
     let drain_deadline = Instant::now() + Duration::from_secs(60);
     while workers.iter().any(|w| w.running) {
         for w in workers.iter_mut().filter(|w| w.running) {
-            if let Some(exit) = sys::try_wait(w.pid).map_err(|e| ShopError::Failed(format!("waitpid: {e}")))? {
+            if let Some(exit) =
+                sys::try_wait(w.pid).map_err(|e| ShopError::Failed(format!("waitpid: {e}")))?
+            {
                 w.running = false;
                 if exit != Exit::Code(0) {
                     let (name, _) = worker_name(w.role);
@@ -410,14 +489,25 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
             }
         }
         if Instant::now() > drain_deadline {
-            return Err(abort(&mut workers, "consumers did not drain within 60 s after the producers finished: a hang".to_owned()));
+            return Err(abort(
+                &mut workers,
+                "consumers did not drain within 60 s after the producers finished: a hang"
+                    .to_owned(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     let seconds = start.elapsed().as_secs_f64();
     progress.finish();
 
-    Ok(verify(s, &ledger, &workers, transport.effective_maxsize(), kills, seconds))
+    Ok(verify(
+        s,
+        &ledger,
+        &workers,
+        transport.effective_maxsize(),
+        kills,
+        seconds,
+    ))
 }
 
 fn worker_name(role: Role) -> (String, bool) {
@@ -428,7 +518,14 @@ fn worker_name(role: Role) -> (String, bool) {
 }
 
 /// Compares what was committed with what was delivered.
-fn verify(s: &Scenario, ledger: &Ledger, workers: &[Worker], maxsize: usize, kills: u64, seconds: f64) -> Report {
+fn verify(
+    s: &Scenario,
+    ledger: &Ledger,
+    workers: &[Worker],
+    maxsize: usize,
+    kills: u64,
+    seconds: f64,
+) -> Report {
     let np = s.producers as usize;
     let maybes = ledger.maybes();
     let consumer_kills: u64 = workers
@@ -436,13 +533,16 @@ fn verify(s: &Scenario, ledger: &Ledger, workers: &[Worker], maxsize: usize, kil
         .filter(|w| matches!(w.role, Role::Consumer(_)))
         .map(|w| u64::from(w.kills))
         .sum();
-    let (mut sent, mut received, mut missing, mut duplicated, mut in_flight_producer) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut sent, mut received, mut missing, mut duplicated, mut in_flight_producer) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut per_producer = vec![0u64; np];
     for (p, sent_by_p) in per_producer.iter_mut().enumerate() {
         let committed = ledger.committed(p).load(Ordering::Acquire);
         let mut mine: Vec<u64> = maybes.iter().filter(|m| m.0 == p).map(|m| m.1).collect();
         mine.sort_unstable();
-        let end = committed.max(mine.last().map_or(0, |m| m + 1)).min(ledger.per_producer());
+        let end = committed
+            .max(mine.last().map_or(0, |m| m + 1))
+            .min(ledger.per_producer());
         for seq in 0..end {
             let n = u64::from(ledger.deliveries(p, seq));
             received += n;
@@ -473,7 +573,9 @@ fn verify(s: &Scenario, ledger: &Ledger, workers: &[Worker], maxsize: usize, kil
         garbage += t.garbage;
         max_latency = max_latency.max(t.max_latency_ns);
     }
-    let hists: Vec<Vec<u64>> = (0..ledger.consumers()).map(|c| ledger.histogram(c)).collect();
+    let hists: Vec<Vec<u64>> = (0..ledger.consumers())
+        .map(|c| ledger.histogram(c))
+        .collect();
     let latency = Latency::merge(hists.iter().map(Vec::as_slice));
     let mut consumer_counts = vec![0u64; ledger.consumers()];
     for (c, h) in hists.iter().enumerate() {
@@ -487,7 +589,12 @@ fn verify(s: &Scenario, ledger: &Ledger, workers: &[Worker], maxsize: usize, kil
                 Role::Producer(p) => per_producer[p],
                 Role::Consumer(c) => consumer_counts[c],
             };
-            ProcessCount { name, pid: w.pid, messages, kills: w.kills }
+            ProcessCount {
+                name,
+                pid: w.pid,
+                messages,
+                kills: w.kills,
+            }
         })
         .collect();
     let verified = lost == 0 && duplicated == 0 && reordered == 0 && garbage == 0;

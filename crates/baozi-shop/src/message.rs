@@ -35,7 +35,14 @@ pub fn encode(stamp: Stamp, buf: &mut [u8]) {
 
 /// Writes a stop sentinel.
 pub fn encode_stop(buf: &mut [u8]) {
-    encode(Stamp { producer: STOP, seq: 0, sent_ns: 0 }, buf);
+    encode(
+        Stamp {
+            producer: STOP,
+            seq: 0,
+            sent_ns: 0,
+        },
+        buf,
+    );
 }
 
 /// What a received message is.
@@ -60,7 +67,11 @@ pub fn decode(buf: &[u8]) -> Decoded {
     if producer == STOP {
         return Decoded::Stop;
     }
-    Decoded::Data(Stamp { producer, seq: u64_at(8), sent_ns: u64_at(16) })
+    Decoded::Data(Stamp {
+        producer,
+        seq: u64_at(8),
+        sent_ns: u64_at(16),
+    })
 }
 
 #[cfg(test)]
@@ -70,7 +81,11 @@ mod tests {
     #[test]
     fn stamps_round_trip_and_sentinels_are_recognised() {
         let mut buf = vec![0xee; 64];
-        let s = Stamp { producer: 3, seq: 1 << 40, sent_ns: 12345 };
+        let s = Stamp {
+            producer: 3,
+            seq: 1 << 40,
+            sent_ns: 12345,
+        };
         encode(s, &mut buf);
         assert_eq!(decode(&buf), Decoded::Data(s));
         encode_stop(&mut buf);

@@ -148,7 +148,11 @@ impl Report {
             .processes
             .iter()
             .map(|p| {
-                let killed = if p.kills > 0 { format!(", killed {}×", p.kills) } else { String::new() };
+                let killed = if p.kills > 0 {
+                    format!(", killed {}×", p.kills)
+                } else {
+                    String::new()
+                };
                 format!("{} (pid {}) {}{}", p.name, p.pid, p.messages, killed)
             })
             .collect();
@@ -159,7 +163,10 @@ impl Report {
                 "verified: every committed message arrived exactly once, in per-producer order"
             );
         } else {
-            let _ = writeln!(s, "FAILED: lost, duplicated, reordered or garbage messages (see above)");
+            let _ = writeln!(
+                s,
+                "FAILED: lost, duplicated, reordered or garbage messages (see above)"
+            );
         }
         s
     }
@@ -220,8 +227,10 @@ impl Report {
                 us
             );
         }
-        let path: Vec<String> =
-            points.iter().map(|(q, us)| format!("{:.1},{:.1}", x_of(*q), y_of(*us))).collect();
+        let path: Vec<String> = points
+            .iter()
+            .map(|(q, us)| format!("{:.1},{:.1}", x_of(*q), y_of(*us)))
+            .collect();
         let _ = write!(
             s,
             r##"<polyline fill="none" stroke="#c0392b" stroke-width="2" points="{}"/>"##,
@@ -258,7 +267,11 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new(wanted: bool, total: Option<u64>) -> Self {
-        Progress { enabled: wanted && std::io::stdout().is_terminal(), bar: None, total }
+        Progress {
+            enabled: wanted && std::io::stdout().is_terminal(),
+            bar: None,
+            total,
+        }
     }
 
     pub(crate) fn update(&mut self, elapsed: Duration, received: u64, kills: u64) {

@@ -80,7 +80,10 @@ pub fn run_seed(pace: Duration) -> Result<(), ShopError> {
             );
             let slot = bun.baker.wrapping_sub(1) as usize;
             if slot >= next.len() || bun.seq != next[slot] {
-                eprintln!("eater-1 (pid {pid}): baker-{}'s buns came out of order", bun.baker);
+                eprintln!(
+                    "eater-1 (pid {pid}): baker-{}'s buns came out of order",
+                    bun.baker
+                );
                 return 4;
             }
             next[slot] += 1;
@@ -94,8 +97,16 @@ pub fn run_seed(pace: Duration) -> Result<(), ShopError> {
             let pid = std::process::id();
             for (seq, filling) in Filling::MENU.into_iter().enumerate() {
                 std::thread::sleep(pace);
-                println!("  baker-{baker} (pid {pid}) baked a {} bun", filling.label());
-                let bun = Bun { baker, baker_pid: pid, seq: seq as u32, filling };
+                println!(
+                    "  baker-{baker} (pid {pid}) baked a {} bun",
+                    filling.label()
+                );
+                let bun = Bun {
+                    baker,
+                    baker_pid: pid,
+                    seq: seq as u32,
+                    filling,
+                };
                 if let Err(e) = counter.put(Serde(bun)) {
                     eprintln!("baker-{baker} (pid {pid}): {e}");
                     return 1;
@@ -118,7 +129,9 @@ pub fn run_seed(pace: Duration) -> Result<(), ShopError> {
         problems.push(format!("{} bun(s) left uneaten", counter.qsize()));
     }
     if problems.is_empty() {
-        println!("verified: {total} buns baked, {total} eaten, each exactly once, in each baker's order");
+        println!(
+            "verified: {total} buns baked, {total} eaten, each exactly once, in each baker's order"
+        );
         Ok(())
     } else {
         Err(failed(problems.join("; ")))

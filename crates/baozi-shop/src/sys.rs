@@ -98,7 +98,12 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints for socketpair to fill.
     cvt(unsafe {
-        libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
     })?;
     let (r, w) = (owned(fds[0]), owned(fds[1]));
     set_nonblocking(&r)?;
@@ -114,7 +119,11 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 
 /// Waits up to `timeout` for `fd` to be readable; false on timeout.
 pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
     // SAFETY: p is one valid pollfd.
     match unsafe { libc::poll(&mut p, 1, ms) } {
@@ -169,8 +178,12 @@ pub(crate) struct Mq(libc::mqd_t);
 impl Mq {
     /// Creates an anonymous-in-effect queue: made under a unique name and unlinked at once.
     pub(crate) fn create(maxmsg: usize, msgsize: usize) -> io::Result<Mq> {
-        let name = CString::new(format!("/baozi-shop-{}-{}", std::process::id(), baozi_sync::monotonic_ns()))
-            .expect("no NUL");
+        let name = CString::new(format!(
+            "/baozi-shop-{}-{}",
+            std::process::id(),
+            baozi_sync::monotonic_ns()
+        ))
+        .expect("no NUL");
         // SAFETY: mq_attr is a plain C struct; zero is a valid starting value.
         let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
         attr.mq_maxmsg = maxmsg as libc::c_long;
@@ -209,16 +222,29 @@ impl Mq {
 
     /// Receives one message into `buf` (at least msgsize long), waiting up to `timeout`.
     pub(crate) fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: now is a valid timespec to fill. mq_timedreceive takes CLOCK_REALTIME.
         unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
         let ns = now.tv_nsec as u64 + timeout.subsec_nanos() as u64;
         let abs = libc::timespec {
-            tv_sec: now.tv_sec + timeout.as_secs() as libc::time_t + (ns / 1_000_000_000) as libc::time_t,
+            tv_sec: now.tv_sec
+                + timeout.as_secs() as libc::time_t
+                + (ns / 1_000_000_000) as libc::time_t,
             tv_nsec: (ns % 1_000_000_000) as libc::c_long,
         };
         // SAFETY: buf is valid for buf.len() bytes; abs is a normalised timespec.
-        let n = unsafe { libc::mq_timedreceive(self.0, buf.as_mut_ptr().cast(), buf.len(), std::ptr::null_mut(), &abs) };
+        let n = unsafe {
+            libc::mq_timedreceive(
+                self.0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                std::ptr::null_mut(),
+                &abs,
+            )
+        };
         if n >= 0 {
             return Ok(Some(n as usize));
         }
@@ -240,7 +266,13 @@ impl Drop for Mq {
 /// The system limits on POSIX message queues: (msg_max, msgsize_max).
 pub(crate) fn mq_limits() -> (usize, usize) {
     let read = |p: &str, default| {
-        std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(default)
     };
-    (read("/proc/sys/fs/mqueue/msg_max", 10), read("/proc/sys/fs/mqueue/msgsize_max", 8192))
+    (
+        read("/proc/sys/fs/mqueue/msg_max", 10),
+        read("/proc/sys/fs/mqueue/msgsize_max", 8192),
+    )
 }

@@ -27,9 +27,18 @@ impl MqTransport {
     pub(super) fn new(shape: Shape) -> Result<Self, String> {
         let (msg_max, _) = sys::mq_limits();
         // The kernel caps the depth at msg_max (10 by default) for unprivileged tuning.
-        let maxmsg = if shape.maxsize == 0 { msg_max } else { shape.maxsize.min(msg_max) }.max(1);
+        let maxmsg = if shape.maxsize == 0 {
+            msg_max
+        } else {
+            shape.maxsize.min(msg_max)
+        }
+        .max(1);
         let mq = Mq::create(maxmsg, shape.size).map_err(|e| format!("mq_open: {e}"))?;
-        Ok(MqTransport { mq, size: shape.size, maxmsg })
+        Ok(MqTransport {
+            mq,
+            size: shape.size,
+            maxmsg,
+        })
     }
 }
 
@@ -40,7 +49,11 @@ impl Transport for MqTransport {
 
     fn recv(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<Recv, String> {
         buf.resize(self.size, 0);
-        match self.mq.recv(buf, timeout).map_err(|e| format!("mq_receive: {e}"))? {
+        match self
+            .mq
+            .recv(buf, timeout)
+            .map_err(|e| format!("mq_receive: {e}"))?
+        {
             Some(n) => {
                 buf.truncate(n);
                 Ok(Recv::Message)

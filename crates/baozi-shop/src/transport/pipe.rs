@@ -30,7 +30,11 @@ pub(super) struct PipeTransport {
 impl PipeTransport {
     pub(super) fn new(shape: Shape) -> Result<Self, String> {
         let (read, write) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
-        Ok(PipeTransport { read, write, size: shape.size })
+        Ok(PipeTransport {
+            read,
+            write,
+            size: shape.size,
+        })
     }
 }
 
@@ -45,11 +49,15 @@ impl Transport for PipeTransport {
             match sys::read_nonblocking(self.read.as_raw_fd(), buf) {
                 Ok(Some(n)) if n == self.size => return Ok(Recv::Message),
                 Ok(Some(0)) => return Ok(Recv::Closed),
-                Ok(Some(n)) => return Err(format!("pipe read returned {n} of {} bytes", self.size)),
+                Ok(Some(n)) => {
+                    return Err(format!("pipe read returned {n} of {} bytes", self.size))
+                }
                 Ok(None) => {}
                 Err(e) => return Err(format!("pipe read: {e}")),
             }
-            if !sys::poll_readable(self.read.as_raw_fd(), timeout).map_err(|e| format!("poll: {e}"))? {
+            if !sys::poll_readable(self.read.as_raw_fd(), timeout)
+                .map_err(|e| format!("poll: {e}"))?
+            {
                 return Ok(Recv::Timeout);
             }
         }

@@ -29,7 +29,11 @@ pub(super) struct UnixTransport {
 impl UnixTransport {
     pub(super) fn new(shape: Shape) -> Result<Self, String> {
         let (read, write) = sys::seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
-        Ok(UnixTransport { read, write, size: shape.size })
+        Ok(UnixTransport {
+            read,
+            write,
+            size: shape.size,
+        })
     }
 }
 
@@ -50,7 +54,9 @@ impl Transport for UnixTransport {
                 Ok(None) => {}
                 Err(e) => return Err(format!("socket recv: {e}")),
             }
-            if !sys::poll_readable(self.read.as_raw_fd(), timeout).map_err(|e| format!("poll: {e}"))? {
+            if !sys::poll_readable(self.read.as_raw_fd(), timeout)
+                .map_err(|e| format!("poll: {e}"))?
+            {
                 return Ok(Recv::Timeout);
             }
         }
