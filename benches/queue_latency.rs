@@ -74,7 +74,12 @@ fn pipe_pair() -> (std::fs::File, std::fs::File) {
     // SAFETY: fds is a valid 2-element array for pipe(2) to fill.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
     // SAFETY: both fds were just created by pipe(2) and are owned by nobody else.
-    unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) }
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
 }
 
 fn pipe_round_trip(c: &mut Criterion, size: usize) {

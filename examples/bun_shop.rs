@@ -59,7 +59,10 @@ fn spawn(work: impl FnOnce() -> i32) -> libc::pid_t {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let counter: Queue<Serde<Bun>> = Queue::new(1, 4096)?;
-    println!("包子铺 opens: a counter that holds {} bun, {BAKERS} bakers, 1 eater", counter.maxsize());
+    println!(
+        "包子铺 opens: a counter that holds {} bun, {BAKERS} bakers, 1 eater",
+        counter.maxsize()
+    );
 
     let mut children = Vec::new();
     for baker in 1..=BAKERS {
@@ -68,8 +71,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let pid = std::process::id();
             for (seq, filling) in Filling::MENU.into_iter().enumerate() {
                 std::thread::sleep(PACE);
-                let bun = Bun { baker, baker_pid: pid, seq: seq as u32, filling };
-                println!("  baker-{baker} (pid {pid}) baked a {} bun", filling.label());
+                let bun = Bun {
+                    baker,
+                    baker_pid: pid,
+                    seq: seq as u32,
+                    filling,
+                };
+                println!(
+                    "  baker-{baker} (pid {pid}) baked a {} bun",
+                    filling.label()
+                );
                 if counter.put(Serde(bun)).is_err() {
                     return 1;
                 }
@@ -123,9 +134,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     if failed == 0 && counter.empty() {
-        println!("verified: {total} buns baked, {total} eaten, each exactly once, in each baker's order");
+        println!(
+            "verified: {total} buns baked, {total} eaten, each exactly once, in each baker's order"
+        );
         Ok(())
     } else {
-        Err(format!("{failed} process(es) failed; {} bun(s) left on the counter", counter.qsize()).into())
+        Err(format!(
+            "{failed} process(es) failed; {} bun(s) left on the counter",
+            counter.qsize()
+        )
+        .into())
     }
 }

@@ -12,10 +12,10 @@ pub mod sync {
     pub use baozi_sync::*;
 }
 
+#[cfg(feature = "serde")]
+pub use baozi_queue::Serde;
 pub use baozi_queue::{
     GetError, JoinableQueue, Message, Pod, PutError, Queue, QueueError, QueueOptions,
 };
-#[cfg(feature = "serde")]
-pub use baozi_queue::Serde;
 pub use baozi_shm::{Region, ShmError};
 pub use baozi_sync::{ShmMutex, SyncError};

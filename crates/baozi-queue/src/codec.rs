@@ -18,7 +18,9 @@ pub struct CodecError {
 impl CodecError {
     /// An error saying `detail`.
     pub fn new(detail: impl Into<String>) -> Self {
-        CodecError { detail: detail.into() }
+        CodecError {
+            detail: detail.into(),
+        }
     }
 }
 
@@ -167,6 +169,8 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Message for Serde<T> {
         Ok(r)
     }
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        postcard::from_bytes(bytes).map(Serde).map_err(|e| CodecError::new(e.to_string()))
+        postcard::from_bytes(bytes)
+            .map(Serde)
+            .map_err(|e| CodecError::new(e.to_string()))
     }
 }

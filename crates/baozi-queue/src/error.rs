@@ -38,7 +38,10 @@ impl fmt::Display for QueueError {
             QueueError::Shm(e) => fmt::Display::fmt(e, f),
             QueueError::Sync(e) => fmt::Display::fmt(e, f),
             QueueError::Corrupt { name, detail } => {
-                write!(f, "queue {name} is corrupt ({detail}): unlink it and create it again")
+                write!(
+                    f,
+                    "queue {name} is corrupt ({detail}): unlink it and create it again"
+                )
             }
             QueueError::TaskDoneTooManyTimes => {
                 f.write_str("task_done() called more times than items were put")
@@ -114,9 +117,15 @@ impl<T> PutError<T> {
     pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> PutError<U> {
         match self {
             PutError::Full(t) => PutError::Full(f(t)),
-            PutError::TooLarge { item, needed, capacity } => {
-                PutError::TooLarge { item: f(item), needed, capacity }
-            }
+            PutError::TooLarge {
+                item,
+                needed,
+                capacity,
+            } => PutError::TooLarge {
+                item: f(item),
+                needed,
+                capacity,
+            },
             PutError::Closed(t) => PutError::Closed(f(t)),
             PutError::Encode(t, e) => PutError::Encode(f(t), e),
             PutError::Failed(t, e) => PutError::Failed(f(t), e),
@@ -128,7 +137,9 @@ impl<T> fmt::Debug for PutError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PutError::Full(_) => f.write_str("Full(..)"),
-            PutError::TooLarge { needed, capacity, .. } => f
+            PutError::TooLarge {
+                needed, capacity, ..
+            } => f
                 .debug_struct("TooLarge")
                 .field("needed", needed)
                 .field("capacity", capacity)
@@ -198,7 +209,11 @@ impl fmt::Display for GetError {
             GetError::Empty => f.write_str("the queue is empty"),
             GetError::Closed => f.write_str("the queue is closed and drained"),
             GetError::Decode { bytes, error } => {
-                write!(f, "a {}-byte message could not be decoded: {error}", bytes.len())
+                write!(
+                    f,
+                    "a {}-byte message could not be decoded: {error}",
+                    bytes.len()
+                )
             }
             GetError::Failed(e) => fmt::Display::fmt(e, f),
         }

@@ -97,7 +97,12 @@ impl<T> JoinableQueue<T> {
             if puts.wrapping_sub(d) == 0 || puts.wrapping_sub(d) > u32::MAX / 2 {
                 return Err(QueueError::TaskDoneTooManyTimes);
             }
-            match done.compare_exchange_weak(d, d.wrapping_add(1), Ordering::AcqRel, Ordering::Acquire) {
+            match done.compare_exchange_weak(
+                d,
+                d.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => {
                     if d.wrapping_add(1) == puts {
                         self.queue.all_done().notify();

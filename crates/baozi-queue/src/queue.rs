@@ -40,7 +40,11 @@ pub struct QueueOptions {
 impl Default for QueueOptions {
     /// No item limit (Python's `Queue()`), 1 MiB of ring, adaptive spinning on.
     fn default() -> Self {
-        QueueOptions { maxsize: 0, capacity: DEFAULT_CAPACITY, spin: true }
+        QueueOptions {
+            maxsize: 0,
+            capacity: DEFAULT_CAPACITY,
+            spin: true,
+        }
     }
 }
 
@@ -99,7 +103,11 @@ impl QueueOptions {
 
     fn checked(&self) -> Result<(u32, u32), QueueError> {
         let invalid = |what, requested: usize, reason: String| {
-            QueueError::Shm(ShmError::InvalidSize { what, requested: requested as u64, reason })
+            QueueError::Shm(ShmError::InvalidSize {
+                what,
+                requested: requested as u64,
+                reason,
+            })
         };
         let min = ring::MIN_CAPACITY as usize;
         let max = ring::MAX_CAPACITY as usize;
@@ -166,7 +174,11 @@ impl PutFail {
     fn with<T>(self, item: T) -> PutError<T> {
         match self {
             PutFail::Full => PutError::Full(item),
-            PutFail::TooLarge { needed, capacity } => PutError::TooLarge { item, needed, capacity },
+            PutFail::TooLarge { needed, capacity } => PutError::TooLarge {
+                item,
+                needed,
+                capacity,
+            },
             PutFail::Closed => PutError::Closed(item),
             PutFail::Failed(e) => PutError::Failed(item, e),
         }
@@ -266,7 +278,10 @@ impl<T: Message> Queue<T> {
     /// # Errors
     /// [`QueueError::Shm`] for an out-of-range size or a failed mapping.
     pub fn new(maxsize: usize, capacity_bytes: usize) -> Result<Self, QueueError> {
-        QueueOptions::new().maxsize(maxsize).capacity(capacity_bytes).anonymous()
+        QueueOptions::new()
+            .maxsize(maxsize)
+            .capacity(capacity_bytes)
+            .anonymous()
     }
 
     /// Creates the named queue `/dev/shm/baozi-NAME`, for unrelated processes to
@@ -275,7 +290,10 @@ impl<T: Message> Queue<T> {
     /// # Errors
     /// As [`QueueOptions::create`].
     pub fn create(name: &str, maxsize: usize, capacity_bytes: usize) -> Result<Self, QueueError> {
-        QueueOptions::new().maxsize(maxsize).capacity(capacity_bytes).create(name)
+        QueueOptions::new()
+            .maxsize(maxsize)
+            .capacity(capacity_bytes)
+            .create(name)
     }
 
     /// Opens a named queue made by [`create`](Self::create), waiting up to 2 s for its creator
@@ -315,14 +333,21 @@ impl<T: Message> Queue<T> {
         let maxsize = meta.maxsize.load(Ordering::Relaxed);
         let cap = meta.capacity.load(Ordering::Relaxed);
         snap.check_layout(&who, layout::layout_hash(maxsize, cap))?;
-        let corrupt = |detail: String| QueueError::Corrupt { name: who.clone(), detail };
+        let corrupt = |detail: String| QueueError::Corrupt {
+            name: who.clone(),
+            detail,
+        };
         if !(ring::MIN_CAPACITY..=ring::MAX_CAPACITY).contains(&cap) || cap % 8 != 0 {
             return Err(corrupt(format!("capacity {cap}")));
         }
         let total = layout::total_len(cap) as u64;
         if snap.total_size != total || (region.len() as u64) < total {
-            return Err(ShmError::Truncated { name: who, size: region.len() as u64, needed: total }
-                .into());
+            return Err(ShmError::Truncated {
+                name: who,
+                size: region.len() as u64,
+                needed: total,
+            }
+            .into());
         }
         let q = Queue::wrap(region, maxsize, cap, spin);
         let (head, tail) = (q.head_cursor(), q.tail_cursor());
@@ -341,7 +366,11 @@ impl<T> Queue<T> {
             base,
             cap,
             maxsize,
-            spin: if spin { SpinPolicy::new() } else { SpinPolicy::never() },
+            spin: if spin {
+                SpinPolicy::new()
+            } else {
+                SpinPolicy::never()
+            },
             _type: PhantomData,
         }
     }
@@ -408,7 +437,9 @@ impl<T> Queue<T> {
 
     fn ring_ptr(&self, off: u32) -> *mut u8 {
         debug_assert!(off < self.cap);
-        self.base.as_ptr().wrapping_add(layout::RING_AT + off as usize)
+        self.base
+            .as_ptr()
+            .wrapping_add(layout::RING_AT + off as usize)
     }
 
     /// Reads a frame word. Only under the lock.
@@ -432,9 +463,15 @@ impl<T> Queue<T> {
 
     fn lock(&self, deadline: Option<Deadline>) -> Result<Locked<'_, T>, QueueError> {
         match self.lock_word().lock(deadline)? {
-            Acquired::Clean => Ok(Locked { queue: self, repaired: false }),
+            Acquired::Clean => Ok(Locked {
+                queue: self,
+                repaired: false,
+            }),
             Acquired::OwnerDied => {
-                let guard = Locked { queue: self, repaired: true };
+                let guard = Locked {
+                    queue: self,
+                    repaired: true,
+                };
                 self.repair()?;
                 // SAFETY: we hold the lock, acquired with OwnerDied.
                 unsafe { self.lock_word().mark_consistent() };
@@ -461,14 +498,20 @@ impl<T> Queue<T> {
 
     // --- the two operations under the lock ---
 
-    fn try_put(&self, batch: &Batch<'_>, lock_deadline: Option<Deadline>) -> Result<Result<(), Refusal>, QueueError> {
+    fn try_put(
+        &self,
+        batch: &Batch<'_>,
+        lock_deadline: Option<Deadline>,
+    ) -> Result<Result<(), Refusal>, QueueError> {
         let guard = self.lock(lock_deadline)?;
         if self.meta().closed.load(Ordering::Relaxed) != 0 {
             return Ok(Err(Refusal::Closed));
         }
         let (head, tail) = (self.head_cursor(), self.tail_cursor());
         let n = batch.lens.len() as u32;
-        if self.maxsize != 0 && u64::from(ring::items(head, tail)) + u64::from(n) > u64::from(self.maxsize) {
+        if self.maxsize != 0
+            && u64::from(ring::items(head, tail)) + u64::from(n) > u64::from(self.maxsize)
+        {
             return Ok(Err(Refusal::NoRoom));
         }
         let mut appender = Appender::new(self.cap, head, tail);
@@ -499,11 +542,17 @@ impl<T> Queue<T> {
         crash::point(Point::PutBeforeCommit);
         if appender.reset_head {
             // The ring is empty, so where the head points is irrelevant until the commit below.
-            let h = Cursor { off: 0, count: head.count };
+            let h = Cursor {
+                off: 0,
+                count: head.count,
+            };
             self.head().cursor.store(h.pack(), Ordering::Relaxed);
         }
         // COMMIT: from this store on, the frames exist.
-        let t = Cursor { off: appender.end(), count: tail.count.wrapping_add(n) };
+        let t = Cursor {
+            off: appender.end(),
+            count: tail.count.wrapping_add(n),
+        };
         self.tail().cursor.store(t.pack(), Ordering::Release);
         crash::point(Point::PutAfterCommit);
         drop(guard);
@@ -524,19 +573,27 @@ impl<T> Queue<T> {
         let avail = ring::items(head, tail);
         if avail == 0 {
             let closed = self.meta().closed.load(Ordering::Relaxed) != 0;
-            return Ok(Err(if closed { Refusal::Closed } else { Refusal::NoRoom }));
+            return Ok(Err(if closed {
+                Refusal::Closed
+            } else {
+                Refusal::NoRoom
+            }));
         }
         let take = avail.min(u32::try_from(max).unwrap_or(u32::MAX));
         let mut off = head.off;
         let mut taken = 0u32;
         let mut failure = None;
         while taken < take {
-            let (at, len, next) = ring::locate(self.cap, off, |o| self.read_u32(o)).map_err(|b| {
-                GetFail::Failed(QueueError::Corrupt {
-                    name: self.region.describe(),
-                    detail: format!("bad frame at offset {}: length {:#x}, check {:#x}", b.at, b.len, b.check),
-                })
-            })?;
+            let (at, len, next) =
+                ring::locate(self.cap, off, |o| self.read_u32(o)).map_err(|b| {
+                    GetFail::Failed(QueueError::Corrupt {
+                        name: self.region.describe(),
+                        detail: format!(
+                            "bad frame at offset {}: length {:#x}, check {:#x}",
+                            b.at, b.len, b.check
+                        ),
+                    })
+                })?;
             // SAFETY: locate checked at..at+len lies inside the ring; the frame is committed
             // and we hold the lock, so no process writes it while this slice lives.
             let payload = unsafe { std::slice::from_raw_parts(self.ring_ptr(at), len as usize) };
@@ -544,7 +601,10 @@ impl<T> Queue<T> {
                 Ok(()) => {}
                 Err(error) => {
                     if taken == 0 {
-                        failure = Some(GetFail::Decode { bytes: payload.to_vec(), error });
+                        failure = Some(GetFail::Decode {
+                            bytes: payload.to_vec(),
+                            error,
+                        });
                         off = next;
                         taken = 1;
                     }
@@ -556,7 +616,10 @@ impl<T> Queue<T> {
         }
         crash::point(Point::GetBeforeCommit);
         // COMMIT: from this store on, the frames are gone from the queue.
-        let h = Cursor { off, count: head.count.wrapping_add(taken) };
+        let h = Cursor {
+            off,
+            count: head.count.wrapping_add(taken),
+        };
         self.head().cursor.store(h.pack(), Ordering::Release);
         crash::point(Point::GetAfterCommit);
         drop(guard);
@@ -577,7 +640,10 @@ impl<T> Queue<T> {
         if needed > u64::from(self.cap)
             || (self.maxsize != 0 && batch.lens.len() as u64 > u64::from(self.maxsize))
         {
-            return Err(PutFail::TooLarge { needed: needed as usize, capacity: self.cap as usize });
+            return Err(PutFail::TooLarge {
+                needed: needed as usize,
+                capacity: self.cap as usize,
+            });
         }
         let word = &self.head().wait;
         loop {
@@ -608,7 +674,9 @@ impl<T> Queue<T> {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(Refusal::Closed)) => return Err(GetFail::Closed),
                 Ok(Err(Refusal::NoRoom)) => {}
-                Err(GetFail::Failed(QueueError::Sync(SyncError::Timeout))) => return Err(GetFail::Empty),
+                Err(GetFail::Failed(QueueError::Sync(SyncError::Timeout))) => {
+                    return Err(GetFail::Empty)
+                }
                 Err(e) => return Err(e),
             }
             if !self.wait_for_change(word, seen, wait) {
@@ -657,7 +725,9 @@ impl<T> Queue<T> {
         let head = self.head_cursor();
         let tail = self.tail_cursor();
         (self.maxsize != 0 && ring::items(head, tail) >= self.maxsize)
-            || Appender::new(self.cap, head, tail).place(ring::FRAME_HEADER).is_none()
+            || Appender::new(self.cap, head, tail)
+                .place(ring::FRAME_HEADER)
+                .is_none()
     }
 
     /// The item limit given at creation (0: none).
@@ -743,10 +813,22 @@ impl From<GetFail> for GetError {
 impl<T: Message> Queue<T> {
     fn put_one(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
         let outcome = item.with_encoded(|bytes| {
-            let Some(len) = u32::try_from(bytes.len()).ok().filter(|_| ring::frame_len(bytes.len()).is_some()) else {
-                return Err(PutFail::TooLarge { needed: bytes.len(), capacity: self.cap as usize });
+            let Some(len) = u32::try_from(bytes.len())
+                .ok()
+                .filter(|_| ring::frame_len(bytes.len()).is_some())
+            else {
+                return Err(PutFail::TooLarge {
+                    needed: bytes.len(),
+                    capacity: self.cap as usize,
+                });
             };
-            self.put_batch(&Batch { data: bytes, lens: &[len] }, wait)
+            self.put_batch(
+                &Batch {
+                    data: bytes,
+                    lens: &[len],
+                },
+                wait,
+            )
         });
         match outcome {
             Ok(Ok(())) => Ok(()),
@@ -842,9 +924,20 @@ impl<T: Message> Queue<T> {
         let result = if let Some(e) = encode_error {
             Err(PutError::Encode((), e))
         } else if too_large {
-            Err(PutError::TooLarge { item: (), needed: scratch.0.len(), capacity: self.cap as usize })
+            Err(PutError::TooLarge {
+                item: (),
+                needed: scratch.0.len(),
+                capacity: self.cap as usize,
+            })
         } else {
-            self.put_batch(&Batch { data: &scratch.0, lens: &scratch.1 }, wait).map_err(|f| f.with(()))
+            self.put_batch(
+                &Batch {
+                    data: &scratch.0,
+                    lens: &scratch.1,
+                },
+                wait,
+            )
+            .map_err(|f| f.with(()))
         };
         BATCH.with(|b| *b.borrow_mut() = scratch);
         result.map_err(|e| e.map(|()| items))
@@ -864,7 +957,11 @@ impl<T: Message> Queue<T> {
     ///
     /// # Errors
     /// [`PutError::Full`] when the time is up, and the errors of [`put_many`](Self::put_many).
-    pub fn put_many_timeout(&self, items: Vec<T>, timeout: Duration) -> Result<(), PutError<Vec<T>>> {
+    pub fn put_many_timeout(
+        &self,
+        items: Vec<T>,
+        timeout: Duration,
+    ) -> Result<(), PutError<Vec<T>>> {
         self.put_many_wait(items, Wait::timeout(timeout))
     }
 
@@ -922,7 +1019,12 @@ impl<T: Message> Queue<T> {
     ///
     /// # Errors
     /// As [`get_many_timeout`](Self::get_many_timeout).
-    pub fn get_many_into(&self, out: &mut Vec<T>, max: usize, timeout: Option<Duration>) -> Result<usize, GetError> {
+    pub fn get_many_into(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
         let wait = timeout.map_or(Wait::Forever, Wait::timeout);
         self.get_many_wait(out, max, wait)
     }
@@ -931,10 +1033,24 @@ impl<T: Message> Queue<T> {
 /// Raw byte access without allocation, for queues of bytes.
 impl Queue<Vec<u8>> {
     fn put_slice(&self, bytes: &[u8], wait: Wait) -> Result<(), PutError<()>> {
-        let Some(len) = u32::try_from(bytes.len()).ok().filter(|_| ring::frame_len(bytes.len()).is_some()) else {
-            return Err(PutError::TooLarge { item: (), needed: bytes.len(), capacity: self.cap as usize });
+        let Some(len) = u32::try_from(bytes.len())
+            .ok()
+            .filter(|_| ring::frame_len(bytes.len()).is_some())
+        else {
+            return Err(PutError::TooLarge {
+                item: (),
+                needed: bytes.len(),
+                capacity: self.cap as usize,
+            });
         };
-        self.put_batch(&Batch { data: bytes, lens: &[len] }, wait).map_err(|f| f.with(()))
+        self.put_batch(
+            &Batch {
+                data: bytes,
+                lens: &[len],
+            },
+            wait,
+        )
+        .map_err(|f| f.with(()))
     }
 
     /// Puts a copy of `bytes` (blocking `timeout` at most; `None`: as long as it takes).
@@ -943,7 +1059,16 @@ impl Queue<Vec<u8>> {
     /// As [`put_timeout`](Self::put_timeout); with `Some(Duration::ZERO)` it is
     /// [`put_nowait`](Self::put_nowait).
     pub fn put_bytes(&self, bytes: &[u8], timeout: Option<Duration>) -> Result<(), PutError<()>> {
-        self.put_slice(bytes, timeout.map_or(Wait::Forever, |t| if t.is_zero() { Wait::No } else { Wait::timeout(t) }))
+        self.put_slice(
+            bytes,
+            timeout.map_or(Wait::Forever, |t| {
+                if t.is_zero() {
+                    Wait::No
+                } else {
+                    Wait::timeout(t)
+                }
+            }),
+        )
     }
 
     /// Takes the oldest message into `buf` (cleared first; its allocation is reused), waiting at
@@ -951,8 +1076,18 @@ impl Queue<Vec<u8>> {
     ///
     /// # Errors
     /// As [`get_timeout`](Self::get_timeout).
-    pub fn get_bytes_into(&self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> Result<(), GetError> {
-        let wait = timeout.map_or(Wait::Forever, |t| if t.is_zero() { Wait::No } else { Wait::timeout(t) });
+    pub fn get_bytes_into(
+        &self,
+        buf: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<(), GetError> {
+        let wait = timeout.map_or(Wait::Forever, |t| {
+            if t.is_zero() {
+                Wait::No
+            } else {
+                Wait::timeout(t)
+            }
+        });
         buf.clear();
         self.get_frames(1, wait, &mut |bytes| {
             buf.extend_from_slice(bytes);

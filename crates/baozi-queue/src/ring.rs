@@ -53,7 +53,10 @@ impl Cursor {
     }
 
     pub(crate) fn unpack(word: u64) -> Self {
-        Cursor { off: word as u32, count: (word >> 32) as u32 }
+        Cursor {
+            off: word as u32,
+            count: (word >> 32) as u32,
+        }
     }
 }
 
@@ -111,9 +114,19 @@ pub(crate) struct Appender {
 impl Appender {
     pub(crate) fn new(cap: u32, head: Cursor, tail: Cursor) -> Self {
         if items(head, tail) == 0 {
-            Appender { cap, pos: 0, used: 0, reset_head: head.off != 0 }
+            Appender {
+                cap,
+                pos: 0,
+                used: 0,
+                reset_head: head.off != 0,
+            }
         } else {
-            Appender { cap, pos: tail.off, used: used(cap, head, tail), reset_head: false }
+            Appender {
+                cap,
+                pos: tail.off,
+                used: used(cap, head, tail),
+                reset_head: false,
+            }
         }
     }
 
@@ -191,7 +204,10 @@ mod tests {
 
     #[test]
     fn cursor_round_trips() {
-        let c = Cursor { off: 0xdead_bee8, count: 7 };
+        let c = Cursor {
+            off: 0xdead_bee8,
+            count: 7,
+        };
         assert_eq!(Cursor::unpack(c.pack()), c);
     }
 
@@ -201,7 +217,13 @@ mod tests {
         let tail = Cursor { off: 40, count: 3 };
         let mut a = Appender::new(64, head, tail);
         assert!(a.reset_head);
-        assert_eq!(a.place(64), Some(Placement { at: 0, marker_at: None }));
+        assert_eq!(
+            a.place(64),
+            Some(Placement {
+                at: 0,
+                marker_at: None
+            })
+        );
         assert_eq!(a.end(), 0);
         assert_eq!(a.place(8), None);
     }
@@ -212,10 +234,22 @@ mod tests {
         let head = Cursor { off: 40, count: 0 };
         let tail = Cursor { off: 56, count: 1 };
         let mut a = Appender::new(64, head, tail);
-        assert_eq!(a.place(16), Some(Placement { at: 0, marker_at: Some(56) }));
+        assert_eq!(
+            a.place(16),
+            Some(Placement {
+                at: 0,
+                marker_at: Some(56)
+            })
+        );
         assert_eq!(a.end(), 16);
         // 8 (frame) + 8 (pad) + 16 used at most 64: 24 left before head at 40.
-        assert_eq!(a.place(24), Some(Placement { at: 16, marker_at: None }));
+        assert_eq!(
+            a.place(24),
+            Some(Placement {
+                at: 16,
+                marker_at: None
+            })
+        );
         assert_eq!(a.place(8), None);
     }
 

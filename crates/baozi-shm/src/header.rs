@@ -183,13 +183,19 @@ impl Header {
             let state = self.state.load(Ordering::Acquire);
             let magic = self.magic.load(Ordering::Relaxed);
             if magic != MAGIC && magic != 0 {
-                return Err(ShmError::WrongMagic { name: name.to_owned(), found: magic });
+                return Err(ShmError::WrongMagic {
+                    name: name.to_owned(),
+                    found: magic,
+                });
             }
             match state {
                 STATE_READY => break,
                 STATE_EMPTY | STATE_INITIALISING => {
                     if start.elapsed() >= wait {
-                        return Err(ShmError::NotReady { name: name.to_owned(), waited: wait });
+                        return Err(ShmError::NotReady {
+                            name: name.to_owned(),
+                            waited: wait,
+                        });
                     }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(10));
@@ -197,7 +203,10 @@ impl Header {
                 other if magic == 0 => {
                     // Bytes in the state word but no magic: not something a creator writes.
                     let _ = other;
-                    return Err(ShmError::WrongMagic { name: name.to_owned(), found: magic });
+                    return Err(ShmError::WrongMagic {
+                        name: name.to_owned(),
+                        found: magic,
+                    });
                 }
                 other => {
                     return Err(ShmError::Corrupt {
@@ -209,7 +218,10 @@ impl Header {
         }
         let snap = self.snapshot();
         if snap.magic != MAGIC {
-            return Err(ShmError::WrongMagic { name: name.to_owned(), found: snap.magic });
+            return Err(ShmError::WrongMagic {
+                name: name.to_owned(),
+                found: snap.magic,
+            });
         }
         if snap.version != FORMAT_VERSION {
             return Err(ShmError::VersionMismatch {
@@ -219,7 +231,11 @@ impl Header {
             });
         }
         if snap.kind != kind {
-            return Err(ShmError::WrongKind { name: name.to_owned(), found: snap.kind, expected: kind });
+            return Err(ShmError::WrongKind {
+                name: name.to_owned(),
+                found: snap.kind,
+                expected: kind,
+            });
         }
         if snap.total_size < HEADER_SIZE as u64 {
             return Err(ShmError::Corrupt {
@@ -248,7 +264,11 @@ impl HeaderSnapshot {
         if self.layout_hash == expected {
             Ok(())
         } else {
-            Err(ShmError::LayoutMismatch { name: name.to_owned(), found: self.layout_hash, expected })
+            Err(ShmError::LayoutMismatch {
+                name: name.to_owned(),
+                found: self.layout_hash,
+                expected,
+            })
         }
     }
 }

@@ -17,7 +17,10 @@ pub struct Offset<T> {
 impl<T> Offset<T> {
     /// An offset `bytes` from the region's start.
     pub const fn new(bytes: u64) -> Self {
-        Offset { bytes, _type: PhantomData }
+        Offset {
+            bytes,
+            _type: PhantomData,
+        }
     }
 
     /// The offset in bytes.

@@ -7,10 +7,18 @@ use std::ops::Deref;
 /// 128 on x86-64, aarch64 and powerpc64, where the adjacent-line prefetcher pulls cache lines in
 /// pairs; 64 elsewhere. Because it changes the layout of shared objects, it is part of every
 /// object's layout checksum: a region made by a build with another value is refused on open.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "powerpc64"
+))]
 pub const CACHE_LINE: usize = 128;
 /// The alignment [`CachePadded`] uses on this architecture, in bytes.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64")))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "powerpc64"
+)))]
 pub const CACHE_LINE: usize = 64;
 
 /// A value aligned and padded to [`CACHE_LINE`], so that two of them never share a cache line.
@@ -23,11 +31,19 @@ pub const CACHE_LINE: usize = 64;
 /// assert_eq!(std::mem::size_of::<CachePadded<AtomicU64>>(), CACHE_LINE);
 /// ```
 #[cfg_attr(
-    any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64"),
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "powerpc64"
+    ),
     repr(C, align(128))
 )]
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64")),
+    not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "powerpc64"
+    )),
     repr(C, align(64))
 )]
 #[derive(Debug, Default)]

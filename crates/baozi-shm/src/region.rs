@@ -68,7 +68,12 @@ fn check_len(len: u64) -> Result<usize, ShmError> {
 
 /// Checks a user's name and returns the `/dev/shm` file name for it (`baozi-NAME`).
 pub fn os_name(name: &str) -> Result<String, ShmError> {
-    let bad = |reason| Err(ShmError::InvalidName { name: name.to_owned(), reason });
+    let bad = |reason| {
+        Err(ShmError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
     let name = name.strip_prefix('/').unwrap_or(name);
     let name = name.strip_prefix(NAME_PREFIX).unwrap_or(name);
     if name.is_empty() {
@@ -80,7 +85,10 @@ pub fn os_name(name: &str) -> Result<String, ShmError> {
     if name == "." || name == ".." {
         return bad("it is a directory name");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b)) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b))
+    {
         return bad("use only ASCII letters, digits and . _ - + @");
     }
     Ok(format!("{NAME_PREFIX}{name}"))
@@ -101,7 +109,13 @@ impl Region {
         let len = check_len(len as u64)?;
         let ptr = sys::mmap_shared(None, len)
             .map_err(|e| ShmError::from_io("mmap", "anonymous region", e))?;
-        Ok(Region { ptr, len, name: None, owner_pid: None, unlink_on_drop: false })
+        Ok(Region {
+            ptr,
+            len,
+            name: None,
+            owner_pid: None,
+            unlink_on_drop: false,
+        })
     }
 
     /// Creates the named object `/dev/shm/baozi-NAME` of `len` zeroed bytes, exclusively.
@@ -162,20 +176,28 @@ impl Region {
             .map_err(|e| ShmError::from_io("shm_open", &display, e))?;
         let start = Instant::now();
         let size = loop {
-            let size =
-                sys::file_size(&fd).map_err(|e| ShmError::from_io("fstat", &display, e))?;
+            let size = sys::file_size(&fd).map_err(|e| ShmError::from_io("fstat", &display, e))?;
             if size > 0 {
                 break size;
             }
             if start.elapsed() >= wait {
-                return Err(ShmError::NotReady { name: display, waited: wait });
+                return Err(ShmError::NotReady {
+                    name: display,
+                    waited: wait,
+                });
             }
             std::thread::sleep(Duration::from_millis(1));
         };
         let len = check_len(size)?;
-        let ptr = sys::mmap_shared(Some(&fd), len)
-            .map_err(|e| ShmError::from_io("mmap", &display, e))?;
-        Ok(Region { ptr, len, name: Some(os), owner_pid: None, unlink_on_drop: false })
+        let ptr =
+            sys::mmap_shared(Some(&fd), len).map_err(|e| ShmError::from_io("mmap", &display, e))?;
+        Ok(Region {
+            ptr,
+            len,
+            name: Some(os),
+            owner_pid: None,
+            unlink_on_drop: false,
+        })
     }
 
     /// Removes the name `/dev/shm/baozi-NAME`. Processes that have it mapped keep using it; the
@@ -243,7 +265,11 @@ impl Region {
         let aligned = (self.ptr.as_ptr() as usize).wrapping_add(offset as usize) % align == 0;
         match end {
             Some(end) if end <= self.len as u64 && aligned => Ok(()),
-            _ => Err(ShmError::OutOfBounds { offset, len, region_len: self.len as u64 }),
+            _ => Err(ShmError::OutOfBounds {
+                offset,
+                len,
+                region_len: self.len as u64,
+            }),
         }
     }
 
@@ -252,7 +278,11 @@ impl Region {
     /// # Errors
     /// [`ShmError::OutOfBounds`].
     pub fn get<T: ShmSafe>(&self, offset: Offset<T>) -> Result<&T, ShmError> {
-        self.check_range(offset.get(), std::mem::size_of::<T>() as u64, std::mem::align_of::<T>())?;
+        self.check_range(
+            offset.get(),
+            std::mem::size_of::<T>() as u64,
+            std::mem::align_of::<T>(),
+        )?;
         // SAFETY: (1) the range is inside our live mapping and aligned (checked above);
         // (2) T: ShmSafe, so any bytes there are a valid T and shared access through &T is sound;
         // (3) the reference borrows self, so it cannot outlive the mapping.
@@ -280,7 +310,10 @@ impl Drop for Region {
         // SAFETY: ptr/len is the mapping made in the constructor; every reference handed out
         // borrowed `self`, so none is alive now.
         let unmapped = unsafe { sys::munmap(self.ptr, self.len) };
-        debug_assert!(unmapped.is_ok() || std::thread::panicking(), "munmap: {unmapped:?}");
+        debug_assert!(
+            unmapped.is_ok() || std::thread::panicking(),
+            "munmap: {unmapped:?}"
+        );
         if let (Some(name), Some(pid)) = (&self.name, self.owner_pid) {
             // A forked child inherits the owner handle but not the ownership of the name.
             if self.unlink_on_drop && pid == sys::getpid() {
@@ -360,7 +393,11 @@ pub fn list() -> io::Result<Vec<ShmEntry>> {
             Err(_) => (0, None, None),
         };
         let path = format!("/dev/shm/{os}");
-        let mapped_by = maps.iter().filter(|(_, p)| *p == path).map(|(pid, _)| *pid).collect();
+        let mapped_by = maps
+            .iter()
+            .filter(|(_, p)| *p == path)
+            .map(|(pid, _)| *pid)
+            .collect();
         out.push(ShmEntry {
             name,
             size,
@@ -380,7 +417,11 @@ fn mapped_shm_files() -> Vec<(u32, String)> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(maps) = std::fs::read_to_string(entry.path().join("maps")) else {

@@ -28,8 +28,22 @@ macro_rules! shm_safe {
 }
 
 shm_safe!(
-    u8, u16, u32, u64, i8, i16, i32, i64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicI8,
-    AtomicI32, AtomicI64, AtomicUsize
+    u8,
+    u16,
+    u32,
+    u64,
+    i8,
+    i16,
+    i32,
+    i64,
+    AtomicU8,
+    AtomicU16,
+    AtomicU32,
+    AtomicU64,
+    AtomicI8,
+    AtomicI32,
+    AtomicI64,
+    AtomicUsize
 );
 
 // SAFETY: an array of ShmSafe elements is laid out as its elements, with no padding between them.

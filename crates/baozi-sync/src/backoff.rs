@@ -39,12 +39,16 @@ impl Default for SpinPolicy {
 impl SpinPolicy {
     /// A policy starting at a 20 µs budget.
     pub const fn new() -> Self {
-        SpinPolicy { budget_ns: AtomicU32::new(20_000) }
+        SpinPolicy {
+            budget_ns: AtomicU32::new(20_000),
+        }
     }
 
     /// A policy that never spins (every wait sleeps at once): for measuring the blocking path.
     pub const fn never() -> Self {
-        SpinPolicy { budget_ns: AtomicU32::new(0) }
+        SpinPolicy {
+            budget_ns: AtomicU32::new(0),
+        }
     }
 
     /// The current budget in nanoseconds.
@@ -70,7 +74,8 @@ impl SpinPolicy {
             i = i.wrapping_add(1);
             let elapsed = sys::monotonic_ns().saturating_sub(start);
             if elapsed >= u64::from(budget) {
-                self.budget_ns.store((budget / 2).max(MIN_SPIN_NS), Ordering::Relaxed);
+                self.budget_ns
+                    .store((budget / 2).max(MIN_SPIN_NS), Ordering::Relaxed);
                 return false;
             }
             if elapsed < yield_after {

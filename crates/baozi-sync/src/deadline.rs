@@ -31,12 +31,16 @@ impl Deadline {
     /// `timeout` from now. Absurdly long timeouts saturate to the far future.
     pub fn after(timeout: Duration) -> Self {
         let t = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        Deadline { ns: sys::monotonic_ns().saturating_add(t) }
+        Deadline {
+            ns: sys::monotonic_ns().saturating_add(t),
+        }
     }
 
     /// Now, as a deadline (already passed).
     pub fn now() -> Self {
-        Deadline { ns: sys::monotonic_ns() }
+        Deadline {
+            ns: sys::monotonic_ns(),
+        }
     }
 
     /// Whether the deadline is in the past.

@@ -60,7 +60,9 @@ pub struct ShmMutex<T: ShmSafe> {
 
 impl<T: ShmSafe> fmt::Debug for ShmMutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShmMutex").field("region", &self.region.describe()).finish()
+        f.debug_struct("ShmMutex")
+            .field("region", &self.region.describe())
+            .finish()
     }
 }
 
@@ -115,11 +117,17 @@ impl<T: ShmSafe> ShmMutex<T> {
             }
             .into());
         }
-        Ok(ShmMutex { region, _value: PhantomData })
+        Ok(ShmMutex {
+            region,
+            _value: PhantomData,
+        })
     }
 
     fn build(region: Region, value: T) -> Result<Self, SyncError> {
-        assert!(std::mem::align_of::<T>() <= CACHE_LINE, "ShmMutex<T>: T is over-aligned");
+        assert!(
+            std::mem::align_of::<T>() <= CACHE_LINE,
+            "ShmMutex<T>: T is over-aligned"
+        );
         let header = region.header()?;
         header.begin(
             ObjectKind::SYNC,
@@ -135,11 +143,16 @@ impl<T: ShmSafe> ShmMutex<T> {
             region.as_ptr().add(VALUE_AT).cast::<T>().write(value);
         }
         header.publish();
-        Ok(ShmMutex { region, _value: PhantomData })
+        Ok(ShmMutex {
+            region,
+            _value: PhantomData,
+        })
     }
 
     fn raw(&self) -> &RawRobustMutex {
-        self.region.get(Offset::new(LOCK_AT as u64)).expect("lock is inside the checked region")
+        self.region
+            .get(Offset::new(LOCK_AT as u64))
+            .expect("lock is inside the checked region")
     }
 
     fn value_cell(&self) -> *mut T {
@@ -174,9 +187,14 @@ impl<T: ShmSafe> ShmMutex<T> {
     ///
     /// # Errors
     /// As [`lock`](Self::lock), plus [`SyncError::Timeout`].
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<ShmMutexGuard<'_, T>, LockError<'_, T>> {
-        let acquired =
-            self.raw().lock(Some(Deadline::after(timeout))).map_err(LockError::Sync)?;
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ShmMutexGuard<'_, T>, LockError<'_, T>> {
+        let acquired = self
+            .raw()
+            .lock(Some(Deadline::after(timeout)))
+            .map_err(LockError::Sync)?;
         self.guard(acquired)
     }
 

@@ -62,15 +62,22 @@ impl RawRobustMutex {
     /// [`SyncError::Io`] if glibc refuses the attributes.
     pub unsafe fn init(this: *mut Self) -> Result<(), SyncError> {
         // SAFETY: 1 and 2 are the caller's promise; UnsafeCell<T> is repr(transparent) over T.
-        unsafe { sys::robust_mutex_init(this.cast::<PthreadMutex>()) }
-            .map_err(|source| SyncError::Io { op: "pthread_mutex_init", source })
+        unsafe { sys::robust_mutex_init(this.cast::<PthreadMutex>()) }.map_err(|source| {
+            SyncError::Io {
+                op: "pthread_mutex_init",
+                source,
+            }
+        })
     }
 
     fn ptr(&self) -> *mut PthreadMutex {
         self.inner.get()
     }
 
-    fn map(r: std::io::Result<LockResult>, op: &'static str) -> Result<Option<Acquired>, SyncError> {
+    fn map(
+        r: std::io::Result<LockResult>,
+        op: &'static str,
+    ) -> Result<Option<Acquired>, SyncError> {
         match r.map_err(|source| SyncError::Io { op, source })? {
             LockResult::Acquired => Ok(Some(Acquired::Clean)),
             LockResult::OwnerDied => Ok(Some(Acquired::OwnerDied)),
@@ -86,7 +93,10 @@ impl RawRobustMutex {
     /// [`SyncError::Unrecoverable`], [`SyncError::Io`].
     pub fn try_lock(&self) -> Result<Option<Acquired>, SyncError> {
         // SAFETY: the mutex was initialised before the object was published (type invariant).
-        Self::map(unsafe { sys::mutex_trylock(self.ptr()) }, "pthread_mutex_trylock")
+        Self::map(
+            unsafe { sys::mutex_trylock(self.ptr()) },
+            "pthread_mutex_trylock",
+        )
     }
 
     /// Takes the lock, waiting until `deadline` (`None`: for ever).

@@ -48,7 +48,10 @@ unsafe impl ShmSafe for WaitWord {}
 impl WaitWord {
     /// A word with sequence 0 and no sleepers.
     pub const fn new() -> Self {
-        WaitWord { seq: AtomicU32::new(0), sleepers: AtomicU32::new(0) }
+        WaitWord {
+            seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+        }
     }
 
     /// The current sequence number. Read it *before* checking the condition.
@@ -81,7 +84,10 @@ impl WaitWord {
                     Ok(())
                 }
             }
-            Err(source) => Err(SyncError::Io { op: "futex_wait", source }),
+            Err(source) => Err(SyncError::Io {
+                op: "futex_wait",
+                source,
+            }),
         }
     }
 

@@ -16,7 +16,11 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// `shm_open(name, flags, mode)`.
-pub(crate) fn shm_open(name: &CString, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+pub(crate) fn shm_open(
+    name: &CString,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
     let fd = cvt(unsafe { libc::shm_open(name.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
     // SAFETY: `fd` was just returned by shm_open, is open, and nobody else owns it.

@@ -19,7 +19,10 @@ extern "C" {
 
 /// Nanoseconds on `CLOCK_MONOTONIC` (a vDSO call: no syscall).
 pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
@@ -35,9 +38,15 @@ pub(crate) fn timespec(ns: u64) -> libc::timespec {
 
 /// Sleeps while `*word == expected`, until woken or until the absolute `CLOCK_MONOTONIC` time
 /// `deadline_ns` (None: no limit). Returns Ok(()) on wake, value change or signal; Err(TimedOut).
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline_ns: Option<u64>) -> io::Result<()> {
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    deadline_ns: Option<u64>,
+) -> io::Result<()> {
     let ts = deadline_ns.map(timespec);
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a live, aligned u32 for the duration of the call; FUTEX_WAIT_BITSET reads
     // it and sleeps; the timespec (absolute, CLOCK_MONOTONIC since no FUTEX_CLOCK_REALTIME) lives
     // on our stack across the call.
@@ -107,11 +116,25 @@ pub(crate) unsafe fn robust_mutex_init(m: *mut PthreadMutex) -> io::Result<()> {
     let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
     // SAFETY: `attr` is valid for writes; each call below gets the attr initialised by the first.
     unsafe {
-        let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(r)) };
+        let check = |r: libc::c_int| {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(r))
+            }
+        };
         check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
-        let res = check(libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED))
-            .and_then(|()| check(libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST)))
-            .and_then(|()| check(libc::pthread_mutex_init(m, attr.as_ptr())));
+        let res = check(libc::pthread_mutexattr_setpshared(
+            attr.as_mut_ptr(),
+            libc::PTHREAD_PROCESS_SHARED,
+        ))
+        .and_then(|()| {
+            check(libc::pthread_mutexattr_setrobust(
+                attr.as_mut_ptr(),
+                libc::PTHREAD_MUTEX_ROBUST,
+            ))
+        })
+        .and_then(|()| check(libc::pthread_mutex_init(m, attr.as_ptr())));
         libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
         res
     }
@@ -123,14 +146,20 @@ pub(crate) unsafe fn robust_mutex_init(m: *mut PthreadMutex) -> io::Result<()> {
 /// `m` must point to a mutex initialised by [`robust_mutex_init`] in a live mapping.
 pub(crate) unsafe fn mutex_trylock(m: *mut PthreadMutex) -> io::Result<LockResult> {
     // SAFETY: per the caller's guarantee.
-    lock_result(unsafe { libc::pthread_mutex_trylock(m) }, "pthread_mutex_trylock")
+    lock_result(
+        unsafe { libc::pthread_mutex_trylock(m) },
+        "pthread_mutex_trylock",
+    )
 }
 
 /// `pthread_mutex_lock`, or `pthread_mutex_clocklock(CLOCK_MONOTONIC)` with a deadline.
 ///
 /// # Safety
 /// `m` must point to a mutex initialised by [`robust_mutex_init`] in a live mapping.
-pub(crate) unsafe fn mutex_lock(m: *mut PthreadMutex, deadline_ns: Option<u64>) -> io::Result<LockResult> {
+pub(crate) unsafe fn mutex_lock(
+    m: *mut PthreadMutex,
+    deadline_ns: Option<u64>,
+) -> io::Result<LockResult> {
     match deadline_ns {
         // SAFETY: per the caller's guarantee.
         None => lock_result(unsafe { libc::pthread_mutex_lock(m) }, "pthread_mutex_lock"),
