@@ -6,6 +6,7 @@
 
 /// A named step inside put or get, where a test may kill the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the names are the documented hook names
 pub(crate) enum Point {
     PutBeforeCommit,
     PutAfterCommit,

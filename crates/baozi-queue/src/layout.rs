@@ -57,8 +57,8 @@ pub(crate) struct Tasks {
     pub(crate) all_done: WaitWord,
 }
 
-// SAFETY (all three): repr(C), atomics and WaitWords only; any bit pattern is a valid value
-// (invariants on them are checked when a lock is recovered, not assumed).
+// SAFETY: repr(C), atomics only; any bit pattern is a valid value (invariants on them are
+// checked at open and when a lock is recovered, not assumed).
 unsafe impl ShmSafe for Meta {}
 // SAFETY: as above.
 unsafe impl ShmSafe for Side {}

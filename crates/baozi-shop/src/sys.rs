@@ -194,7 +194,7 @@ impl Mq {
                 name.as_ptr(),
                 libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
                 0o600 as libc::mode_t,
-                &attr as *const libc::mq_attr,
+                std::ptr::addr_of!(attr),
             )
         };
         if mq == -1 {
