@@ -74,4 +74,4 @@ pub use codec::Serde;
 pub use codec::{CodecError, Message, Pod};
 pub use error::{GetError, PutError, QueueError};
 pub use joinable::JoinableQueue;
-pub use queue::{Queue, QueueOptions, DEFAULT_CAPACITY, MAX_MAXSIZE};
+pub use queue::{Queue, QueueOptions, DEFAULT_CAPACITY, MAX_MAXSIZE, NOWAIT_LOCK_WAIT};

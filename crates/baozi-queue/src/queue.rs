@@ -19,6 +19,9 @@ use crate::ring::{self, Appender, Cursor};
 /// The byte capacity [`QueueOptions::default`] picks: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
+/// The longest a `_nowait` call waits for the queue's lock (see [`Queue::put_nowait`]).
+pub const NOWAIT_LOCK_WAIT: Duration = Duration::from_secs(1);
+
 /// The largest `maxsize` accepted.
 pub const MAX_MAXSIZE: usize = 1 << 30;
 
@@ -142,10 +145,14 @@ impl Wait {
         Wait::Until(Deadline::after(d))
     }
 
-    fn deadline(self) -> Option<Deadline> {
+    /// How long to wait for the lock itself. The lock is held only for a copy, so this only
+    /// matters when its holder is stopped (SIGSTOP, a debugger): then a `_nowait` call gives up
+    /// after [`NOWAIT_LOCK_WAIT`] instead of blocking with it.
+    fn lock_deadline(self) -> Option<Deadline> {
         match self {
             Wait::Until(d) => Some(d),
-            Wait::No | Wait::Forever => None,
+            Wait::No => Some(Deadline::after(NOWAIT_LOCK_WAIT)),
+            Wait::Forever => None,
         }
     }
 }
@@ -648,7 +655,7 @@ impl<T> Queue<T> {
         let word = &self.head().wait;
         loop {
             let seen = word.seq();
-            match self.try_put(batch, wait.deadline()) {
+            match self.try_put(batch, wait.lock_deadline()) {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(Refusal::Closed)) => return Err(PutFail::Closed),
                 Ok(Err(Refusal::NoRoom)) => {}
@@ -670,7 +677,7 @@ impl<T> Queue<T> {
         let word = &self.tail().wait;
         loop {
             let seen = word.seq();
-            match self.try_get(max, wait.deadline(), sink) {
+            match self.try_get(max, wait.lock_deadline(), sink) {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(Refusal::Closed)) => return Err(GetFail::Closed),
                 Ok(Err(Refusal::NoRoom)) => {}
@@ -863,7 +870,9 @@ impl<T: Message> Queue<T> {
         self.put_one(item, Wait::timeout(timeout))
     }
 
-    /// Puts `item` only if there is room now.
+    /// Puts `item` only if there is room now. It never waits for room; it waits for the lock
+    /// only while another process holds it for a copy (at most [`NOWAIT_LOCK_WAIT`], reached
+    /// only if the holder is stopped, and then reported as [`PutError::Full`]).
     ///
     /// # Errors
     /// [`PutError::Full`], and the errors of [`put`](Self::put).
@@ -888,7 +897,8 @@ impl<T: Message> Queue<T> {
         self.get_one(Wait::timeout(timeout))
     }
 
-    /// Takes the oldest item if there is one now.
+    /// Takes the oldest item if there is one now. Like [`put_nowait`](Self::put_nowait), it
+    /// waits for the lock at most [`NOWAIT_LOCK_WAIT`] (then [`GetError::Empty`]).
     ///
     /// # Errors
     /// [`GetError::Empty`], and the errors of [`get`](Self::get).
