@@ -443,7 +443,10 @@ impl<T> Queue<T> {
     }
 
     fn ring_ptr(&self, off: u32) -> *mut u8 {
-        debug_assert!(off < self.cap);
+        debug_assert!(
+            off <= self.cap,
+            "one past the end at most (for an empty payload at the end)"
+        );
         self.base
             .as_ptr()
             .wrapping_add(layout::RING_AT + off as usize)
