@@ -700,18 +700,20 @@ impl<T> Queue<T> {
     fn wait_for_change(&self, word: &WaitWord, seen: u32, wait: Wait) -> bool {
         let deadline = match wait {
             Wait::No => return false,
+            Wait::Until(d) if d.has_passed() => return false,
             Wait::Until(d) => Some(d),
             Wait::Forever => None,
         };
         if self.spin.spin_until(|| word.seq() != seen) {
             return true;
         }
-        while word.seq() == seen {
-            match word.wait(seen, deadline) {
-                Ok(()) => {}
-                Err(_) => return word.seq() != seen,
-            }
-        }
+        // Sleep once (at most WAIT_SLICE, or until the deadline), then let the caller look at
+        // the queue itself under the lock. Never loop here on the sequence word alone: a process
+        // killed between its commit (and unlock) and its notify leaves the word unchanged while
+        // the queue did change, and only a look at the cursors sees that. After the deadline the
+        // caller still gets that one last look, so a timed call never reports Empty or Full about
+        // a queue that is not.
+        let _ = word.wait(seen, deadline);
         true
     }
 
