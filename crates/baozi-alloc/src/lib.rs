@@ -1,0 +1,59 @@
+//! A fork-aware, crash-safe heap inside a shared-memory region, and Python's shared `Value`
+//! and `Array` on it.
+//!
+//! * [`Heap`]: `alloc(layout) -> Offset`, `free(offset)` from any process; size classes with
+//!   per-class free lists (O(1), no syscall), whole 64 KiB chunks for large blocks; alignment up
+//!   to 4 KiB; [`AllocError::OutOfMemory`] when full; double frees and foreign offsets reported.
+//!   A process killed mid-alloc or mid-free costs at most the one block it was moving, which
+//!   [`Heap::stats`] reports as `leaked_suspect`.
+//! * [`ShmBox`]: one owned value in a heap.
+//! * [`Value`] / [`Array`]: values with their own robust lock (Python's `Value`, `Array`);
+//!   [`RawValue`] / [`RawArray`] without (`RawValue`, `RawArray`).
+//!
+//! # Example: allocate in the parent, free in the child
+//!
+//! ```
+//! use baozi_alloc::{Heap, ShmBox};
+//!
+//! let heap = Heap::anonymous(1 << 20)?;
+//! let offset = ShmBox::new_in(&heap, 42u64)?.into_offset(); // handed over, not freed
+//! // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
+//! match unsafe { libc::fork() } {
+//!     0 => {
+//!         // SAFETY: the parent gave up this block with into_offset.
+//!         let b = unsafe { ShmBox::<u64>::from_offset(&heap, offset) }.unwrap();
+//!         let code = if *b == 42 { 0 } else { 1 };
+//!         drop(b); // freed here, in the child
+//!         unsafe { libc::_exit(code) }
+//!     }
+//!     pid => {
+//!         let mut status = 0;
+//!         unsafe { libc::waitpid(pid, &mut status, 0) };
+//!         assert_eq!(status, 0);
+//!     }
+//! }
+//! assert_eq!(heap.stats()?.used, 0); // the child's free is seen here
+//! # Ok::<(), baozi_alloc::AllocError>(())
+//! ```
+//!
+//! # Fork
+//! The heap keeps no per-process state — no caches, no cached pid — so a child forked at any
+//! instant (even in the middle of another thread's alloc) never hands out memory that its parent
+//! also thinks it owns. Handles ([`ShmBox`], [`Value`], [`Array`]) free their block on drop only
+//! in the process that made them.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod array;
+mod boxed;
+mod error;
+mod heap;
+mod size_class;
+mod value;
+
+pub use array::{Array, RawArray};
+pub use boxed::ShmBox;
+pub use error::AllocError;
+pub use heap::{Heap, HeapStats, MAX_HEAP};
+pub use value::{Guard, RawValue, Value};
