@@ -12,10 +12,16 @@ pub mod sync {
     pub use baozi_sync::*;
 }
 
-#[cfg(feature = "serde")]
-pub use baozi_queue::Serde;
+/// The shared heap, `Value` and `Array` ([`baozi_alloc`]).
+pub mod alloc {
+    pub use baozi_alloc::*;
+}
+
+pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value};
 pub use baozi_queue::{
     GetError, JoinableQueue, Message, Pod, PutError, Queue, QueueError, QueueOptions,
 };
+#[cfg(feature = "serde")]
+pub use baozi_queue::Serde;
 pub use baozi_shm::{Region, ShmError};
 pub use baozi_sync::{ShmMutex, SyncError};
