@@ -18,10 +18,10 @@ pub mod alloc {
 }
 
 pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value};
+#[cfg(feature = "serde")]
+pub use baozi_queue::Serde;
 pub use baozi_queue::{
     GetError, JoinableQueue, Message, Pod, PutError, Queue, QueueError, QueueOptions,
 };
-#[cfg(feature = "serde")]
-pub use baozi_queue::Serde;
 pub use baozi_shm::{Region, ShmError};
 pub use baozi_sync::{ShmMutex, SyncError};

@@ -22,7 +22,11 @@ const SLACK: Duration = Duration::from_millis(500);
 /// A name no other test (thread or process) uses.
 fn unique_name() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    format!("conf-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "conf-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Unlinks its name when dropped (even when the test panics), ignoring "not found".
@@ -67,7 +71,10 @@ fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
 
 /// Asserts `elapsed` is at least `timeout` and within the slack after it.
 fn assert_waited(elapsed: Duration, timeout: Duration, what: &str) {
-    assert!(elapsed >= timeout, "{what}: returned after {elapsed:?}, before the {timeout:?} timeout");
+    assert!(
+        elapsed >= timeout,
+        "{what}: returned after {elapsed:?}, before the {timeout:?} timeout"
+    );
     assert!(
         elapsed < timeout + SLACK,
         "{what}: returned after {elapsed:?}, far past the {timeout:?} timeout"
@@ -115,7 +122,9 @@ impl Rng {
 
 /// A message whose first bytes carry `seq` (when long enough) and the rest a pattern of it.
 fn message(seq: u64, len: usize) -> Vec<u8> {
-    let mut v: Vec<u8> = (0..len).map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8).collect();
+    let mut v: Vec<u8> = (0..len)
+        .map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8)
+        .collect();
     if len >= 8 {
         v[..8].copy_from_slice(&seq.to_le_bytes());
     }
@@ -222,7 +231,12 @@ fn test_get_timeout_half_a_second() {
 #[test]
 fn timeouts_hold_without_spinning_too() {
     let timeout = Duration::from_millis(300);
-    let q: Queue<u8> = QueueOptions::new().maxsize(1).capacity(4096).spin(false).anonymous().unwrap();
+    let q: Queue<u8> = QueueOptions::new()
+        .maxsize(1)
+        .capacity(4096)
+        .spin(false)
+        .anonymous()
+        .unwrap();
     let (r, elapsed) = timed(|| q.get_timeout(timeout));
     assert_get_empty(r);
     assert_waited(elapsed, timeout, "get_timeout without spin");
@@ -245,7 +259,11 @@ fn batch_timeouts_wait_then_fail() {
         Err(PutError::Full(items)) => assert_eq!(items, [2, 3]),
         other => panic!("expected Full, got {other:?}"),
     }
-    assert_waited(elapsed, timeout, "put_many_timeout with room for one of two");
+    assert_waited(
+        elapsed,
+        timeout,
+        "put_many_timeout with room for one of two",
+    );
     assert_eq!(q.qsize(), 1);
 }
 
@@ -276,7 +294,8 @@ fn maxsize_zero_means_only_bytes_bound_the_queue() {
     assert_eq!(q.maxsize(), 0);
     for i in 0..512 {
         assert!(!q.full(), "full after {i} empty messages");
-        q.put_nowait(Vec::new()).unwrap_or_else(|e| panic!("put {i}: {e}"));
+        q.put_nowait(Vec::new())
+            .unwrap_or_else(|e| panic!("put {i}: {e}"));
     }
     assert_eq!(q.qsize(), 512);
     assert_eq!(q.used_bytes(), 4096);
@@ -339,7 +358,11 @@ fn put_nowait_on_full_gives_the_same_item_back() {
     assert_eq!(err.to_string(), "the queue is full");
     let back = err.into_inner();
     assert_eq!(back, b"second");
-    assert_eq!(back.as_ptr(), ptr, "the item came back as a copy, not the same allocation");
+    assert_eq!(
+        back.as_ptr(),
+        ptr,
+        "the item came back as a copy, not the same allocation"
+    );
     assert_eq!(q.qsize(), 1);
     assert_eq!(q.get().unwrap(), b"first");
 }
@@ -365,7 +388,11 @@ fn empty_messages_round_trip_wherever_they_land() {
         if at > 0 {
             assert_eq!(q.get().unwrap(), vec![1; at - 8]);
         }
-        assert_eq!(q.get().unwrap(), Vec::<u8>::new(), "empty message at offset {at}");
+        assert_eq!(
+            q.get().unwrap(),
+            Vec::<u8>::new(),
+            "empty message at offset {at}"
+        );
     }
 }
 
@@ -375,7 +402,10 @@ fn get_nowait_on_empty_is_empty() {
     let (r, elapsed) = timed(|| q.get_nowait());
     let err = r.unwrap_err();
     assert!(err.is_empty(), "{err:?}");
-    assert!(elapsed < Duration::from_millis(100), "get_nowait waited {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "get_nowait waited {elapsed:?}"
+    );
     q.put("x".to_owned()).unwrap();
     q.get().unwrap();
     assert_get_empty(q.get_nowait());
@@ -393,9 +423,16 @@ fn too_large_is_immediate_even_for_a_blocking_put_and_changes_nothing() {
     assert!(q.full());
     let used = q.used_bytes();
     let (r, elapsed) = timed(|| q.put(big.clone()));
-    assert!(elapsed < Duration::from_millis(100), "TooLarge took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "TooLarge took {elapsed:?}"
+    );
     match r {
-        Err(PutError::TooLarge { item, needed, capacity }) => {
+        Err(PutError::TooLarge {
+            item,
+            needed,
+            capacity,
+        }) => {
             assert_eq!(item, big);
             assert_eq!(capacity, 4096);
             assert!(needed > capacity, "needed {needed} <= capacity {capacity}");
@@ -403,11 +440,20 @@ fn too_large_is_immediate_even_for_a_blocking_put_and_changes_nothing() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
     let (r, elapsed) = timed(|| q.put_timeout(big.clone(), Duration::from_secs(5)));
-    assert!(elapsed < Duration::from_millis(100), "TooLarge took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "TooLarge took {elapsed:?}"
+    );
     assert!(matches!(r, Err(PutError::TooLarge { .. })), "{r:?}");
-    assert!(matches!(q.put_nowait(big.clone()), Err(PutError::TooLarge { .. })));
+    assert!(matches!(
+        q.put_nowait(big.clone()),
+        Err(PutError::TooLarge { .. })
+    ));
     let (r, elapsed) = timed(|| q.put_bytes(&big, None));
-    assert!(elapsed < Duration::from_millis(100), "TooLarge took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "TooLarge took {elapsed:?}"
+    );
     assert!(matches!(r, Err(PutError::TooLarge { .. })), "{r:?}");
 
     assert_eq!(q.qsize(), 2);
@@ -422,7 +468,10 @@ fn too_large_on_an_empty_queue_too() {
     let q: Queue<String> = Queue::new(0, 64).unwrap();
     assert_eq!(q.max_message_len(), 56);
     let (r, elapsed) = timed(|| q.put("x".repeat(57)));
-    assert!(elapsed < Duration::from_millis(100), "TooLarge took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "TooLarge took {elapsed:?}"
+    );
     match r {
         Err(e @ PutError::TooLarge { .. }) => {
             assert!(e.to_string().contains("can never fit"), "{e}");
@@ -448,7 +497,10 @@ fn a_max_len_message_fits_an_empty_queue_wherever_the_offsets_are() {
     assert_eq!(q.get().unwrap(), big);
 
     // Move the offsets to the middle of the ring, several different ways, and empty it again.
-    for (k, step) in [(3usize, 100usize), (1, 8), (5, 33), (7, 0)].into_iter().enumerate() {
+    for (k, step) in [(3usize, 100usize), (1, 8), (5, 33), (7, 0)]
+        .into_iter()
+        .enumerate()
+    {
         for j in 0..step.0 {
             q.put(message(j as u64, step.1)).unwrap();
         }
@@ -469,7 +521,10 @@ fn a_max_len_message_fits_an_empty_queue_wherever_the_offsets_are() {
     }
 
     // And one byte more never fits.
-    assert!(matches!(q.put(vec![0; max + 1]), Err(PutError::TooLarge { .. })));
+    assert!(matches!(
+        q.put(vec![0; max + 1]),
+        Err(PutError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -484,7 +539,10 @@ fn a_max_len_message_waits_for_the_ring_to_empty() {
         let _unwind = close_on_unwind(&q);
         let putter = s.spawn(|| q.put(big.clone()));
         thread::sleep(Duration::from_millis(100));
-        assert!(!putter.is_finished(), "a max-length put went into a non-empty ring");
+        assert!(
+            !putter.is_finished(),
+            "a max-length put went into a non-empty ring"
+        );
         assert_eq!(q.get().unwrap(), vec![2; 40]);
         putter.join().unwrap().unwrap();
     });
@@ -508,7 +566,10 @@ fn put_many_is_all_or_nothing() {
 
     // More than maxsize can never fit: TooLarge at once, even blocking.
     let (r, elapsed) = timed(|| q.put_many(vec![10, 11, 12, 13, 14, 15]));
-    assert!(elapsed < Duration::from_millis(100), "TooLarge batch took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "TooLarge batch took {elapsed:?}"
+    );
     match r {
         Err(PutError::TooLarge { item, .. }) => assert_eq!(item, [10, 11, 12, 13, 14, 15]),
         other => panic!("expected TooLarge, got {other:?}"),
@@ -544,7 +605,11 @@ fn put_many_is_all_or_nothing_in_bytes_too() {
     let (r, elapsed) = timed(|| q.put_many(huge.clone()));
     assert!(elapsed < Duration::from_millis(100));
     match r {
-        Err(PutError::TooLarge { item, needed, capacity }) => {
+        Err(PutError::TooLarge {
+            item,
+            needed,
+            capacity,
+        }) => {
             assert_eq!(item, huge);
             assert_eq!(capacity, 1024);
             assert_eq!(needed, 3 * 408);
@@ -570,8 +635,16 @@ fn get_many_returns_one_to_max_in_fifo_order() {
     let mut seen = Vec::new();
     for max in [1usize, 2, 3, 5, 100] {
         let got = q.get_many(max).unwrap();
-        assert!(!got.is_empty() && got.len() <= max, "get_many({max}) returned {}", got.len());
-        assert_eq!(got.len(), max.min(20 - seen.len()), "get_many took less than was there");
+        assert!(
+            !got.is_empty() && got.len() <= max,
+            "get_many({max}) returned {}",
+            got.len()
+        );
+        assert_eq!(
+            got.len(),
+            max.min(20 - seen.len()),
+            "get_many took less than was there"
+        );
         seen.extend(got);
         assert_eq!(q.qsize(), 20 - seen.len());
     }
@@ -581,7 +654,11 @@ fn get_many_returns_one_to_max_in_fifo_order() {
     q.put_many(vec![100, 101, 102]).unwrap();
     let mut out = vec![99];
     assert_eq!(q.get_many_into(&mut out, 2, None).unwrap(), 2);
-    assert_eq!(q.get_many_into(&mut out, 2, Some(Duration::from_millis(10))).unwrap(), 1);
+    assert_eq!(
+        q.get_many_into(&mut out, 2, Some(Duration::from_millis(10)))
+            .unwrap(),
+        1
+    );
     assert_eq!(out, [99, 100, 101, 102]);
     assert_get_empty(q.get_many_into(&mut out, 2, Some(Duration::from_millis(10))));
     assert_eq!(out.len(), 4);
@@ -659,7 +736,10 @@ fn getters_drain_a_closed_queue_then_see_closed() {
     raw.close().unwrap();
     let mut buf = Vec::new();
     assert_get_closed(raw.get_bytes_into(&mut buf, None));
-    assert_eq!(GetError::Closed.to_string(), "the queue is closed and drained");
+    assert_eq!(
+        GetError::Closed.to_string(),
+        "the queue is closed and drained"
+    );
 }
 
 #[test]
@@ -670,14 +750,21 @@ fn close_wakes_a_getter_blocked_in_another_thread() {
         let getter = s.spawn(|| timed(|| q.get()));
         let timed_getter = s.spawn(|| timed(|| q.get_timeout(Duration::from_secs(30))));
         thread::sleep(Duration::from_millis(200));
-        assert!(!getter.is_finished() && !timed_getter.is_finished(), "a get on an empty queue returned");
+        assert!(
+            !getter.is_finished() && !timed_getter.is_finished(),
+            "a get on an empty queue returned"
+        );
         let closed_at = Instant::now();
         q.close().unwrap();
         for h in [getter, timed_getter] {
             let (r, _) = h.join().unwrap();
             assert_get_closed(r);
         }
-        assert!(closed_at.elapsed() < Duration::from_secs(1), "getters took {:?} to wake", closed_at.elapsed());
+        assert!(
+            closed_at.elapsed() < Duration::from_secs(1),
+            "getters took {:?} to wake",
+            closed_at.elapsed()
+        );
     });
 }
 
@@ -781,7 +868,9 @@ fn fifo_over_many_wrap_arounds_with_random_sizes() {
         for _ in 0..rng.below(12) {
             match q.get_nowait() {
                 Ok(m) => assert_eq!(Some(m), expected.pop_front(), "out of order"),
-                Err(GetError::Empty) => assert!(expected.is_empty(), "Empty with {} queued", expected.len()),
+                Err(GetError::Empty) => {
+                    assert!(expected.is_empty(), "Empty with {} queued", expected.len())
+                }
                 Err(e) => panic!("{e}"),
             }
             assert_eq!(q.qsize(), expected.len());
@@ -792,7 +881,10 @@ fn fifo_over_many_wrap_arounds_with_random_sizes() {
     }
     assert!(q.empty());
     assert_eq!(q.used_bytes(), 0);
-    assert!(bytes > 1000 * 1024, "only {bytes} bytes went through: too few wrap-arounds");
+    assert!(
+        bytes > 1000 * 1024,
+        "only {bytes} bytes went through: too few wrap-arounds"
+    );
 }
 
 #[test]
@@ -880,7 +972,14 @@ fn numbers_round_trip() {
 #[test]
 fn pod_round_trips_and_takes_its_size() {
     let ticks: Vec<Pod<Tick>> = (0..10)
-        .map(|i| Pod(Tick { seq: i, price: 9.5 + i as f64, qty: i as u32 * 3, side: (i % 2) as u32 }))
+        .map(|i| {
+            Pod(Tick {
+                seq: i,
+                price: 9.5 + i as f64,
+                qty: i as u32 * 3,
+                side: (i % 2) as u32,
+            })
+        })
         .collect();
     round_trip(&ticks);
     let q: Queue<Pod<Tick>> = Queue::new(0, 4096).unwrap();
@@ -892,23 +991,50 @@ fn pod_round_trips_and_takes_its_size() {
 
 #[test]
 fn bytes_and_strings_round_trip() {
-    round_trip(&[Vec::new(), vec![0u8], vec![0xff; 7], vec![1; 8], vec![2; 9], (0..=255).collect()]);
-    round_trip(&[String::new(), "pork".to_owned(), "包子 🥟".to_owned(), "x".repeat(1000)]);
+    round_trip(&[
+        Vec::new(),
+        vec![0u8],
+        vec![0xff; 7],
+        vec![1; 8],
+        vec![2; 9],
+        (0..=255).collect(),
+    ]);
+    round_trip(&[
+        String::new(),
+        "pork".to_owned(),
+        "包子 🥟".to_owned(),
+        "x".repeat(1000),
+    ]);
     round_trip(&[Box::<[u8]>::from(&b""[..]), Box::from(&b"red bean"[..])]);
 }
 
 #[test]
 fn serde_round_trips() {
     let orders = vec![
-        Order { id: 1, customer: "Li".to_owned(), fillings: vec![Filling::Pork], note: None, price: 3.5 },
+        Order {
+            id: 1,
+            customer: "Li".to_owned(),
+            fillings: vec![Filling::Pork],
+            note: None,
+            price: 3.5,
+        },
         Order {
             id: u64::MAX,
             customer: "王".to_owned(),
-            fillings: vec![Filling::Cabbage { leaves: 3 }, Filling::RedBean("sweet".to_owned())],
+            fillings: vec![
+                Filling::Cabbage { leaves: 3 },
+                Filling::RedBean("sweet".to_owned()),
+            ],
             note: Some("extra hot".to_owned()),
             price: -0.0,
         },
-        Order { id: 0, customer: String::new(), fillings: Vec::new(), note: Some(String::new()), price: 1e9 },
+        Order {
+            id: 0,
+            customer: String::new(),
+            fillings: Vec::new(),
+            note: Some(String::new()),
+            price: 1e9,
+        },
     ];
     let q: Queue<Serde<Order>> = Queue::new(0, 4096).unwrap();
     for o in &orders {
@@ -919,7 +1045,8 @@ fn serde_round_trips() {
     }
     // Tuples and the batch path.
     let q: Queue<Serde<(String, u32)>> = Queue::new(0, 4096).unwrap();
-    q.put_many(vec![Serde(("a".to_owned(), 1)), Serde(("b".to_owned(), 2))]).unwrap();
+    q.put_many(vec![Serde(("a".to_owned(), 1)), Serde(("b".to_owned(), 2))])
+        .unwrap();
     let got: Vec<_> = q.get_many(5).unwrap().into_iter().map(|s| s.0).collect();
     assert_eq!(got, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
 }
@@ -938,7 +1065,9 @@ fn decoding_a_wrong_size_message_as_pod_gives_the_bytes_back() {
     match words.get() {
         Err(e @ GetError::Decode { .. }) => {
             assert!(e.to_string().contains("3-byte message"), "{e}");
-            let GetError::Decode { bytes, error } = e else { unreachable!() };
+            let GetError::Decode { bytes, error } = e else {
+                unreachable!()
+            };
             assert_eq!(bytes, [1, 2, 3]);
             assert!(error.to_string().contains("expected 8 bytes"), "{error}");
         }
@@ -994,7 +1123,11 @@ fn put_bytes_and_get_bytes_into() {
     let ptr = buf.as_ptr();
     q.get_bytes_into(&mut buf, None).unwrap();
     assert_eq!(buf, b"pork");
-    assert_eq!(buf.as_ptr(), ptr, "get_bytes_into reallocated a big enough buffer");
+    assert_eq!(
+        buf.as_ptr(),
+        ptr,
+        "get_bytes_into reallocated a big enough buffer"
+    );
     q.get_bytes_into(&mut buf, Some(Duration::ZERO)).unwrap();
     assert!(buf.is_empty());
 
@@ -1003,7 +1136,11 @@ fn put_bytes_and_get_bytes_into() {
     assert!(elapsed < Duration::from_millis(100));
     let (r, elapsed) = timed(|| q.get_bytes_into(&mut buf, Some(timeout)));
     assert_get_empty(r);
-    assert_waited(elapsed, timeout, "get_bytes_into with a timeout on an empty queue");
+    assert_waited(
+        elapsed,
+        timeout,
+        "get_bytes_into with a timeout on an empty queue",
+    );
 
     // They interoperate with the typed calls.
     q.put(b"typed".to_vec()).unwrap();
@@ -1012,7 +1149,10 @@ fn put_bytes_and_get_bytes_into() {
     q.put_bytes(b"raw", None).unwrap();
     assert_eq!(q.get().unwrap(), b"raw");
     q.close().unwrap();
-    assert!(matches!(q.put_bytes(b"late", None), Err(PutError::Closed(()))));
+    assert!(matches!(
+        q.put_bytes(b"late", None),
+        Err(PutError::Closed(()))
+    ));
 }
 
 // --- JoinableQueue (CPython _TestJoinableQueue) ---
@@ -1022,7 +1162,10 @@ fn joinable_counts_unfinished_tasks() {
     let q: JoinableQueue<u32> = JoinableQueue::new(0, 4096).unwrap();
     assert_eq!(q.unfinished_tasks(), 0);
     q.join().unwrap(); // nothing unfinished: at once
-    assert!(matches!(q.task_done(), Err(QueueError::TaskDoneTooManyTimes)));
+    assert!(matches!(
+        q.task_done(),
+        Err(QueueError::TaskDoneTooManyTimes)
+    ));
 
     q.put(1).unwrap();
     q.put_many(vec![2, 3]).unwrap();
@@ -1052,7 +1195,10 @@ fn joinable_counts_unfinished_tasks() {
     assert!(elapsed < Duration::from_millis(100));
     match q.task_done() {
         Err(e @ QueueError::TaskDoneTooManyTimes) => {
-            assert_eq!(e.to_string(), "task_done() called more times than items were put");
+            assert_eq!(
+                e.to_string(),
+                "task_done() called more times than items were put"
+            );
         }
         other => panic!("expected TaskDoneTooManyTimes, got {other:?}"),
     }
@@ -1098,10 +1244,16 @@ fn join_is_released_by_task_done_in_another_thread() {
         });
         let joiner = s.spawn(|| q.join());
         thread::sleep(Duration::from_millis(200));
-        assert!(!joiner.is_finished(), "join returned with a task unfinished");
+        assert!(
+            !joiner.is_finished(),
+            "join returned with a task unfinished"
+        );
         assert_eq!(q.get().unwrap(), 7);
         thread::sleep(Duration::from_millis(50));
-        assert!(!joiner.is_finished(), "join returned on get, before task_done");
+        assert!(
+            !joiner.is_finished(),
+            "join returned on get, before task_done"
+        );
         q.task_done().unwrap();
         joiner.join().unwrap().unwrap();
     });
@@ -1132,7 +1284,10 @@ fn open_of_a_missing_name_is_not_found() {
         ShmError::NotFound { name: n } => assert!(n.contains(&name), "{n}"),
         other => panic!("expected NotFound, got {other:?}"),
     }
-    assert!(matches!(shm_error(Queue::<u32>::unlink(&name).unwrap_err()), ShmError::NotFound { .. }));
+    assert!(matches!(
+        shm_error(Queue::<u32>::unlink(&name).unwrap_err()),
+        ShmError::NotFound { .. }
+    ));
 }
 
 #[test]
@@ -1153,7 +1308,18 @@ fn create_twice_is_already_exists() {
 #[test]
 fn invalid_names_are_refused() {
     let long = "n".repeat(201);
-    for bad in ["", "/", "a/b", ".", "..", "has space", "tab\t", "nul\0", "ünï", long.as_str()] {
+    for bad in [
+        "",
+        "/",
+        "a/b",
+        ".",
+        "..",
+        "has space",
+        "tab\t",
+        "nul\0",
+        "ünï",
+        long.as_str(),
+    ] {
         for (what, r) in [
             ("create", Queue::<u32>::create(bad, 0, 4096).map(drop)),
             ("open", Queue::<u32>::open(bad).map(drop)),
@@ -1185,12 +1351,21 @@ fn sizes_out_of_range_are_invalid_size() {
     expect_invalid(Queue::new(0, usize::MAX), "capacity usize::MAX");
     expect_invalid(Queue::new(MAX_MAXSIZE + 1, 4096), "maxsize MAX_MAXSIZE + 1");
     expect_invalid(Queue::new(usize::MAX, 4096), "maxsize usize::MAX");
-    expect_invalid(QueueOptions::new().capacity(10).anonymous(), "options capacity 10");
+    expect_invalid(
+        QueueOptions::new().capacity(10).anonymous(),
+        "options capacity 10",
+    );
     // A named create with a bad size leaves no name behind.
     let name = NameGuard::new();
     expect_invalid(Queue::create(&name.0, 0, 32), "named capacity 32");
-    expect_invalid(Queue::create(&name.0, MAX_MAXSIZE + 1, 4096), "named maxsize");
-    assert!(matches!(shm_error(Queue::<u32>::open(&name.0).unwrap_err()), ShmError::NotFound { .. }));
+    expect_invalid(
+        Queue::create(&name.0, MAX_MAXSIZE + 1, 4096),
+        "named maxsize",
+    );
+    assert!(matches!(
+        shm_error(Queue::<u32>::open(&name.0).unwrap_err()),
+        ShmError::NotFound { .. }
+    ));
 
     // The limits themselves are accepted.
     let q: Queue<u32> = Queue::new(MAX_MAXSIZE, 64).unwrap();
@@ -1240,13 +1415,19 @@ fn persist_keeps_the_name_until_unlinked() {
 #[test]
 fn a_queue_opened_by_name_sees_the_creators_items() {
     let name = NameGuard::new();
-    let creator: Queue<String> = QueueOptions::new().maxsize(5).capacity(8192).create(&name.0).unwrap();
+    let creator: Queue<String> = QueueOptions::new()
+        .maxsize(5)
+        .capacity(8192)
+        .create(&name.0)
+        .unwrap();
     creator.put("one".to_owned()).unwrap();
     let opener: Queue<String> = Queue::open(&name.0).unwrap();
     assert_eq!(opener.maxsize(), 5);
     assert_eq!(opener.capacity_bytes(), 8192);
     assert_eq!(opener.qsize(), 1);
-    creator.put_many(vec!["two".to_owned(), "three".to_owned()]).unwrap();
+    creator
+        .put_many(vec!["two".to_owned(), "three".to_owned()])
+        .unwrap();
     assert_eq!(opener.qsize(), 3);
     assert_eq!(opener.get().unwrap(), "one");
     assert_eq!(creator.qsize(), 2);
@@ -1254,13 +1435,24 @@ fn a_queue_opened_by_name_sees_the_creators_items() {
     assert_eq!(creator.get_many(10).unwrap(), ["two", "three", "four"]);
     assert!(opener.empty());
     // Both handles see the same item limit.
-    creator.put_many(vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()]).unwrap();
+    creator
+        .put_many(vec![
+            "a".into(),
+            "b".into(),
+            "c".into(),
+            "d".into(),
+            "e".into(),
+        ])
+        .unwrap();
     assert!(opener.full());
     assert!(opener.put_nowait("f".to_owned()).unwrap_err().is_full());
     // Close through one handle is seen by the other.
     opener.close().unwrap();
     assert!(creator.is_closed());
-    assert!(matches!(creator.put("late".to_owned()), Err(PutError::Closed(_))));
+    assert!(matches!(
+        creator.put("late".to_owned()),
+        Err(PutError::Closed(_))
+    ));
     assert_eq!(creator.get_many(10).unwrap().len(), 5);
     assert_get_closed(opener.get());
     assert_eq!(opener.region().name(), Some(name.0.as_str()));

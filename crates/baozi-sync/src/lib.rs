@@ -11,6 +11,23 @@
 //! * [`WaitWord`]: futex wait/notify on a sequence word. Unlike glibc's process-shared
 //!   `pthread_cond_t`, it keeps no per-waiter state, so a waiter killed while asleep cannot make
 //!   a later notify block. A notify with nobody asleep makes no syscall.
+//! * Python's `multiprocessing.synchronize` objects, each a standalone shared object made
+//!   `anonymous` (shared with children forked afterwards) or `create`d / `open`ed by name:
+//!   * [`Lock`] and [`RLock`] (recursive, owned by a thread): a dead holder is recovered by the
+//!     next acquirer, who is told ([`Acquired::OwnerDied`], or [`AcquireError::OwnerDied`] with
+//!     a [`LockGuard`]), as with [`ShmMutex`].
+//!   * [`Semaphore`] and [`BoundedSemaphore`]: one CAS on a count word, no lock inside. A unit
+//!     held by a process that dies is lost with it (as in Python).
+//!   * [`Event`]: a flag to set, clear and wait for.
+//!   * [`Condition`]: wait / `wait_for` / `notify(n)` / `notify_all` over its own recursive,
+//!     robust lock ([`ConditionGuard`], [`Wakeup`]); a waiter killed while it waits neither
+//!     swallows a notification nor blocks a notifier.
+//!   * [`Barrier`]: Python's `threading.Barrier` (arrival index, abort, reset, broken;
+//!     [`SyncError::BrokenBarrier`]). A party killed before it arrives stalls plain `wait`, as
+//!     in Python: use `wait_timeout`.
+//!
+//!   Opening one primitive as another is [`SyncError::WrongPrimitive`]. Every timeout runs on
+//!   `CLOCK_MONOTONIC`; uncontended paths make no syscall.
 //! * [`Deadline`]: every timeout runs on `CLOCK_MONOTONIC`.
 //! * [`SpinPolicy`]: spin (then yield) adaptively before sleeping: a blocked wake-up costs tens of
 //!   microseconds on a small VM, a spin hand-off a fraction of one.
@@ -56,16 +73,29 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod barrier;
+mod condition;
 mod deadline;
 mod error;
+mod event;
+mod lock;
 mod mutex;
+mod object;
 mod raw_mutex;
+mod rlock;
+mod semaphore;
 mod sys;
 mod waitword;
 
 pub use backoff::SpinPolicy;
+pub use barrier::Barrier;
+pub use condition::{Condition, ConditionGuard, Wakeup};
 pub use deadline::{monotonic_ns, Deadline};
-pub use error::SyncError;
+pub use error::{AcquireError, SyncError};
+pub use event::Event;
+pub use lock::{Lock, LockGuard};
 pub use mutex::{LockError, ShmMutex, ShmMutexGuard};
 pub use raw_mutex::{Acquired, RawRobustMutex};
+pub use rlock::RLock;
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 pub use waitword::{WaitWord, WAIT_SLICE};

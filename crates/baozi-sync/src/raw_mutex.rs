@@ -140,6 +140,14 @@ impl RawRobustMutex {
         unsafe { sys::mutex_unlock(self.ptr()) }
     }
 
+    /// Whether the thread with kernel thread id `tid` holds the lock now, read from the lock word
+    /// (no syscall). Exact: a dead holder's id is cleared by the kernel, so a thread that reuses
+    /// it is never mistaken for the holder.
+    pub(crate) fn is_held_by(&self, tid: u32) -> bool {
+        // SAFETY: the mutex was initialised before the object was published (type invariant).
+        tid != 0 && unsafe { sys::robust_mutex_owner_tid(self.ptr()) } == tid
+    }
+
     /// Declares the protected state repaired after [`Acquired::OwnerDied`].
     ///
     /// # Safety

@@ -1,8 +1,9 @@
 //! Linux: shared futexes (never `FUTEX_PRIVATE_FLAG`: it does not work across processes),
 //! robust process-shared pthread mutexes, `CLOCK_MONOTONIC`.
 
+use std::cell::Cell;
 use std::io;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// A pthread mutex, as glibc lays it out.
 pub(crate) type PthreadMutex = libc::pthread_mutex_t;
@@ -77,6 +78,62 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32) -> usize {
     // SAFETY: FUTEX_WAKE only uses the address as a key; `word` is live and aligned.
     let ret = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
     ret.max(0) as usize
+}
+
+/// Bumped in the child of every `fork()` by the `pthread_atfork` handler below: a thread's cached
+/// identity from before the fork is then stale. Process-private (never in shared memory).
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// `pthread_atfork` registration: 0 not yet, 1 being registered, 2 registered. While it is not 2
+/// nothing is cached, so a fork racing the registration can never leave a stale identity.
+static ATFORK_STATE: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn after_fork_in_child() {
+    // Async-signal-safe: one atomic add.
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// (fork generation the identity was read in, identity); identity 0 = not read yet.
+    static THREAD_IDENTITY: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+fn read_thread_identity() -> u64 {
+    // SAFETY: getpid and gettid have no preconditions and cannot fail.
+    let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid)) };
+    (u64::from(pid as u32) << 32) | u64::from(tid as u32)
+}
+
+/// The calling thread, as `(pid << 32) | tid`: unique among the live threads of every process
+/// in this pid namespace, and never 0. Cached per thread and re-read after `fork()` (a
+/// `pthread_atfork` child handler invalidates the cache), so it costs no syscall after the
+/// first call in a thread. A child made with a raw `clone`/`SYS_fork` syscall bypasses the
+/// handler and must not use this.
+pub(crate) fn thread_identity() -> u64 {
+    if ATFORK_STATE.load(Ordering::Acquire) != 2 {
+        if ATFORK_STATE
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // SAFETY: registers a handler that only does an atomic add; glibc keeps the pointer.
+            let r = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            if r == 0 {
+                ATFORK_STATE.store(2, Ordering::Release);
+            }
+            // On failure (ENOMEM) the state stays 1: never cache, always ask the kernel.
+        }
+        return read_thread_identity();
+    }
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    THREAD_IDENTITY.with(|cell| {
+        let (cached_generation, id) = cell.get();
+        if id != 0 && cached_generation == generation {
+            return id;
+        }
+        let id = read_thread_identity();
+        cell.set((generation, id));
+        id
+    })
 }
 
 /// Gives the CPU to another runnable thread, if any.
@@ -181,6 +238,25 @@ pub(crate) unsafe fn mutex_unlock(m: *mut PthreadMutex) {
     let r = unsafe { libc::pthread_mutex_unlock(m) };
     debug_assert_eq!(r, 0, "pthread_mutex_unlock");
 }
+
+/// The kernel thread id in a robust mutex's lock word: 0 when it is free or its owner died.
+///
+/// The robust-futex ABI (the kernel's `Documentation/locking/robust-futex-ABI.rst`) has the low
+/// 30 bits of the lock word hold the owner's TID; the kernel clears them and sets
+/// `FUTEX_OWNER_DIED` when the owner dies. glibc keeps that word (`__data.__lock`) first in
+/// `pthread_mutex_t` on every architecture.
+///
+/// # Safety
+/// `m` must point to a mutex initialised by [`robust_mutex_init`] in a live mapping.
+pub(crate) unsafe fn robust_mutex_owner_tid(m: *mut PthreadMutex) -> u32 {
+    // SAFETY: the lock word is an aligned 4-byte int at offset 0 of the live mutex (caller's
+    // guarantee), which glibc and the kernel only ever change with atomic instructions.
+    let word = unsafe { &*m.cast::<AtomicU32>() };
+    word.load(Ordering::Relaxed) & FUTEX_TID_MASK
+}
+
+/// `FUTEX_TID_MASK` from `<linux/futex.h>`: the owner-TID bits of a robust lock word.
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 
 /// `pthread_mutex_consistent`.
 ///
