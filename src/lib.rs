@@ -24,4 +24,6 @@ pub use baozi_queue::{
     GetError, JoinableQueue, Message, Pod, PutError, Queue, QueueError, QueueOptions,
 };
 pub use baozi_shm::{Region, ShmError};
-pub use baozi_sync::{ShmMutex, SyncError};
+pub use baozi_sync::{
+    Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, ShmMutex, SyncError,
+};
