@@ -1,4 +1,4 @@
-//! Any bytes as a named region: opening it as a queue must give a typed error or a working
+//! Any bytes as a named region: opening it as a queue or a heap must give a typed error or a working
 //! queue — never a crash, a hang or undefined behaviour.
 #![no_main]
 
@@ -19,6 +19,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(q.qsize() <= q.capacity_bytes() / 8);
         assert!(q.used_bytes() <= q.capacity_bytes());
         let _ = (q.empty(), q.full(), q.is_closed(), q.max_message_len());
+    }
+    // The same bytes as a heap: a typed error, or a heap whose lock-free answers are sane.
+    if let Ok(heap) = baozi_alloc::Heap::open_timeout(&name, Duration::ZERO) {
+        let _ = heap.usable_size(baozi_shm::Offset::new(0));
     }
     let _ = std::fs::remove_file(&path);
 });

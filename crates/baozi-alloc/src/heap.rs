@@ -215,14 +215,20 @@ impl Heap {
     /// [`AllocError::Shm`] with the precise cause (not found, foreign object, wrong version or
     /// kind, truncated, layout mismatch, not ready).
     pub fn open(name: &str) -> Result<Heap, AllocError> {
-        let region = Region::open(name)?;
+        Self::open_timeout(name, DEFAULT_READY_WAIT)
+    }
+
+    /// [`open`](Self::open), waiting at most `ready_wait` for a creator still building it.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_timeout(name: &str, ready_wait: std::time::Duration) -> Result<Heap, AllocError> {
+        let region = Region::open_timeout(name, ready_wait)?;
         let who = region.describe();
-        let snap = region.header()?.wait_ready(
-            &who,
-            region.len() as u64,
-            ObjectKind::HEAP,
-            DEFAULT_READY_WAIT,
-        )?;
+        let snap =
+            region
+                .header()?
+                .wait_ready(&who, region.len() as u64, ObjectKind::HEAP, ready_wait)?;
         let meta: &Meta = region.get(Offset::new(META_AT as u64))?;
         let chunks = meta.chunks.load(Ordering::Relaxed);
         let data_at = meta.data_at.load(Ordering::Relaxed);
