@@ -9,7 +9,11 @@ mod pipe;
 mod unix;
 
 use std::fmt;
+use std::os::fd::RawFd;
 use std::time::Duration;
+
+use crate::message;
+use crate::sys;
 
 /// What a receive returned.
 #[derive(Debug, PartialEq, Eq)]
@@ -110,4 +114,36 @@ impl TransportKind {
             TransportKind::Mq => Box::new(mq::MqTransport::new(shape)?),
         })
     }
+}
+
+/// One message from a non-blocking fd (pipe or datagram socket), polling up to `timeout`.
+fn recv_fd(
+    fd: RawFd,
+    buf: &mut Vec<u8>,
+    size: usize,
+    timeout: Duration,
+    what: &str,
+) -> Result<Recv, String> {
+    buf.resize(size, 0);
+    loop {
+        match sys::read_nonblocking(fd, buf) {
+            Ok(Some(0)) => return Ok(Recv::Closed),
+            Ok(Some(n)) => {
+                buf.truncate(n);
+                return Ok(Recv::Message);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+        if !sys::poll_readable(fd, timeout).map_err(|e| format!("poll: {e}"))? {
+            return Ok(Recv::Timeout);
+        }
+    }
+}
+
+/// Sends one stop sentinel of `size` bytes per consumer.
+fn send_stops(t: &dyn Transport, size: usize, consumers: usize) -> Result<(), String> {
+    let mut stop = vec![0u8; size];
+    message::encode_stop(&mut stop);
+    (0..consumers).try_for_each(|_| t.send(&stop))
 }

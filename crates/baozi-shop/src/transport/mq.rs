@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use super::{Recv, Shape, Transport};
-use crate::message;
 use crate::sys::{self, Mq};
 
 pub(super) fn check(shape: Shape) -> Result<(), String> {
@@ -63,9 +62,7 @@ impl Transport for MqTransport {
     }
 
     fn finish(&self, consumers: usize) -> Result<(), String> {
-        let mut stop = vec![0u8; self.size];
-        message::encode_stop(&mut stop);
-        (0..consumers).try_for_each(|_| self.send(&stop))
+        super::send_stops(self, self.size, consumers)
     }
 
     fn effective_maxsize(&self) -> usize {

@@ -5,7 +5,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::{Recv, Shape, Transport};
-use crate::message;
 use crate::sys;
 
 /// POSIX guarantees atomic pipe writes up to PIPE_BUF bytes; Linux's is 4096.
@@ -44,29 +43,19 @@ impl Transport for PipeTransport {
     }
 
     fn recv(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<Recv, String> {
-        buf.resize(self.size, 0);
-        loop {
-            match sys::read_nonblocking(self.read.as_raw_fd(), buf) {
-                Ok(Some(n)) if n == self.size => return Ok(Recv::Message),
-                Ok(Some(0)) => return Ok(Recv::Closed),
-                Ok(Some(n)) => {
-                    return Err(format!("pipe read returned {n} of {} bytes", self.size))
-                }
-                Ok(None) => {}
-                Err(e) => return Err(format!("pipe read: {e}")),
-            }
-            if !sys::poll_readable(self.read.as_raw_fd(), timeout)
-                .map_err(|e| format!("poll: {e}"))?
-            {
-                return Ok(Recv::Timeout);
-            }
+        let got = super::recv_fd(self.read.as_raw_fd(), buf, self.size, timeout, "pipe read")?;
+        if got == Recv::Message && buf.len() != self.size {
+            return Err(format!(
+                "pipe read returned {} of {} bytes",
+                buf.len(),
+                self.size
+            ));
         }
+        Ok(got)
     }
 
     fn finish(&self, consumers: usize) -> Result<(), String> {
-        let mut stop = vec![0u8; self.size];
-        message::encode_stop(&mut stop);
-        (0..consumers).try_for_each(|_| self.send(&stop))
+        super::send_stops(self, self.size, consumers)
     }
 
     fn effective_maxsize(&self) -> usize {

@@ -4,7 +4,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::{Recv, Shape, Transport};
-use crate::message;
 use crate::sys;
 
 /// Above this a single datagram exceeds the default socket buffer.
@@ -43,29 +42,17 @@ impl Transport for UnixTransport {
     }
 
     fn recv(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<Recv, String> {
-        buf.resize(self.size, 0);
-        loop {
-            match sys::read_nonblocking(self.read.as_raw_fd(), buf) {
-                Ok(Some(0)) => return Ok(Recv::Closed),
-                Ok(Some(n)) => {
-                    buf.truncate(n);
-                    return Ok(Recv::Message);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(format!("socket recv: {e}")),
-            }
-            if !sys::poll_readable(self.read.as_raw_fd(), timeout)
-                .map_err(|e| format!("poll: {e}"))?
-            {
-                return Ok(Recv::Timeout);
-            }
-        }
+        super::recv_fd(
+            self.read.as_raw_fd(),
+            buf,
+            self.size,
+            timeout,
+            "socket recv",
+        )
     }
 
     fn finish(&self, consumers: usize) -> Result<(), String> {
-        let mut stop = vec![0u8; self.size];
-        message::encode_stop(&mut stop);
-        (0..consumers).try_for_each(|_| self.send(&stop))
+        super::send_stops(self, self.size, consumers)
     }
 
     fn effective_maxsize(&self) -> usize {
