@@ -16,8 +16,8 @@ pub enum AllocError {
         /// Alignment asked for.
         align: usize,
     },
-    /// The layout cannot be served: alignment above the page size (4096), or a size beyond the
-    /// heap's capacity.
+    /// The layout cannot be served: alignment above the page size (4096), or an array length
+    /// whose size overflows. (A size larger than the heap is [`AllocError::OutOfMemory`].)
     InvalidLayout {
         /// Bytes asked for.
         size: usize,

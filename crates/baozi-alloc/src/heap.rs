@@ -518,7 +518,8 @@ impl Heap {
             return None;
         }
         let hint = (self.hint().load(Ordering::Relaxed) as usize).min(total - 1);
-        for pass in [hint..total, 0..hint.min(total)] {
+        // The second pass goes n - 1 chunks past the hint, to find runs across it too.
+        for pass in [hint..total, 0..(hint + n - 1).min(total)] {
             let mut run = 0;
             for chunk in pass {
                 if self.map(chunk).load(Ordering::Relaxed) == MAP_FREE {
@@ -727,11 +728,18 @@ impl Heap {
         s.free += s.free_chunks * CHUNK;
         for c in 0..CLASSES {
             let g = self.geometry[c];
-            let slabs: Vec<usize> = (0..map.len()).filter(|&x| map[x] == 1 + c as u32).collect();
+            if !map.contains(&(1 + c as u32)) && self.class_head(c).load(Ordering::Acquire) == NIL {
+                continue;
+            }
+            // Read this class's slabs under its lock: a chunk becomes one of them only under it
+            // (and never stops being one), so the list walk below cannot outgrow them.
+            let _guard = self.lock_class(c)?;
+            let slabs: Vec<usize> = (0..self.chunks as usize)
+                .filter(|&x| self.map(x).load(Ordering::Acquire) == 1 + c as u32)
+                .collect();
             if slabs.is_empty() {
                 continue;
             }
-            let _guard = self.lock_class(c)?;
             let total = slabs.len() * g.blocks as usize;
             let mut allocated = 0;
             for &x in &slabs {
