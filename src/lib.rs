@@ -17,7 +17,13 @@ pub mod alloc {
     pub use baozi_alloc::*;
 }
 
+/// Processes over fork ([`baozi_process`]).
+pub mod process {
+    pub use baozi_process::*;
+}
+
 pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value};
+pub use baozi_process::{current_process, spawn, JoinHandle, Process, ProcessError};
 #[cfg(feature = "serde")]
 pub use baozi_queue::Serde;
 pub use baozi_queue::{

@@ -1,0 +1,83 @@
+//! What a process knows about itself: its name, pid, parent pid, and the CPU count.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::sys;
+
+/// This process's name; `None` means "MainProcess" (never forked by baozi-process).
+static NAME: Mutex<Option<String>> = Mutex::new(None);
+
+/// Counter for default names `Process-N`, per process: reset to zero in every child.
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The next default name, `Process-1`, `Process-2`, ... counted in this process.
+pub(crate) fn next_default_name() -> String {
+    // Relaxed: only uniqueness within this process matters, which fetch_add gives at any ordering.
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
+    format!("Process-{n}")
+}
+
+/// Called first thing in a forked child: take the child's name, restart the name counter.
+pub(crate) fn enter_child(name: String) {
+    COUNTER.store(0, Ordering::Relaxed);
+    *NAME.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
+}
+
+/// The calling process, as Python's `multiprocessing.current_process()` sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentProcess {
+    name: String,
+    pid: i32,
+}
+
+impl CurrentProcess {
+    /// The name: `"MainProcess"` in a process not started by this crate, otherwise the name of
+    /// the [`Process`](crate::Process) it runs.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+/// The calling process: its name and pid.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(baozi_process::current_process().name(), "MainProcess");
+/// assert_eq!(baozi_process::current_process().pid() as u32, std::process::id());
+/// ```
+pub fn current_process() -> CurrentProcess {
+    let name = NAME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| "MainProcess".to_owned());
+    CurrentProcess {
+        name,
+        pid: sys::getpid(),
+    }
+}
+
+/// The parent's pid (`getppid`). After the parent dies this is the pid of the reaper the
+/// child was handed to (init or a subreaper).
+pub fn parent_pid() -> i32 {
+    sys::getppid()
+}
+
+/// The number of CPUs online (`sysconf(_SC_NPROCESSORS_ONLN)`, as Python's `os.cpu_count()`),
+/// at least 1. It ignores the affinity mask; see [`std::thread::available_parallelism`] for that.
+///
+/// # Examples
+///
+/// ```
+/// assert!(baozi_process::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    sys::cpu_count()
+}

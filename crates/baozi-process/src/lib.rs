@@ -1,0 +1,92 @@
+//! Child processes for baozi, with the API of Python's `multiprocessing.Process`.
+//!
+//! A [`Process`] forks a child that runs a closure, then the parent [`join`](Process::join)s it
+//! (or [`join_timeout`](Process::join_timeout)s, [`terminate`](Process::terminate)s,
+//! [`kill`](Process::kill)s it) and reads its [`exitcode`](Process::exitcode) with Python's
+//! meaning. [`spawn`] is the `thread::spawn` of processes: the closure's value comes back to the
+//! parent through shared memory.
+//!
+//! # Example
+//!
+//! ```
+//! use baozi_process::{spawn, Process, ProcessError};
+//! use std::time::Duration;
+//!
+//! // Exit codes as in Python: 0, N for exit(N), 1 after a panic, -SIG when killed.
+//! let p = Process::new(|| 3);
+//! p.start()?;
+//! assert_eq!(p.join()?, 3);
+//!
+//! let sleeper = Process::new(|| std::thread::sleep(Duration::from_secs(60)));
+//! sleeper.start()?;
+//! assert_eq!(sleeper.join_timeout(Duration::from_millis(50))?, None); // still running
+//! sleeper.kill()?;
+//! assert_eq!(sleeper.join()?, -9);
+//!
+//! // A value back from the child, like thread::spawn.
+//! let h = spawn(|| vec![String::from("猪肉"), String::from("白菜")]);
+//! assert_eq!(h.join()?, ["猪肉", "白菜"]);
+//! # Ok::<(), ProcessError>(())
+//! ```
+//!
+//! # Items
+//!
+//! * [`Process`], [`Process::builder`] / [`Builder`] (name, daemon), [`IntoExitCode`] (what the
+//!   closure may return: `()`, `i32`, `Result`);
+//! * [`spawn`], [`Builder::spawn`], [`JoinHandle`];
+//! * [`current_process`], [`parent_pid`], [`cpu_count`];
+//! * [`ProcessError`], the crate's one error type.
+//!
+//! # Passing closures across fork
+//!
+//! There is no pickling: the child is a copy of the parent made by `fork`, so the closure, and
+//! everything it captured, is simply there in the child's memory. That gives three rules.
+//!
+//! 1. **Capture before `start`.** The closure sees the parent's memory as it was at the fork;
+//!    later changes on either side are private to that side. To share data after the fork, put it
+//!    in shared memory made before the fork: a [`baozi_queue::Queue`], a [`baozi_shm::Region`], or
+//!    a value from baozi-alloc.
+//! 2. **Same binary image.** Function pointers and vtables in the closure are addresses in this
+//!    binary; they are valid in the child because it *is* this binary. (There is no spawn or
+//!    forkserver start method.)
+//! 3. **Fork from a single-threaded process, or keep the child async-signal-safe.** Only the
+//!    forking thread exists in the child. A process-private lock that another thread held at the
+//!    fork stays locked forever in the child: the allocator's, stdout's and stderr's, any
+//!    `std::sync::Mutex`. In a child of a multi-threaded parent, `println!`, a heap allocation, a
+//!    panic message, even formatting an error, can deadlock. This crate itself allocates in the
+//!    child (to name it, to serialise a [`spawn`] result) and flushes stdout before `_exit`. So:
+//!    start processes before starting threads (as a pool forks its workers first), or from a
+//!    dedicated single-threaded helper process. Locks in *shared* memory (baozi-sync) are fine:
+//!    their owner is still alive.
+//!
+//! The child never returns into the parent's code: the closure runs under `catch_unwind` and
+//! the child always leaves with `_exit`, so no destructor of the parent's objects runs twice, and
+//! stdio buffers other than stdout's are not flushed twice. A panic prints its message on stderr
+//! (the panic hook) and gives exit code 1, like an uncaught exception in Python.
+//!
+//! # Reaping and daemons
+//!
+//! Every child is reaped: by [`join`](Process::join), [`exitcode`](Process::exitcode),
+//! [`is_alive`](Process::is_alive), or by the drop of its [`Process`], which kills a daemon and
+//! waits for a non-daemon (see [`Process`]'s "Drop"). A timed join sleeps in `poll` on a pidfd
+//! (`pidfd_open`, Linux ≥ 5.3), so it wakes as soon as the child exits; on older kernels it falls
+//! back to sleeping 1 to 20 ms between checks. A daemon child gets `PR_SET_PDEATHSIG` = SIGKILL
+//! and checks right after that its parent is still alive, so it never outlives the thread that
+//! forked it.
+//!
+//! Linux only.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod child;
+mod current;
+mod error;
+mod handle;
+mod process;
+mod sys;
+
+pub use current::{cpu_count, current_process, parent_pid, CurrentProcess};
+pub use error::ProcessError;
+pub use handle::{spawn, JoinHandle};
+pub use process::{Builder, IntoExitCode, Process, DEFAULT_RESULT_CAPACITY};

@@ -1,0 +1,441 @@
+//! [`Process`] and its [`Builder`]: start, join (with a timeout), is_alive, terminate, kill,
+//! exit codes.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::child;
+use crate::current;
+use crate::error::ProcessError;
+use crate::handle::JoinHandle;
+use crate::sys;
+
+/// What a child's closure may return: its exit code.
+///
+/// | returns | exit code |
+/// |---|---|
+/// | `()` | 0 |
+/// | `i32` | that number (the parent sees only its low 8 bits: `exit(256)` reads as 0) |
+/// | `Result<T, E>` | `Ok(t)`: `t`'s code; `Err(e)`: 1, after `Error: {e:?}` on stderr, as `main` does |
+///
+/// A panic gives 1, like an uncaught exception in Python; a signal gives minus its number.
+pub trait IntoExitCode {
+    /// The exit code this value stands for.
+    fn into_exit_code(self) -> i32;
+}
+
+impl IntoExitCode for () {
+    fn into_exit_code(self) -> i32 {
+        0
+    }
+}
+
+impl IntoExitCode for i32 {
+    fn into_exit_code(self) -> i32 {
+        self
+    }
+}
+
+impl<T: IntoExitCode, E: fmt::Debug> IntoExitCode for Result<T, E> {
+    fn into_exit_code(self) -> i32 {
+        match self {
+            Ok(t) => t.into_exit_code(),
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                1
+            }
+        }
+    }
+}
+
+/// The boxed body of a child: runs the user's closure and returns the exit code.
+type Target = Box<dyn FnOnce() -> i32 + Send + 'static>;
+
+enum State {
+    /// Made, not started; holds the closure.
+    Initial(Option<Target>),
+    /// Forked and not yet reaped. `pidfd` is `None` where `pidfd_open` failed (Linux < 5.3).
+    Running {
+        pid: sys::Pid,
+        /// The process that forked it: only it may wait for or signal the child.
+        parent: sys::Pid,
+        pidfd: Option<Arc<OwnedFd>>,
+    },
+    /// Reaped.
+    Exited { pid: sys::Pid, code: i32 },
+}
+
+/// A child process running a closure, with the API of Python's `multiprocessing.Process`.
+///
+/// Make it with [`Process::new`] or [`Process::builder`], [`start`](Process::start) it (this
+/// forks), then [`join`](Process::join) it. All methods take `&self`, so one thread may wait while
+/// another calls [`kill`](Process::kill).
+///
+/// # Drop
+///
+/// A `Process` never leaves a zombie behind:
+///
+/// * a started **daemon** is killed with SIGKILL and reaped;
+/// * a started **non-daemon** child is joined: the drop blocks until it exits, as Python joins
+///   non-daemon children when the interpreter exits. Call [`kill`](Process::kill) or
+///   [`terminate`](Process::terminate) first to not wait;
+/// * in a process other than the one that started it (a copy carried into a forked child), drop
+///   does nothing.
+///
+/// # Examples
+///
+/// ```
+/// use baozi_process::Process;
+///
+/// let p = Process::builder().name("baker").spawn_fn(|| 7);
+/// assert_eq!(p.name(), "baker");
+/// assert_eq!(p.exitcode(), None);
+/// p.start()?;
+/// assert_eq!(p.join()?, 7);
+/// assert_eq!(p.exitcode(), Some(7));
+/// # Ok::<(), baozi_process::ProcessError>(())
+/// ```
+pub struct Process {
+    name: String,
+    daemon: bool,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Process");
+        d.field("name", &self.name).field("daemon", &self.daemon);
+        match &*self.lock() {
+            State::Initial(_) => d.field("state", &"initial"),
+            State::Running { pid, .. } => d.field("pid", pid).field("state", &"started"),
+            State::Exited { pid, code } => d.field("pid", pid).field("exitcode", code),
+        };
+        d.finish()
+    }
+}
+
+/// Options for a [`Process`] or a [`JoinHandle`]: name, daemon flag, result slot size.
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+    result_capacity: Option<usize>,
+}
+
+/// Default size of a [`JoinHandle`]'s result slot: 1 MiB (of lazily mapped shared memory).
+pub const DEFAULT_RESULT_CAPACITY: usize = 1 << 20;
+
+impl Builder {
+    /// Default options: name `Process-N`, not a daemon, 1 MiB result slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The process's name (default `Process-N`, N counting the processes made by this process).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A daemon child is killed when its parent dies (`PR_SET_PDEATHSIG` = SIGKILL) and when its
+    /// `Process` is dropped. Default `false`.
+    ///
+    /// The kernel sends the signal when the *thread* that forked the child exits, so start
+    /// daemons from a thread that lives as long as they should (the main thread).
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Bytes of shared memory for a [`spawn`](Builder::spawn)ed child's serialised result or panic
+    /// message (default [`DEFAULT_RESULT_CAPACITY`]). A larger result makes
+    /// [`JoinHandle::join`] fail with [`ProcessError::NoResult`].
+    pub fn result_capacity(mut self, bytes: usize) -> Self {
+        self.result_capacity = Some(bytes);
+        self
+    }
+
+    /// A [`Process`] that will run `f`; not started yet (Python's `Process(target=f)`).
+    pub fn spawn_fn<F, R>(self, f: F) -> Process
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: IntoExitCode,
+    {
+        self.make(Box::new(move || f().into_exit_code()))
+    }
+
+    /// Starts a child running `f` and returns a handle whose [`join`](JoinHandle::join) gives
+    /// back `f`'s value, like [`std::thread::Builder::spawn`].
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::ResultSlot`] when the shared result slot cannot be mapped,
+    /// [`ProcessError::Fork`] when `fork` fails.
+    pub fn spawn<F, T>(self, f: F) -> Result<JoinHandle<T>, ProcessError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        let cap = self.result_capacity.unwrap_or(DEFAULT_RESULT_CAPACITY);
+        JoinHandle::start(self, cap, f)
+    }
+
+    pub(crate) fn make(self, target: Target) -> Process {
+        Process {
+            name: self.name.unwrap_or_else(current::next_default_name),
+            daemon: self.daemon,
+            state: Mutex::new(State::Initial(Some(target))),
+        }
+    }
+}
+
+/// Longest sleep between checks when `pidfd_open` is unavailable (Linux < 5.3).
+const POLL_MAX: Duration = Duration::from_millis(20);
+
+impl Process {
+    /// A process that will run `f`, with default options; not started yet.
+    ///
+    /// `f` may return `()`, an `i32` exit code or a `Result` (see [`IntoExitCode`]).
+    pub fn new<F, R>(f: F) -> Process
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: IntoExitCode,
+    {
+        Builder::new().spawn_fn(f)
+    }
+
+    /// Options: name, daemon.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The name: given to the builder, or `Process-N`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is a daemon (see [`Builder::daemon`]).
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The child's pid, once started (kept after it exits, as Python does).
+    pub fn pid(&self) -> Option<i32> {
+        match &*self.lock() {
+            State::Initial(_) => None,
+            State::Running { pid, .. } | State::Exited { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Forks the child, which runs the closure and leaves with `_exit`: with the closure's exit
+    /// code, 1 after a panic (its message is on stderr). The parent returns at once.
+    ///
+    /// Read the crate doc's "Passing closures across fork" before starting a process from a
+    /// program that has threads.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::AlreadyStarted`] on a second call, [`ProcessError::Fork`] when `fork`
+    /// fails (the process can then be started again).
+    pub fn start(&self) -> Result<(), ProcessError> {
+        let mut state = self.lock();
+        let target = match &mut *state {
+            State::Initial(t) => t.take(),
+            _ => None,
+        };
+        let Some(target) = target else {
+            return Err(ProcessError::AlreadyStarted {
+                name: self.name.clone(),
+            });
+        };
+        let parent = sys::getpid();
+        // Everything the child needs is made before the fork.
+        let name = self.name.clone();
+        // SAFETY: the child runs only `child::run`, which runs the closure under catch_unwind and
+        // leaves with _exit; what the closure may do is the caller's part (crate doc).
+        match unsafe { sys::fork() } {
+            Err(e) => {
+                *state = State::Initial(Some(target));
+                Err(ProcessError::Fork(e))
+            }
+            Ok(sys::Forked::Child) => child::run(name, self.daemon, parent, target),
+            Ok(sys::Forked::Parent(pid)) => {
+                drop(name);
+                // Any failure (ENOSYS before 5.3, EMFILE) falls back to sleep-polling.
+                let pidfd = sys::pidfd_open(pid).ok().map(Arc::new);
+                *state = State::Running { pid, parent, pidfd };
+                Ok(())
+            }
+        }
+    }
+
+    /// Reaps the child if it has exited. Returns the state's exit code, or the running child's
+    /// pid and pidfd.
+    fn check(&self, op: &'static str) -> Result<Result<i32, Option<Arc<OwnedFd>>>, ProcessError> {
+        let mut state = self.lock();
+        match &*state {
+            State::Initial(_) => Err(ProcessError::NotStarted {
+                name: self.name.clone(),
+            }),
+            State::Exited { code, .. } => Ok(Ok(*code)),
+            State::Running { pid, parent, pidfd } => {
+                let pid = *pid;
+                if *parent != sys::getpid() {
+                    return Err(ProcessError::NotChild {
+                        name: self.name.clone(),
+                        pid,
+                    });
+                }
+                match sys::try_reap(pid) {
+                    Ok(Some(code)) => {
+                        *state = State::Exited { pid, code };
+                        Ok(Ok(code))
+                    }
+                    Ok(None) => Ok(Err(pidfd.clone())),
+                    Err(source) => Err(ProcessError::Os { op, pid, source }),
+                }
+            }
+        }
+    }
+
+    /// Waits until the child exits or `deadline` passes; reaps it.
+    fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>, ProcessError> {
+        let mut nap = Duration::from_millis(1);
+        loop {
+            let pidfd = match self.check("wait for")? {
+                Ok(code) => return Ok(Some(code)),
+                Err(pidfd) => pidfd,
+            };
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+            };
+            match pidfd {
+                // Sleeps in poll until the child exits (the pidfd turns readable) or time is up;
+                // the lock is not held, so other threads may signal the child meanwhile.
+                Some(fd) => {
+                    sys::poll_readable(&fd, left).map_err(|source| ProcessError::Os {
+                        op: "wait for",
+                        pid: self.pid().unwrap_or(0),
+                        source,
+                    })?;
+                }
+                // No pidfd (Linux < 5.3): sleep-poll, 1 ms doubling to 20 ms, never past the deadline.
+                None => {
+                    std::thread::sleep(left.map_or(nap, |l| l.min(nap)));
+                    nap = (nap * 2).min(POLL_MAX);
+                }
+            }
+        }
+    }
+
+    /// Blocks until the child exits, reaps it and returns its exit code: 0 or N for `exit(N)`, 1
+    /// after a panic, `-SIG` when killed by a signal. Returns at once for a child already joined.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::NotStarted`], [`ProcessError::NotChild`] (called in another process than
+    /// the starter), [`ProcessError::Os`] when `waitpid` fails (someone else reaped the child).
+    pub fn join(&self) -> Result<i32, ProcessError> {
+        self.wait(None)
+            .map(|c| c.expect("a wait without deadline returns a code"))
+    }
+
+    /// Like [`join`](Process::join), but gives up after `timeout`: `Ok(None)` means the child
+    /// is still running. The wait sleeps in `poll` on a pidfd, so the call returns as soon as the
+    /// child exits, not at the next tick of a poll loop.
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Process::join).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>, ProcessError> {
+        self.wait(Some(Instant::now() + timeout))
+    }
+
+    /// Whether the child has been started and has not exited yet (reaping it if it has).
+    pub fn is_alive(&self) -> bool {
+        matches!(self.check("check"), Ok(Err(_)))
+    }
+
+    /// The exit code: `None` before start and while running; `Some(0)` for success, `Some(N)`
+    /// for `exit(N)`, `Some(1)` after a panic, `Some(-SIG)` when killed by a signal (Python's
+    /// meaning). Reaps the child if it has exited.
+    pub fn exitcode(&self) -> Option<i32> {
+        match self.check("check") {
+            Ok(Ok(code)) => Some(code),
+            _ => None,
+        }
+    }
+
+    fn signal(&self, sig: i32) -> Result<(), ProcessError> {
+        let state = self.lock();
+        match &*state {
+            State::Initial(_) => Err(ProcessError::NotStarted {
+                name: self.name.clone(),
+            }),
+            // Already reaped: nothing to signal (and the pid may be someone else's by now).
+            State::Exited { .. } => Ok(()),
+            State::Running { pid, parent, .. } => {
+                if *parent != sys::getpid() {
+                    return Err(ProcessError::NotChild {
+                        name: self.name.clone(),
+                        pid: *pid,
+                    });
+                }
+                // The child is unreaped (at worst a zombie) while we hold the lock, so its pid
+                // cannot have been reused.
+                sys::kill(*pid, sig).map_err(|source| ProcessError::Os {
+                    op: "signal",
+                    pid: *pid,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Sends SIGTERM (Python's `terminate`). Does not wait; [`join`](Process::join) then gives
+    /// `-15` unless the child handles the signal. A no-op once the child has been joined.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::NotStarted`], [`ProcessError::NotChild`], [`ProcessError::Os`].
+    pub fn terminate(&self) -> Result<(), ProcessError> {
+        self.signal(sys::SIGTERM)
+    }
+
+    /// Sends SIGKILL (Python's `kill`). Does not wait; [`join`](Process::join) then gives `-9`.
+    ///
+    /// # Errors
+    ///
+    /// As [`terminate`](Process::terminate).
+    pub fn kill(&self) -> Result<(), ProcessError> {
+        self.signal(sys::SIGKILL)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let State::Running { pid, parent, .. } = *state {
+            if parent != sys::getpid() {
+                return; // a copy in a forked child: not ours to reap
+            }
+            if self.daemon {
+                let _ = sys::kill(pid, sys::SIGKILL);
+            }
+            // Errors (ECHILD: someone else reaped it) leave nothing to clean up.
+            if let Ok(code) = sys::reap_blocking(pid) {
+                *state = State::Exited { pid, code };
+            }
+        }
+    }
+}

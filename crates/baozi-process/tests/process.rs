@@ -1,0 +1,543 @@
+//! Process tests, one forked case at a time under a watchdog (`harness = false`: no test threads,
+//! so every fork happens in a single-threaded process).
+//!
+//! Each case runs in its own child of this runner, which is also a child subreaper, so processes
+//! orphaned by a case are reaped and checked there. The runner waits for a case with a deadline
+//! and kills its process group when it runs over. After every case the case process checks that
+//! it has no children left (no zombies).
+
+use std::fs;
+use std::io::{Read, Seek};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use baozi_process::{cpu_count, current_process, parent_pid, spawn, Process, ProcessError};
+use baozi_shm::{Offset, Region};
+use serde::{Deserialize, Serialize};
+
+type Case = fn() -> Result<(), String>;
+
+macro_rules! check {
+    ($cond:expr) => {
+        if !$cond {
+            return Err(format!("line {}: check failed: {}", line!(), stringify!($cond)));
+        }
+    };
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!("line {}: {}", line!(), format!($($fmt)+)));
+        }
+    };
+}
+
+fn e<E: std::fmt::Display>(err: E) -> String {
+    err.to_string()
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Pids whose parent is this process (any state, zombies included), from /proc/*/stat.
+fn children() -> Vec<(i32, char)> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for ent in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = ent.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ...": comm may hold spaces, so split after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: i32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == me {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].chars().next())
+            .is_some_and(|s| s != 'Z'),
+        Err(_) => false,
+    }
+}
+
+// ---- cases ---------------------------------------------------------------------------------
+
+fn exitcode_zero() -> Result<(), String> {
+    let p = Process::new(|| {});
+    check!(p.exitcode().is_none() && p.pid().is_none());
+    p.start().map_err(e)?;
+    check!(p.pid().is_some());
+    check!(p.join().map_err(e)? == 0);
+    check!(p.exitcode() == Some(0));
+    check!(
+        p.join().map_err(e)? == 0,
+        "a second join returns the same code"
+    );
+    Ok(())
+}
+
+fn exitcode_n() -> Result<(), String> {
+    let p = Process::new(|| 42);
+    p.start().map_err(e)?;
+    check!(p.join().map_err(e)? == 42);
+    let p = Process::new(|| -> Result<(), String> { Err("stale dough".into()) });
+    p.start().map_err(e)?;
+    check!(p.join().map_err(e)? == 1, "Err from the closure gives 1");
+    Ok(())
+}
+
+fn exitcode_killed() -> Result<(), String> {
+    let p = Process::new(|| sleep_ms(30_000));
+    p.start().map_err(e)?;
+    check!(p.exitcode().is_none(), "None while running");
+    p.kill().map_err(e)?;
+    check!(p.join().map_err(e)? == -9);
+    check!(p.exitcode() == Some(-9));
+    p.kill().map_err(e)?; // a no-op after join
+    Ok(())
+}
+
+fn exitcode_terminated() -> Result<(), String> {
+    let p = Process::new(|| sleep_ms(30_000));
+    p.start().map_err(e)?;
+    p.terminate().map_err(e)?;
+    check!(p.join().map_err(e)? == -15);
+    Ok(())
+}
+
+fn panic_exit_one_and_message() -> Result<(), String> {
+    // Redirect stderr (fd 2) to a file for the child's panic message.
+    let path = std::env::temp_dir().join(format!("baozi-process-panic-{}", std::process::id()));
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(e)?;
+    let _ = fs::remove_file(&path);
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup/dup2 on fds this process owns; fd 2 is restored below.
+    let saved = unsafe { libc::dup(2) };
+    // SAFETY: as above.
+    unsafe { libc::dup2(file.as_raw_fd(), 2) };
+    let p = Process::new(|| -> i32 { panic!("the steamer is on fire") });
+    let started = p.start();
+    let code = p.join();
+    // SAFETY: restores the saved stderr.
+    unsafe {
+        libc::dup2(saved, 2);
+        libc::close(saved);
+    }
+    started.map_err(e)?;
+    check!(code.map_err(e)? == 1, "a panic gives exit code 1");
+    let mut text = String::new();
+    file.rewind().map_err(e)?;
+    file.read_to_string(&mut text).map_err(e)?;
+    check!(
+        text.contains("the steamer is on fire"),
+        "panic message on stderr, got {text:?}"
+    );
+    Ok(())
+}
+
+fn join_timeout_then_kill() -> Result<(), String> {
+    let p = Process::new(|| sleep_ms(30_000));
+    p.start().map_err(e)?;
+    let t = Instant::now();
+    let r = p.join_timeout(Duration::from_millis(300)).map_err(e)?;
+    let took = t.elapsed();
+    check!(r.is_none(), "still running");
+    check!(
+        took >= Duration::from_millis(300),
+        "returned early: {took:?}"
+    );
+    check!(took < Duration::from_millis(800), "returned late: {took:?}");
+    check!(p.is_alive());
+    p.kill().map_err(e)?;
+    check!(p.join().map_err(e)? == -9);
+    // A timed join returns as soon as the child exits, well before the timeout.
+    let p = Process::new(|| sleep_ms(100));
+    p.start().map_err(e)?;
+    let t = Instant::now();
+    check!(p.join_timeout(Duration::from_secs(10)).map_err(e)? == Some(0));
+    check!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+fn is_alive_transitions() -> Result<(), String> {
+    let p = Process::new(|| sleep_ms(200));
+    check!(!p.is_alive(), "not alive before start");
+    p.start().map_err(e)?;
+    check!(p.is_alive(), "alive after start");
+    p.join().map_err(e)?;
+    check!(!p.is_alive(), "not alive after join");
+    let p = Process::new(|| {});
+    p.start().map_err(e)?;
+    let t = Instant::now();
+    while p.is_alive() {
+        check!(
+            t.elapsed() < Duration::from_secs(5),
+            "never stopped being alive"
+        );
+        sleep_ms(5);
+    }
+    check!(p.exitcode() == Some(0), "is_alive reaped it");
+    Ok(())
+}
+
+fn errors() -> Result<(), String> {
+    let p = Process::new(|| {});
+    check!(matches!(p.join(), Err(ProcessError::NotStarted { .. })));
+    check!(matches!(p.kill(), Err(ProcessError::NotStarted { .. })));
+    p.start().map_err(e)?;
+    check!(matches!(
+        p.start(),
+        Err(ProcessError::AlreadyStarted { .. })
+    ));
+    p.join().map_err(e)?;
+    let msg = ProcessError::Died { pid: 7, signal: 9 }.to_string();
+    check!(msg == "child process 7 was killed by signal 9", "{msg}");
+    Ok(())
+}
+
+fn names() -> Result<(), String> {
+    let region = Region::anonymous(4096).map_err(e)?;
+    let ok: &AtomicI32 = region.get(Offset::new(0)).map_err(e)?;
+    let a = Process::new(|| {});
+    let b = Process::new(|| {});
+    let c = Process::builder().name("baker").spawn_fn(|| {});
+    check!(a.name() == "Process-1", "{}", a.name());
+    check!(b.name() == "Process-2", "{}", b.name());
+    check!(c.name() == "baker");
+    check!(current_process().name() == "MainProcess");
+    let parent = std::process::id() as i32;
+    // The child sees its own name and parent, and counts its own children from 1.
+    let ok_addr = ok as *const AtomicI32 as usize;
+    let d = Process::builder().name("eater").spawn_fn(move || {
+        // SAFETY: the region is mapped before the fork and outlives the child.
+        let ok = unsafe { &*(ok_addr as *const AtomicI32) };
+        let me = current_process();
+        let inner = Process::new(|| {});
+        if me.name() == "eater"
+            && me.pid() == std::process::id() as i32
+            && parent_pid() == parent
+            && inner.name() == "Process-1"
+        {
+            ok.store(1, Ordering::SeqCst);
+        }
+    });
+    d.start().map_err(e)?;
+    check!(d.join().map_err(e)? == 0);
+    check!(
+        ok.load(Ordering::SeqCst) == 1,
+        "child's view of itself is wrong"
+    );
+    check!(Process::new(|| {}).name() == "Process-3");
+    Ok(())
+}
+
+fn daemon_dies_with_parent() -> Result<(), String> {
+    let region = Region::anonymous(4096).map_err(e)?;
+    let slot: &AtomicI32 = region.get(Offset::new(0)).map_err(e)?;
+    let addr = slot as *const AtomicI32 as usize;
+    let middle = Process::new(move || {
+        // SAFETY: the region is mapped before the fork and outlives this process.
+        let slot = unsafe { &*(addr as *const AtomicI32) };
+        let d = Process::builder()
+            .daemon(true)
+            .spawn_fn(|| sleep_ms(30_000));
+        d.start().expect("start daemon");
+        slot.store(d.pid().unwrap(), Ordering::SeqCst);
+        sleep_ms(30_000);
+        drop(d);
+    });
+    middle.start().map_err(e)?;
+    let t = Instant::now();
+    let daemon = loop {
+        match slot.load(Ordering::SeqCst) {
+            0 if t.elapsed() < Duration::from_secs(5) => sleep_ms(5),
+            0 => return Err("the daemon never started".into()),
+            pid => break pid,
+        }
+    };
+    check!(running(daemon), "daemon not running");
+    middle.kill().map_err(e)?;
+    check!(middle.join().map_err(e)? == -9);
+    // This case process is a subreaper, so the orphaned daemon comes to us: wait for it.
+    let mut status = 0;
+    let t = Instant::now();
+    loop {
+        // SAFETY: status is a valid int.
+        let r = unsafe { libc::waitpid(daemon, &mut status, libc::WNOHANG) };
+        if r == daemon {
+            break;
+        }
+        check!(
+            t.elapsed() < Duration::from_secs(5),
+            "daemon {daemon} outlived its parent"
+        );
+        sleep_ms(10);
+    }
+    check!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "daemon status {status:#x}"
+    );
+    check!(!running(daemon));
+    Ok(())
+}
+
+fn drop_daemon_kills_drop_other_joins() -> Result<(), String> {
+    let d = Process::builder()
+        .daemon(true)
+        .spawn_fn(|| sleep_ms(30_000));
+    d.start().map_err(e)?;
+    let pid = d.pid().unwrap();
+    let t = Instant::now();
+    drop(d);
+    check!(t.elapsed() < Duration::from_secs(2), "daemon drop waited");
+    check!(!running(pid));
+    let p = Process::new(|| sleep_ms(200));
+    p.start().map_err(e)?;
+    let t = Instant::now();
+    drop(p);
+    check!(
+        t.elapsed() >= Duration::from_millis(150),
+        "non-daemon drop did not join"
+    );
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Basket {
+    filling: String,
+    count: u32,
+    steamed: Vec<bool>,
+}
+
+fn join_handle_values() -> Result<(), String> {
+    let h = spawn(|| format!("{} from {}", "豆沙包", std::process::id()));
+    let child = h.process().pid().unwrap();
+    check!(h.join().map_err(e)? == format!("豆沙包 from {child}"));
+    let h = spawn(|| Basket {
+        filling: "pork".into(),
+        count: 12,
+        steamed: vec![true, false],
+    });
+    let b = h.join().map_err(e)?;
+    check!(
+        b == Basket {
+            filling: "pork".into(),
+            count: 12,
+            steamed: vec![true, false]
+        },
+        "{b:?}"
+    );
+    // Timed join gives the handle back while the child runs.
+    let h = spawn(|| {
+        sleep_ms(300);
+        7u8
+    });
+    let h = match h.join_timeout(Duration::from_millis(20)) {
+        Err(h) => h,
+        Ok(r) => return Err(format!("joined too early: {r:?}")),
+    };
+    check!(h.join().map_err(e)? == 7);
+    Ok(())
+}
+
+fn join_handle_errors() -> Result<(), String> {
+    // Silence the child's panic message: the hook is inherited over fork.
+    std::panic::set_hook(Box::new(|_| {}));
+    let h = spawn(|| -> String { panic!("no more {}", "flour") });
+    let r = h.join();
+    let _ = std::panic::take_hook();
+    match r {
+        Err(ProcessError::Panicked { message, .. }) => {
+            check!(message == "no more flour", "{message}")
+        }
+        other => return Err(format!("expected Panicked, got {other:?}")),
+    }
+    let h = spawn(|| -> u32 {
+        sleep_ms(30_000);
+        1
+    });
+    h.process().kill().map_err(e)?;
+    let pid = h.process().pid().unwrap();
+    match h.join() {
+        Err(ProcessError::Died { pid: p, signal: 9 }) if p == pid => {}
+        other => return Err(format!("expected Died, got {other:?}")),
+    }
+    let h = spawn(|| -> u32 {
+        // SAFETY: leaves at once without delivering a result.
+        unsafe { libc::_exit(5) }
+    });
+    match h.join() {
+        Err(ProcessError::NoResult { exitcode: 5, .. }) => {}
+        other => return Err(format!("expected NoResult, got {other:?}")),
+    }
+    let h = baozi_process::Builder::new()
+        .result_capacity(4096)
+        .spawn(|| vec![0u8; 100_000])
+        .map_err(e)?;
+    match h.join() {
+        Err(ProcessError::NoResult {
+            detail: Some(_), ..
+        }) => {}
+        other => return Err(format!("expected NoResult with detail, got {other:?}")),
+    }
+    Ok(())
+}
+
+fn zombie_check_sees_zombies() -> Result<(), String> {
+    // The no-zombie check of every case must see an unreaped child.
+    // SAFETY: single-threaded; the child leaves with _exit at once.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) }
+    }
+    sleep_ms(50);
+    check!(children().contains(&(pid, 'Z')), "{:?}", children());
+    // SAFETY: reaps our own child.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    check!(children().is_empty());
+    Ok(())
+}
+
+fn cpus() -> Result<(), String> {
+    check!(cpu_count() >= 1);
+    Ok(())
+}
+
+// ---- runner --------------------------------------------------------------------------------
+
+const CASES: &[(&str, Case)] = &[
+    ("exitcode_zero", exitcode_zero),
+    ("exitcode_n", exitcode_n),
+    ("exitcode_killed", exitcode_killed),
+    ("exitcode_terminated", exitcode_terminated),
+    ("panic_exit_one_and_message", panic_exit_one_and_message),
+    ("join_timeout_then_kill", join_timeout_then_kill),
+    ("is_alive_transitions", is_alive_transitions),
+    ("errors", errors),
+    ("names", names),
+    ("daemon_dies_with_parent", daemon_dies_with_parent),
+    (
+        "drop_daemon_kills_drop_other_joins",
+        drop_daemon_kills_drop_other_joins,
+    ),
+    ("join_handle_values", join_handle_values),
+    ("join_handle_errors", join_handle_errors),
+    ("cpu_count", cpus),
+    ("zombie_check_sees_zombies", zombie_check_sees_zombies),
+];
+
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// Runs one case in a forked child (own process group, subreaper) and returns its verdict.
+fn run_case(case: Case) -> Result<(), String> {
+    // SAFETY: the runner is single-threaded (harness = false); the child leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: plain syscalls on this process.
+        unsafe {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        let r = std::panic::catch_unwind(case).unwrap_or_else(|_| Err("case panicked".into()));
+        let r = r.and_then(|()| {
+            let left = children();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("children left behind (pid, state): {left:?}"))
+            }
+        });
+        let code = match r {
+            Ok(()) => 0,
+            Err(msg) => {
+                eprintln!("    {msg}");
+                1
+            }
+        };
+        // SAFETY: leaves the case process without running the runner's code.
+        unsafe { libc::_exit(code) }
+    }
+    let t = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid int.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if t.elapsed() > WATCHDOG {
+            // SAFETY: kills the case's process group, then reaps the case.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err(format!("watchdog: killed after {WATCHDOG:?}"));
+        }
+        sleep_ms(5);
+    }
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(format!("case process status {status:#x}"))
+    }
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let t0 = Instant::now();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in CASES {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let t = Instant::now();
+        match run_case(*case) {
+            Ok(()) => {
+                passed += 1;
+                println!("ok   {name} ({:?})", t.elapsed());
+            }
+            Err(msg) => {
+                failed += 1;
+                println!("FAIL {name}: {msg}");
+            }
+        }
+    }
+    println!(
+        "{passed} passed, {failed} failed in {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
