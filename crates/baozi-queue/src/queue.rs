@@ -642,6 +642,17 @@ impl<T> Queue<T> {
 
     // --- blocking around them ---
 
+    /// The length word of a single message, or TooLarge if no frame can ever hold it.
+    fn single_len(&self, bytes: &[u8]) -> Result<u32, PutFail> {
+        match ring::frame_len(bytes.len()) {
+            Some(_) => Ok(bytes.len() as u32),
+            None => Err(PutFail::TooLarge {
+                needed: bytes.len(),
+                capacity: self.cap as usize,
+            }),
+        }
+    }
+
     fn put_batch(&self, batch: &Batch<'_>, wait: Wait) -> Result<(), PutFail> {
         let mut needed: u64 = 0;
         for &len in batch.lens {
@@ -825,15 +836,7 @@ impl From<GetFail> for GetError {
 impl<T: Message> Queue<T> {
     fn put_one(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
         let outcome = item.with_encoded(|bytes| {
-            let Some(len) = u32::try_from(bytes.len())
-                .ok()
-                .filter(|_| ring::frame_len(bytes.len()).is_some())
-            else {
-                return Err(PutFail::TooLarge {
-                    needed: bytes.len(),
-                    capacity: self.cap as usize,
-                });
-            };
+            let len = self.single_len(bytes)?;
             self.put_batch(
                 &Batch {
                     data: bytes,
@@ -1048,16 +1051,7 @@ impl<T: Message> Queue<T> {
 /// Raw byte access without allocation, for queues of bytes.
 impl Queue<Vec<u8>> {
     fn put_slice(&self, bytes: &[u8], wait: Wait) -> Result<(), PutError<()>> {
-        let Some(len) = u32::try_from(bytes.len())
-            .ok()
-            .filter(|_| ring::frame_len(bytes.len()).is_some())
-        else {
-            return Err(PutError::TooLarge {
-                item: (),
-                needed: bytes.len(),
-                capacity: self.cap as usize,
-            });
-        };
+        let len = self.single_len(bytes).map_err(|f| f.with(()))?;
         self.put_batch(
             &Batch {
                 data: bytes,

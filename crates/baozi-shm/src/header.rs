@@ -200,9 +200,8 @@ impl Header {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(10));
                 }
-                other if magic == 0 => {
+                _ if magic == 0 => {
                     // Bytes in the state word but no magic: not something a creator writes.
-                    let _ = other;
                     return Err(ShmError::WrongMagic {
                         name: name.to_owned(),
                         found: magic,

@@ -25,10 +25,3 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 }
-
-/// Where a replacement producer resumes after its predecessor was killed with `committed`
-/// sends recorded: the send of sequence `committed` may have been in flight (delivered or not),
-/// so it is skipped, never re-sent — re-sending could deliver it twice.
-pub(crate) fn resume_after_kill(committed: u64) -> (Option<u64>, u64) {
-    (Some(committed), committed + 1)
-}

@@ -399,7 +399,7 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
                 w.running = false;
                 let ok = exit == Exit::Code(0) && matches!(w.role, Role::Producer(_));
                 if !ok {
-                    let (name, _) = worker_name(w.role);
+                    let name = worker_name(w.role);
                     let why = format!("{name} (pid {}) ended unexpectedly: {exit:?}", w.pid);
                     return Err(abort(&mut workers, why));
                 }
@@ -425,30 +425,30 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
                 let _ = sys::kill9(victim.pid);
                 let exit = sys::wait(victim.pid)
                     .map_err(|e| ShopError::Failed(format!("waitpid: {e}")))?;
-                kills += 1;
-                victim.kills += 1;
                 let role = victim.role;
-                let from = match role {
-                    Role::Producer(p) if exit == Exit::Code(0) => {
-                        // It finished before the signal landed: nothing to resume.
-                        victim.running = false;
-                        let _ = p;
-                        None
-                    }
-                    Role::Producer(p) => {
-                        let committed = ledger.committed(p).load(Ordering::Acquire);
-                        let (maybe, resume) = chaos::resume_after_kill(committed);
-                        if let Some(seq) = maybe.filter(|&q| q < until) {
-                            if let Err(e) = ledger.add_maybe(p, seq) {
-                                return Err(abort(&mut workers, e));
+                let from = if exit == Exit::Code(0) {
+                    // It finished before the signal landed: no kill, nothing to resume.
+                    victim.running = false;
+                    None
+                } else {
+                    kills += 1;
+                    victim.kills += 1;
+                    match role {
+                        Role::Producer(p) => {
+                            // The send of `committed` may have been in flight (delivered or
+                            // not): skip it, never re-send it, which could deliver it twice.
+                            let committed = ledger.committed(p).load(Ordering::Acquire);
+                            if committed < until {
+                                if let Err(e) = ledger.add_maybe(p, committed) {
+                                    return Err(abort(&mut workers, e));
+                                }
                             }
+                            let resume = (committed + 1).min(until);
+                            ledger.committed(p).store(resume, Ordering::Release);
+                            Some(resume)
                         }
-                        ledger
-                            .committed(p)
-                            .store(resume.min(until), Ordering::Release);
-                        Some(resume.min(until))
+                        Role::Consumer(_) => Some(0),
                     }
-                    Role::Consumer(_) => Some(0),
                 };
                 if let Some(from) = from {
                     match spawn(role, from) {
@@ -482,7 +482,7 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
             {
                 w.running = false;
                 if exit != Exit::Code(0) {
-                    let (name, _) = worker_name(w.role);
+                    let name = worker_name(w.role);
                     let why = format!("{name} (pid {}) ended unexpectedly: {exit:?}", w.pid);
                     return Err(abort(&mut workers, why));
                 }
@@ -510,10 +510,10 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
     ))
 }
 
-fn worker_name(role: Role) -> (String, bool) {
+fn worker_name(role: Role) -> String {
     match role {
-        Role::Producer(p) => (format!("baker-{}", p + 1), true),
-        Role::Consumer(c) => (format!("eater-{}", c + 1), false),
+        Role::Producer(p) => format!("baker-{}", p + 1),
+        Role::Consumer(c) => format!("eater-{}", c + 1),
     }
 }
 
@@ -584,7 +584,7 @@ fn verify(
     let processes = workers
         .iter()
         .map(|w| {
-            let (name, _) = worker_name(w.role);
+            let name = worker_name(w.role);
             let messages = match w.role {
                 Role::Producer(p) => per_producer[p],
                 Role::Consumer(c) => consumer_counts[c],
