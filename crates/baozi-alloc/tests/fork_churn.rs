@@ -497,10 +497,9 @@ fn value_counter() {
         PROCS as u64 * INCREMENTS - got
     );
     assert!(got < PROCS as u64 * INCREMENTS, "no update was lost: {got}");
-    assert!(
-        got >= INCREMENTS,
-        "fewer than one process's increments: {got}"
-    );
+    // Not `got >= INCREMENTS`: a process that read early and wrote late can set the counter back
+    // below one process's share (CI saw 9994). Every write is some read + 1, so it is at least 1.
+    assert!(got >= 1, "the unlocked counter was never written: {got}");
     drop((counter, raw));
     assert_eq!(heap.stats().unwrap().used, 0);
 }
