@@ -66,6 +66,60 @@ pub enum ProcessError {
         /// What the child reported, if anything (e.g. why the result did not fit).
         detail: Option<String>,
     },
+    /// An argument is out of range (0 processes, a chunksize of 0, ...).
+    Invalid {
+        /// What is wrong, and what is allowed.
+        what: String,
+    },
+    /// A [`Pool`](crate::Pool) could not be set up.
+    PoolSetup {
+        /// What could not be done.
+        what: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A pool task panicked; the message is the panic's. The worker survived and goes on.
+    TaskPanicked(String),
+    /// The pool worker running the task died before it delivered a result. Only this task
+    /// failed: tasks queued behind it went to other workers, and a new worker took its place.
+    WorkerDied {
+        /// The worker's pid.
+        pid: i32,
+        /// The signal that killed it (9 for SIGKILL, 6 for abort, 11 for a segfault).
+        signal: Option<i32>,
+        /// Its exit status when it exited instead (a task called `exit`).
+        exit_status: Option<i32>,
+    },
+    /// A task's encoded arguments are larger than a worker's task queue can ever hold.
+    TaskTooLarge {
+        /// Bytes the task needs.
+        len: usize,
+        /// The most a task may take ([`PoolBuilder::task_capacity`](crate::PoolBuilder::task_capacity) less framing).
+        max: usize,
+    },
+    /// A task's encoded result is larger than the results queue can ever hold.
+    ResultTooLarge {
+        /// Bytes the result needs.
+        len: usize,
+        /// The most a result may take ([`PoolBuilder::results_capacity`](crate::PoolBuilder::results_capacity) less framing).
+        max: usize,
+    },
+    /// Arguments or results did not encode or decode (serde).
+    Codec(String),
+    /// The pool was closed: it takes no new tasks.
+    PoolClosed,
+    /// [`Pool::join`](crate::Pool::join) was called on a running pool: call `close` or
+    /// `terminate` first.
+    PoolRunning,
+    /// The pool was terminated before the task finished.
+    PoolTerminated,
+    /// The pool is out of service (its initializer panicked, its spawner process died).
+    PoolBroken {
+        /// Why.
+        reason: String,
+    },
+    /// No result came within the time given ([`IMap::next_timeout`](crate::IMap::next_timeout)).
+    Timeout,
 }
 
 impl fmt::Display for ProcessError {
@@ -106,6 +160,41 @@ impl fmt::Display for ProcessError {
                 }
                 Ok(())
             }
+            ProcessError::Invalid { what } => write!(f, "invalid argument: {what}"),
+            ProcessError::PoolSetup { what, .. } => write!(f, "cannot set up the pool: cannot {what}"),
+            ProcessError::TaskPanicked(m) => write!(f, "the task panicked: {m}"),
+            ProcessError::WorkerDied {
+                pid,
+                signal,
+                exit_status,
+            } => match (signal, exit_status) {
+                (Some(sig), _) => write!(
+                    f,
+                    "pool worker {pid} was killed by signal {sig} ({}) while running the task; it has been replaced",
+                    signal_name(*sig)
+                ),
+                (None, Some(code)) => write!(
+                    f,
+                    "pool worker {pid} exited with status {code} while running the task; it has been replaced"
+                ),
+                (None, None) => write!(f, "pool worker {pid} died while running the task"),
+            },
+            ProcessError::TaskTooLarge { len, max } => write!(
+                f,
+                "the task's arguments take {len} bytes, more than a worker's task queue holds ({max}): use smaller chunks or a larger task_capacity"
+            ),
+            ProcessError::ResultTooLarge { len, max } => write!(
+                f,
+                "the task's result takes {len} bytes, more than the results queue holds ({max}): use smaller chunks or a larger results_capacity"
+            ),
+            ProcessError::Codec(m) => f.write_str(m),
+            ProcessError::PoolClosed => f.write_str("the pool is closed: it takes no new tasks"),
+            ProcessError::PoolRunning => {
+                f.write_str("the pool is still running: call close() or terminate() before join()")
+            }
+            ProcessError::PoolTerminated => f.write_str("the pool was terminated"),
+            ProcessError::PoolBroken { reason } => write!(f, "the pool is broken: {reason}"),
+            ProcessError::Timeout => f.write_str("no result within the time given"),
         }
     }
 }
@@ -116,7 +205,25 @@ impl std::error::Error for ProcessError {
             ProcessError::Fork(e) => Some(e),
             ProcessError::Os { source, .. } => Some(source),
             ProcessError::ResultSlot(e) => Some(e),
+            ProcessError::PoolSetup { source, .. } => Some(&**source),
             _ => None,
         }
+    }
+}
+
+/// The usual name of a signal, for messages.
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => "a signal",
     }
 }

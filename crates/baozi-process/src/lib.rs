@@ -83,10 +83,14 @@ mod child;
 mod current;
 mod error;
 mod handle;
+mod pool;
 mod process;
 mod sys;
 
 pub use current::{cpu_count, current_process, parent_pid, CurrentProcess};
 pub use error::ProcessError;
 pub use handle::{spawn, JoinHandle};
+pub use pool::{
+    AsyncResult, Chunked, IMap, Pool, PoolBuilder, DEFAULT_RESULTS_CAPACITY, DEFAULT_TASK_CAPACITY,
+};
 pub use process::{Builder, IntoExitCode, Process, DEFAULT_RESULT_CAPACITY};

@@ -361,6 +361,15 @@ impl Process {
         self.wait(Some(Instant::now() + timeout))
     }
 
+    /// The child's pidfd while it runs unreaped (`None` before start, after reaping, or where
+    /// `pidfd_open` failed): readable once the child has exited.
+    pub(crate) fn pidfd(&self) -> Option<Arc<OwnedFd>> {
+        match &*self.lock() {
+            State::Running { pidfd, .. } => pidfd.clone(),
+            _ => None,
+        }
+    }
+
     /// Whether the child has been started and has not exited yet (reaping it if it has).
     pub fn is_alive(&self) -> bool {
         matches!(self.check("check"), Ok(Err(_)))

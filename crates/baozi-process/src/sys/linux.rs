@@ -97,17 +97,22 @@ pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
-/// `poll(2)` one fd for readability, for at most `timeout` (`None`: no limit). Returns whether
-/// it became readable; `false` on timeout or `EINTR` (the caller re-checks and waits again).
-pub(crate) fn poll_readable(fd: &OwnedFd, timeout: Option<Duration>) -> io::Result<bool> {
-    let ms: libc::c_int = match timeout {
+/// A `poll` timeout in milliseconds: -1 for none, rounded up so that a sub-millisecond remainder
+/// does not become a zero-timeout spin.
+fn poll_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
         None => -1,
-        // Round up so a sub-millisecond remainder does not become a zero-timeout spin.
         Some(d) => d
             .as_nanos()
             .div_ceil(1_000_000)
             .min(libc::c_int::MAX as u128) as libc::c_int,
-    };
+    }
+}
+
+/// `poll(2)` one fd for readability, for at most `timeout` (`None`: no limit). Returns whether
+/// it became readable; `false` on timeout or `EINTR` (the caller re-checks and waits again).
+pub(crate) fn poll_readable(fd: &OwnedFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let ms = poll_ms(timeout);
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -179,4 +184,58 @@ pub(crate) fn cpu_count() -> usize {
     } else {
         n as usize
     }
+}
+
+/// `pipe2(O_CLOEXEC)`: the read end and the write end.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid, writable array of two ints, as pipe2 requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are fresh fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `close(2)` on a raw fd number that this process inherited across `fork` but does not own
+/// as an `OwnedFd` (the parent's end of a pipe). Errors (EBADF: already closed) are ignored.
+pub(crate) fn close_inherited(fd: std::os::fd::RawFd) {
+    // SAFETY: closing an fd number affects no memory; the caller knows that no live OwnedFd in
+    // this process owns the number (it is the other side's end, carried over by fork).
+    unsafe { libc::close(fd) };
+}
+
+/// `poll(2)` several fds for readability (or hang-up), for at most `timeout` (`None`: no
+/// limit). Sets `ready[i]` for each fd that is readable; on `EINTR` or timeout none is set.
+pub(crate) fn poll_many(
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    timeout: Option<Duration>,
+    ready: &mut Vec<bool>,
+) -> io::Result<()> {
+    let ms = poll_ms(timeout);
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    ready.clear();
+    ready.resize(fds.len(), false);
+    // SAFETY: `polled` is a valid, writable array of `polled.len()` pollfds; the fds are kept
+    // open by the borrows in `fds` for the duration of the call.
+    let r = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+    if r == -1 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(())
+        } else {
+            Err(e)
+        };
+    }
+    for (flag, p) in ready.iter_mut().zip(&polled) {
+        *flag = p.revents != 0;
+    }
+    Ok(())
 }

@@ -1,0 +1,155 @@
+//! Functions across the fork: a task names its function by address.
+//!
+//! The workers are forks of the process that made the pool, so they run the same binary image
+//! at the same addresses: a function pointer taken in the parent is the same function in a
+//! worker. A task carries two addresses: the user's function, and a *trampoline*, this
+//! module's generic function monomorphised for the task's argument and result types, which
+//! decodes the arguments, calls the function on each, and encodes the results. This is the only
+//! module of the pool with `unsafe` code.
+
+use std::panic::{self, AssertUnwindSafe};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::proto::Failure;
+use crate::child::panic_message;
+
+/// A trampoline: (function address, encoded `Vec` of arguments) → encoded `Vec` of results.
+type Trampoline = unsafe fn(usize, &[u8]) -> Result<Vec<u8>, Failure>;
+
+/// A function ready to be sent to a worker: the trampoline's address and the function's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Call {
+    pub(crate) trampoline: usize,
+    pub(crate) func: usize,
+}
+
+impl Call {
+    /// `f` applied to each item of a chunk of `A`s.
+    pub(crate) fn unary<A, R>(f: fn(A) -> R) -> Call
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        Call {
+            trampoline: run_unary::<A, R> as Trampoline as usize,
+            func: f as usize,
+        }
+    }
+
+    /// `f` applied to each `(A, B)` pair of a chunk (Python's `starmap`).
+    pub(crate) fn binary<A, B, R>(f: fn(A, B) -> R) -> Call
+    where
+        A: DeserializeOwned,
+        B: DeserializeOwned,
+        R: Serialize,
+    {
+        Call {
+            trampoline: run_binary::<A, B, R> as Trampoline as usize,
+            func: f as usize,
+        }
+    }
+}
+
+/// Runs a task in a worker.
+///
+/// # Safety
+///
+/// `trampoline` and `func` must be the fields of a [`Call`] made in this binary image by a
+/// process this one was forked from (or this one): the pool's parent writes them into a task
+/// queue that only the pool's own processes map, and nothing else writes there.
+pub(crate) unsafe fn invoke(
+    trampoline: usize,
+    func: usize,
+    args: &[u8],
+) -> Result<Vec<u8>, Failure> {
+    // SAFETY: `trampoline` is the address of a `Trampoline` taken in `Call::unary`/`binary` in
+    // the same image (this function's contract), so it is a valid function of that type here.
+    let run = unsafe { std::mem::transmute::<usize, Trampoline>(trampoline) };
+    // SAFETY: `func` was made together with `trampoline`, for the types it was monomorphised
+    // with (this function's contract), which is what the trampoline requires.
+    unsafe { run(func, args) }
+}
+
+/// Decodes a chunk, applies `call` to each item (a panic fails the chunk), encodes the results.
+fn each<T: DeserializeOwned, R: Serialize>(
+    args: &[u8],
+    mut call: impl FnMut(T) -> R,
+) -> Result<Vec<u8>, Failure> {
+    let items: Vec<T> = postcard::from_bytes(args)
+        .map_err(|e| Failure::Codec(format!("the task's arguments did not decode: {e}")))?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match panic::catch_unwind(AssertUnwindSafe(|| call(item))) {
+            Ok(r) => out.push(r),
+            Err(payload) => return Err(Failure::Panicked(panic_message(&*payload))),
+        }
+    }
+    postcard::to_allocvec(&out)
+        .map_err(|e| Failure::Codec(format!("the task's result did not encode: {e}")))
+}
+
+/// # Safety
+///
+/// `func` is the address of an `fn(A) -> R` with these `A` and `R` (made by [`Call::unary`]).
+unsafe fn run_unary<A: DeserializeOwned, R: Serialize>(
+    func: usize,
+    args: &[u8],
+) -> Result<Vec<u8>, Failure> {
+    // SAFETY: `func` is an `fn(A) -> R` of this image (this function's contract); fn pointers
+    // and usize have the same size and the address is non-null.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
+    each(args, f)
+}
+
+/// # Safety
+///
+/// `func` is the address of an `fn(A, B) -> R` with these types (made by [`Call::binary`]).
+unsafe fn run_binary<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
+    func: usize,
+    args: &[u8],
+) -> Result<Vec<u8>, Failure> {
+    // SAFETY: `func` is an `fn(A, B) -> R` of this image (this function's contract).
+    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(func) };
+    each(args, |(a, b): (A, B)| f(a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    fn boom(_: u8) -> u8 {
+        panic!("no filling")
+    }
+
+    #[test]
+    fn a_call_round_trips_in_process() {
+        let c = Call::unary(double);
+        let args = postcard::to_allocvec(&[1u32, 2, 3]).unwrap();
+        // SAFETY: `c` was made by Call::unary in this process.
+        let out = unsafe { invoke(c.trampoline, c.func, &args) }.unwrap();
+        assert_eq!(postcard::from_bytes::<Vec<u32>>(&out).unwrap(), [2, 4, 6]);
+    }
+
+    #[test]
+    fn a_panic_fails_the_chunk_with_its_message() {
+        let c = Call::unary(boom);
+        let args = postcard::to_allocvec(&[1u8]).unwrap();
+        // SAFETY: `c` was made by Call::unary in this process.
+        let out = unsafe { invoke(c.trampoline, c.func, &args) };
+        assert!(matches!(out, Err(Failure::Panicked(m)) if m == "no filling"));
+    }
+
+    #[test]
+    fn garbage_arguments_are_a_codec_failure() {
+        let c = Call::unary(double);
+        // SAFETY: `c` was made by Call::unary in this process.
+        let out = unsafe { invoke(c.trampoline, c.func, &[0xff, 0xff, 0xff]) };
+        assert!(matches!(out, Err(Failure::Codec(_))));
+    }
+}

@@ -1,0 +1,740 @@
+//! [`Pool`]: Python's `multiprocessing.Pool` over fork, where a worker that dies never hangs
+//! the caller.
+//!
+//! # How it is built
+//!
+//! ```text
+//!   parent ──tasks──▶ inbox[i] (one shared queue per worker) ──▶ worker i
+//!     ▲  └──spawn/kill requests (pipe)──▶ spawner ──fork/reap──▶ workers
+//!     └──────────── results queue (shared, FIFO) ◀── results, "started", "exited"
+//! ```
+//!
+//! The parent decides which worker gets which task, so it always knows what a worker holds.
+//! When a worker dies, the tasks still in its inbox go to another worker, and the one it was
+//! running fails with [`ProcessError::WorkerDied`] (pid and signal), delivered to exactly its
+//! caller; a new worker takes the slot. The pool never marks itself broken for a dead worker
+//! (unlike `concurrent.futures`) and never waits for a result that cannot come (unlike
+//! CPython's `Pool`, bpo-22393). The reasoning is in `parent.rs`.
+//!
+//! Workers are forked by a single-threaded spawner process made at [`Pool::new`], not by the
+//! parent, which by then has a result thread: a fork of a multi-threaded process can inherit a
+//! lock that some other thread held (stdout's, a `Mutex`), and hang on it.
+
+mod call;
+mod parent;
+mod proto;
+mod result;
+mod spawner;
+
+use std::fmt;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle as ThreadHandle;
+
+use baozi_queue::QueueOptions;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use result::{AsyncResult, IMap};
+
+use crate::error::ProcessError;
+use crate::process::Process;
+use crate::sys;
+use call::Call;
+use parent::{Phase, Shared, INBOX_DEPTH};
+use proto::{Event, Request};
+use spawner::{Initializer, Spawner};
+
+/// Default ring bytes of each worker's task queue (1 MiB, mapped lazily): bounds the encoded
+/// arguments of one chunk.
+pub const DEFAULT_TASK_CAPACITY: usize = 1 << 20;
+
+/// Default ring bytes of the results queue (16 MiB, mapped lazily): bounds the encoded results
+/// of one chunk.
+pub const DEFAULT_RESULTS_CAPACITY: usize = 16 << 20;
+
+/// A pool of worker processes, with the API of Python's `multiprocessing.Pool`.
+///
+/// # Functions and arguments
+///
+/// A task is a plain function (`fn(A) -> R`; `fn(A, B) -> R` for
+/// [`starmap`](Pool::starmap)), not a capturing closure: it crosses to the worker as an
+/// address, valid there because every worker is a fork of this program (same binary image).
+/// Arguments and results cross as serde values (postcard), so `A: Serialize` and
+/// `R: DeserializeOwned` in the parent, and the reverse in the workers. What a capturing
+/// closure would carry, put in the [`initializer`](PoolBuilder::initializer) (it runs in each
+/// worker, and may set a `static` or a `thread_local!`), or in shared memory made before the
+/// pool (a baozi `Queue`, `Value`, `Array`), or pass it in the arguments.
+///
+/// # Failures
+///
+/// * A task that panics: its caller gets [`ProcessError::TaskPanicked`] with the message; the
+///   worker goes on.
+/// * A worker that dies (SIGKILL, abort, a segfault, `exit`): the caller of the task it was
+///   running gets [`ProcessError::WorkerDied`] with its pid and signal, within a moment; tasks
+///   queued behind it run on another worker; a new worker replaces it.
+/// * An initializer that panics: the pool is [broken](ProcessError::PoolBroken) at once, with
+///   the message (CPython respawns such workers for ever).
+///
+/// # Life
+///
+/// [`close`](Pool::close) then [`join`](Pool::join) runs everything submitted, then stops the
+/// workers; [`terminate`](Pool::terminate) kills them at once and fails what is pending with
+/// [`ProcessError::PoolTerminated`]. Dropping a pool terminates it, as Python's `with Pool()`.
+/// No worker, spawner or zombie outlives the pool, and if the parent is killed its workers
+/// die with it.
+///
+/// # Example
+///
+/// ```
+/// use baozi_process::Pool;
+///
+/// fn bake(filling: String) -> String { format!("{filling} bun") }
+/// fn add(a: i32, b: i32) -> i32 { a + b }
+///
+/// let pool = Pool::new(4)?;
+/// assert_eq!(pool.apply(bake, "pork".to_owned())?, "pork bun");
+/// assert_eq!(pool.map(|x: i32| x * x, 1..=4)?, [1, 4, 9, 16]);
+/// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
+/// let total: i32 = pool.imap(|x: i32| x + 1, 0..100)?.map(Result::unwrap).sum();
+/// assert_eq!(total, 5050);
+/// pool.close();
+/// pool.join()?;
+/// # Ok::<(), baozi_process::ProcessError>(())
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<ThreadHandle<()>>>,
+    processes: usize,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .field("phase", &st.phase)
+            .field("worker_pids", &st.worker_pids())
+            .finish()
+    }
+}
+
+/// Options for a [`Pool`]: processes, initializer, `maxtasksperchild`, queue sizes.
+///
+/// ```
+/// use baozi_process::Pool;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// static FLOUR: AtomicU32 = AtomicU32::new(0);
+/// fn flour(_: u8) -> u32 { FLOUR.load(Ordering::Relaxed) }
+///
+/// let pool = Pool::builder()
+///     .processes(2)
+///     .initializer(|| FLOUR.store(500, Ordering::Relaxed)) // runs in each worker
+///     .maxtasksperchild(10)                                 // then a fresh worker
+///     .build()?;
+/// assert_eq!(pool.map(flour, [0u8; 30])?, [500; 30]);
+/// # Ok::<(), baozi_process::ProcessError>(())
+/// ```
+#[derive(Clone)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    initializer: Option<Initializer>,
+    maxtasksperchild: Option<usize>,
+    task_capacity: usize,
+    results_capacity: usize,
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("processes", &self.processes)
+            .field("initializer", &self.initializer.is_some())
+            .field("maxtasksperchild", &self.maxtasksperchild)
+            .field("task_capacity", &self.task_capacity)
+            .field("results_capacity", &self.results_capacity)
+            .finish()
+    }
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            processes: None,
+            initializer: None,
+            maxtasksperchild: None,
+            task_capacity: DEFAULT_TASK_CAPACITY,
+            results_capacity: DEFAULT_RESULTS_CAPACITY,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// Worker processes (default: [`cpu_count`](crate::cpu_count)).
+    #[must_use]
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// Runs in each worker before its first task (Python's `initializer` with its `initargs`
+    /// captured). If it panics, the pool is broken: every task fails with
+    /// [`ProcessError::PoolBroken`] carrying the message.
+    #[must_use]
+    pub fn initializer(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.initializer = Some(Arc::new(f));
+        self
+    }
+
+    /// A worker exits after this many tasks (a chunk of a map is one task) and a fresh one
+    /// takes its place, to bound what a leaky task can hold. Default: no limit.
+    #[must_use]
+    pub fn maxtasksperchild(mut self, n: usize) -> Self {
+        self.maxtasksperchild = Some(n);
+        self
+    }
+
+    /// Ring bytes of each worker's task queue (default [`DEFAULT_TASK_CAPACITY`]): a chunk whose
+    /// encoded arguments do not fit is refused with [`ProcessError::TaskTooLarge`].
+    #[must_use]
+    pub fn task_capacity(mut self, bytes: usize) -> Self {
+        self.task_capacity = bytes;
+        self
+    }
+
+    /// Ring bytes of the results queue (default [`DEFAULT_RESULTS_CAPACITY`]): a chunk whose
+    /// encoded results do not fit fails with [`ProcessError::ResultTooLarge`].
+    #[must_use]
+    pub fn results_capacity(mut self, bytes: usize) -> Self {
+        self.results_capacity = bytes;
+        self
+    }
+
+    /// Maps the queues, forks the spawner, which forks the workers, and starts the parent's
+    /// result thread. Returns without waiting for the workers to be up.
+    ///
+    /// Call it before the program starts threads of its own, as for
+    /// [`Process::start`](crate::Process::start): the spawner is forked from the calling
+    /// thread.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Invalid`] for 0 processes or a `maxtasksperchild` of 0,
+    /// [`ProcessError::PoolSetup`] when a queue cannot be mapped (an out-of-range capacity) or
+    /// the pipe cannot be made, [`ProcessError::Fork`].
+    pub fn build(self) -> Result<Pool, ProcessError> {
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        if processes == 0 || processes > u32::MAX as usize {
+            return Err(ProcessError::Invalid {
+                what: format!("a pool needs at least 1 process, not {processes}"),
+            });
+        }
+        if self.maxtasksperchild == Some(0) {
+            return Err(ProcessError::Invalid {
+                what: "maxtasksperchild must be at least 1 (or not set, for no limit)".into(),
+            });
+        }
+        let inboxes = (0..processes)
+            .map(|_| {
+                QueueOptions::new()
+                    .maxsize(INBOX_DEPTH)
+                    .capacity(self.task_capacity)
+                    .anonymous::<Vec<u8>>()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(setup("map a worker's task queue"))?;
+        let results = QueueOptions::new()
+            .capacity(self.results_capacity)
+            .anonymous::<Vec<u8>>()
+            .map_err(setup("map the results queue"))?;
+        let (inboxes, results) = (Arc::new(inboxes), Arc::new(results));
+        let (read_end, write_end) = sys::pipe().map_err(setup("make the spawner's pipe"))?;
+        let spawner = Spawner {
+            requests: File::from(read_end),
+            parent_end: write_end.as_raw_fd(),
+            parent: sys::getpid(),
+            inboxes: Arc::clone(&inboxes),
+            results: Arc::clone(&results),
+            initializer: self.initializer,
+            maxtasksperchild: self.maxtasksperchild,
+        };
+        let spawner = Process::builder()
+            .name("PoolSpawner")
+            .spawn_fn(move || spawner.run());
+        spawner.start()?;
+        let mut requests = File::from(write_end);
+        for slot in 0..processes as u32 {
+            use std::io::Write;
+            requests
+                .write_all(&Request::Spawn(slot).encode())
+                .map_err(setup("ask the spawner for workers"))?;
+        }
+        let shared = Arc::new(Shared::new(
+            inboxes,
+            results,
+            spawner,
+            requests,
+            self.maxtasksperchild,
+        ));
+        let for_thread = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("baozi-pool-results".into())
+            .spawn(move || parent::result_thread(for_thread))
+            .map_err(setup("start the pool's result thread"))?;
+        Ok(Pool {
+            shared,
+            thread: Mutex::new(Some(thread)),
+            processes,
+        })
+    }
+}
+
+/// A `map_err` for a set-up step: `what` could not be done, because of the error.
+fn setup<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> ProcessError {
+    move |e| ProcessError::PoolSetup {
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// A chunk of items as the bytes a worker decodes.
+fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, ProcessError> {
+    postcard::to_allocvec(items)
+        .map_err(|e| ProcessError::Codec(format!("the task's arguments did not encode: {e}")))
+}
+
+/// A worker's encoded results.
+fn decode_chunk<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, ProcessError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| ProcessError::Codec(format!("the task's result did not decode: {e}")))
+}
+
+impl Pool {
+    /// A pool of `processes` workers with default options ([`PoolBuilder`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`PoolBuilder::build`].
+    pub fn new(processes: usize) -> Result<Pool, ProcessError> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// Options: processes, initializer, `maxtasksperchild`, queue sizes.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of worker places.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The pids of the workers alive now (replacements get new pids).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.shared.lock().worker_pids()
+    }
+
+    /// Runs `f(arg)` in a worker and waits for its value (Python's `apply`).
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_async`](Pool::apply_async) and [`AsyncResult::get`].
+    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, arg)?.get()
+    }
+
+    /// Starts `f(arg)` in a worker and returns at once (Python's `apply_async`).
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::PoolClosed`] after [`close`](Pool::close),
+    /// [`ProcessError::PoolTerminated`], [`ProcessError::PoolBroken`],
+    /// [`ProcessError::TaskTooLarge`], [`ProcessError::Codec`].
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let chunk = encode_chunk(std::slice::from_ref(&arg))?;
+        let tasks = self.shared.submit(Call::unary(f), vec![chunk])?;
+        Ok(AsyncResult::new(
+            Arc::clone(&self.shared),
+            tasks,
+            result::finish_one::<R>,
+        ))
+    }
+
+    /// [`map`](Pool::map), [`starmap`](Pool::starmap), [`imap`](Pool::imap) and their
+    /// variants with `chunksize` items per task: fewer, larger messages for cheap functions.
+    ///
+    /// ```
+    /// # use baozi_process::Pool;
+    /// let pool = Pool::new(2)?;
+    /// let squares = pool.with_chunksize(64).map(|x: u32| x * x, 0..1000)?;
+    /// assert_eq!(squares[999], 998_001);
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    pub fn with_chunksize(&self, chunksize: usize) -> Chunked<'_> {
+        Chunked {
+            pool: self,
+            chunksize: Some(chunksize),
+        }
+    }
+
+    fn auto(&self) -> Chunked<'_> {
+        Chunked {
+            pool: self,
+            chunksize: None,
+        }
+    }
+
+    /// `f` over every item, in parallel; the results in input order (Python's `map`). The
+    /// input is read whole first, and cut in chunks of about `len / (4 × processes)` items.
+    ///
+    /// # Errors
+    ///
+    /// The first failing chunk in input order (see [`AsyncResult::get`]), or a submission
+    /// error (see [`apply_async`](Pool::apply_async)).
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.auto().map(f, items)
+    }
+
+    /// [`map`](Pool::map) without waiting (Python's `map_async`).
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_async`](Pool::apply_async).
+    pub fn map_async<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<AsyncResult<Vec<R>>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.auto().map_async(f, items)
+    }
+
+    /// `f(a, b)` for every pair (Python's `starmap`); results in input order.
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Pool::map).
+    pub fn starmap<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.auto().starmap(f, items)
+    }
+
+    /// [`starmap`](Pool::starmap) without waiting (Python's `starmap_async`).
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_async`](Pool::apply_async).
+    pub fn starmap_async<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<AsyncResult<Vec<R>>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.auto().starmap_async(f, items)
+    }
+
+    /// `f` over the items, lazily: an iterator of results in input order, each as soon as it
+    /// and those before it are done (Python's `imap`, chunksize 1).
+    ///
+    /// Unlike Python's, it reads the input only as results are taken, keeping at most
+    /// `3 × processes` chunks in flight: an endless or huge input is fine, and memory stays
+    /// bounded.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::PoolClosed`], [`ProcessError::PoolTerminated`],
+    /// [`ProcessError::PoolBroken`] at once; the iterator's items carry the per-chunk errors.
+    pub fn imap<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+    ) -> Result<IMap<A, R, I::IntoIter>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        self.with_chunksize(1).imap(f, items)
+    }
+
+    /// Like [`imap`](Pool::imap), but each result comes as soon as it is done, whatever its
+    /// place in the input (Python's `imap_unordered`).
+    ///
+    /// # Errors
+    ///
+    /// As [`imap`](Pool::imap).
+    pub fn imap_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+    ) -> Result<IMap<A, R, I::IntoIter>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        self.with_chunksize(1).imap_unordered(f, items)
+    }
+
+    /// No new tasks; the workers stop once everything already submitted has run (Python's
+    /// `close`). Then [`join`](Pool::join) waits for that.
+    pub fn close(&self) {
+        self.shared.lock().close(&self.shared);
+        self.shared.notify();
+    }
+
+    /// Stops the workers at once (SIGKILL) and fails every task not done with
+    /// [`ProcessError::PoolTerminated`] (Python's `terminate`). Returns once every worker has
+    /// been reaped.
+    pub fn terminate(&self) {
+        self.shared.lock().terminate();
+        self.shared.notify();
+        self.stop_helpers();
+    }
+
+    /// Waits until the workers have stopped after [`close`](Pool::close) (all submitted tasks
+    /// done) or [`terminate`](Pool::terminate) (Python's `join`).
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::PoolRunning`] when neither was called: the workers would never stop.
+    pub fn join(&self) -> Result<(), ProcessError> {
+        let st = self.shared.lock();
+        if matches!(st.phase, Phase::Running) {
+            return Err(ProcessError::PoolRunning);
+        }
+        let (mut st, _) = self.shared.wait_until(st, None, |st| st.all_final());
+        st.finish(Request::Shutdown);
+        drop(st);
+        self.shared.notify();
+        self.stop_helpers();
+        Ok(())
+    }
+
+    /// Reaps the spawner (which has been told to finish) and stops the result thread.
+    fn stop_helpers(&self) {
+        let _ = self.shared.spawner.join();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            self.shared.lock().quit = true;
+            let _ = self.shared.results.put(proto::encode(&Event::Wake));
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// Terminates the pool (Python's `with Pool() as p:` does the same on exit).
+    fn drop(&mut self) {
+        if sys::getpid() != self.shared.spawner_parent() {
+            return; // a copy carried into a forked child: not ours to stop
+        }
+        self.terminate();
+    }
+}
+
+/// The map forms of a [`Pool`] with a fixed `chunksize`; made by [`Pool::with_chunksize`].
+#[derive(Debug, Clone, Copy)]
+pub struct Chunked<'a> {
+    pool: &'a Pool,
+    /// `None`: Python's default for map (about `len / (4 × processes)`).
+    chunksize: Option<usize>,
+}
+
+impl Chunked<'_> {
+    fn size_for(&self, len: usize) -> Result<usize, ProcessError> {
+        match self.chunksize {
+            Some(0) => Err(ProcessError::Invalid {
+                what: "chunksize must be at least 1".into(),
+            }),
+            Some(n) => Ok(n),
+            None => Ok(len.div_ceil(self.pool.processes * 4).max(1)),
+        }
+    }
+
+    fn submit_all<T: Serialize>(
+        &self,
+        call: Call,
+        items: Vec<T>,
+    ) -> Result<Vec<u64>, ProcessError> {
+        let size = self.size_for(items.len())?;
+        let chunks = items
+            .chunks(size)
+            .map(encode_chunk)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.pool.shared.submit(call, chunks)
+    }
+
+    /// [`Pool::map`] with this chunksize.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::map`], and [`ProcessError::Invalid`] for a chunksize of 0.
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// [`Pool::map_async`] with this chunksize.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::map_async`], and [`ProcessError::Invalid`] for a chunksize of 0.
+    pub fn map_async<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<AsyncResult<Vec<R>>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let tasks = self.submit_all(Call::unary(f), items.into_iter().collect())?;
+        Ok(AsyncResult::new(
+            Arc::clone(&self.pool.shared),
+            tasks,
+            result::finish_all::<R>,
+        ))
+    }
+
+    /// [`Pool::starmap`] with this chunksize.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::starmap`], and [`ProcessError::Invalid`] for a chunksize of 0.
+    pub fn starmap<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.starmap_async(f, items)?.get()
+    }
+
+    /// [`Pool::starmap_async`] with this chunksize.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::starmap_async`], and [`ProcessError::Invalid`] for a chunksize of 0.
+    pub fn starmap_async<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<AsyncResult<Vec<R>>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let tasks = self.submit_all(Call::binary(f), items.into_iter().collect())?;
+        Ok(AsyncResult::new(
+            Arc::clone(&self.pool.shared),
+            tasks,
+            result::finish_all::<R>,
+        ))
+    }
+
+    fn imap_with<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        ordered: bool,
+    ) -> Result<IMap<A, R, I::IntoIter>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        let size = self.size_for(1)?;
+        self.pool.shared.lock().accepting()?;
+        Ok(IMap::new(
+            Arc::clone(&self.pool.shared),
+            Call::unary(f),
+            items.into_iter(),
+            size,
+            self.pool.processes * (INBOX_DEPTH + 1),
+            ordered,
+        ))
+    }
+
+    /// [`Pool::imap`] with this chunksize.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::imap`], and [`ProcessError::Invalid`] for a chunksize of 0.
+    pub fn imap<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+    ) -> Result<IMap<A, R, I::IntoIter>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        self.imap_with(f, items, true)
+    }
+
+    /// [`Pool::imap_unordered`] with this chunksize.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::imap`], and [`ProcessError::Invalid`] for a chunksize of 0.
+    pub fn imap_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+    ) -> Result<IMap<A, R, I::IntoIter>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        self.imap_with(f, items, false)
+    }
+}

@@ -1,0 +1,561 @@
+//! The parent's side of the pool: which task is where, and what happens when a worker dies.
+//!
+//! Every task the parent accepts is, at any moment, in exactly one place: `pending` (not yet
+//! given to a worker), some live slot's `assigned` list (in its inbox, or taken and running),
+//! or settled (`done`, or handed to its caller). Tasks move only under the state lock, and only
+//! the parent moves them, so the accounting needs no cooperation from a worker that may be
+//! killed at any instant:
+//!
+//! * a worker's result commits with one put into the results queue, which is robust to a
+//!   producer killed mid-put: either the whole result is there, or none of it;
+//! * the spawner reports a worker's exit after reaping it, through the same FIFO queue, so the
+//!   parent has read every result the worker committed before it learns of the death;
+//! * the dead worker's inbox is then drained: what is still there was never taken and goes back
+//!   to the front of `pending`. The rest of its `assigned` list, neither settled nor in the
+//!   inbox, is exactly what it had taken and not finished: those tasks, and only those, fail
+//!   with [`ProcessError::WorkerDied`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use baozi_queue::{GetError, Queue};
+
+use super::call::Call;
+use super::proto::{self, Event, Failure, Request, TaskMsg};
+use crate::error::ProcessError;
+use crate::process::Process;
+
+/// Tasks given to one worker at a time: one running and one waiting in its inbox, so a worker
+/// never idles while the parent's result thread wakes up.
+pub(crate) const INBOX_DEPTH: usize = 2;
+
+/// How often the result thread checks the spawner when no event comes.
+const TICK: Duration = Duration::from_millis(200);
+
+/// The pool's life: Running → Closed → (joined), or → Terminated / Broken at any time.
+#[derive(Clone, Debug)]
+pub(crate) enum Phase {
+    Running,
+    Closed,
+    Terminated,
+    Broken(String),
+}
+
+/// One worker place. A slot keeps its inbox across the workers that fill it in turn.
+#[derive(Debug)]
+enum Slot {
+    /// The spawner was asked for a worker.
+    Starting,
+    Live {
+        pid: i32,
+        /// Tasks it may still be given (`maxtasksperchild`).
+        budget: Option<usize>,
+        /// Tasks given to it and not settled, in the order given.
+        assigned: Vec<u64>,
+        /// It was sent `Stop`.
+        stopping: bool,
+    },
+    /// Empty for good.
+    Final,
+}
+
+/// What the parent knows; behind [`Shared::state`].
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    next_task: u64,
+    pending: VecDeque<(u64, Vec<u8>)>,
+    slots: Vec<Slot>,
+    /// Accepted and not settled.
+    in_flight: HashSet<u64>,
+    /// Settled, waiting for their caller.
+    done: HashMap<u64, Result<Vec<u8>, ProcessError>>,
+    /// In flight, but their caller is gone: settle them into nothing.
+    abandoned: HashSet<u64>,
+    /// The write end of the spawner's request pipe; `None` once the spawner was told to finish.
+    requests: Option<File>,
+    maxtasksperchild: Option<usize>,
+    /// Tells the result thread to leave.
+    pub(crate) quit: bool,
+}
+
+/// The state, the queues, and the spawner, shared by the pool, its results and its thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    pub(crate) inboxes: Arc<Vec<Queue<Vec<u8>>>>,
+    pub(crate) results: Arc<Queue<Vec<u8>>>,
+    pub(crate) spawner: Process,
+    /// The process that made the pool: only it may stop it.
+    owner: crate::sys::Pid,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        inboxes: Arc<Vec<Queue<Vec<u8>>>>,
+        results: Arc<Queue<Vec<u8>>>,
+        spawner: Process,
+        requests: File,
+        maxtasksperchild: Option<usize>,
+    ) -> Shared {
+        let n = inboxes.len();
+        Shared {
+            state: Mutex::new(State {
+                phase: Phase::Running,
+                next_task: 0,
+                pending: VecDeque::new(),
+                slots: (0..n).map(|_| Slot::Starting).collect(),
+                in_flight: HashSet::new(),
+                done: HashMap::new(),
+                abandoned: HashSet::new(),
+                requests: Some(requests),
+                maxtasksperchild,
+                quit: false,
+            }),
+            changed: Condvar::new(),
+            inboxes,
+            results,
+            spawner,
+            owner: crate::sys::getpid(),
+        }
+    }
+
+    /// The process that made the pool.
+    pub(crate) fn spawner_parent(&self) -> crate::sys::Pid {
+        self.owner
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes everyone waiting for a change (call after releasing the lock).
+    pub(crate) fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Waits until `until(state)` holds or `deadline` passes; returns the guard and whether it
+    /// holds.
+    pub(crate) fn wait_until<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+        mut until: impl FnMut(&State) -> bool,
+    ) -> (MutexGuard<'a, State>, bool) {
+        loop {
+            if until(&st) {
+                return (st, true);
+            }
+            st = match deadline {
+                None => self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let Some(left) = d.checked_duration_since(Instant::now()) else {
+                        return (st, false);
+                    };
+                    if left.is_zero() {
+                        return (st, false);
+                    }
+                    self.changed
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Accepts `chunks` (each an encoded `Vec` of arguments) as tasks running `call`, and gives
+    /// what it can to idle workers. Returns the task ids, in order.
+    pub(crate) fn submit(
+        &self,
+        call: Call,
+        chunks: Vec<Vec<u8>>,
+    ) -> Result<Vec<u64>, ProcessError> {
+        let mut st = self.lock();
+        st.accepting()?;
+        let max = self.inboxes[0].max_message_len();
+        let first = st.next_task;
+        let mut msgs = Vec::with_capacity(chunks.len());
+        for (i, args) in chunks.into_iter().enumerate() {
+            let task = first + i as u64;
+            let bytes = proto::encode(&TaskMsg::Run {
+                task,
+                trampoline: call.trampoline,
+                func: call.func,
+                args,
+            });
+            if bytes.len() > max {
+                return Err(ProcessError::TaskTooLarge {
+                    len: bytes.len(),
+                    max,
+                });
+            }
+            msgs.push((task, bytes));
+        }
+        st.next_task += msgs.len() as u64;
+        let ids: Vec<u64> = msgs.iter().map(|(t, _)| *t).collect();
+        st.in_flight.extend(ids.iter().copied());
+        st.pending.extend(msgs);
+        st.dispatch(self);
+        Ok(ids)
+    }
+}
+
+impl State {
+    /// Whether new tasks are accepted; the error says why not.
+    pub(crate) fn accepting(&self) -> Result<(), ProcessError> {
+        match &self.phase {
+            Phase::Running => Ok(()),
+            Phase::Closed => Err(ProcessError::PoolClosed),
+            Phase::Terminated => Err(ProcessError::PoolTerminated),
+            Phase::Broken(reason) => Err(ProcessError::PoolBroken {
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// The error that ends a task the pool will never run.
+    fn ending_error(&self) -> ProcessError {
+        match &self.phase {
+            Phase::Broken(reason) => ProcessError::PoolBroken {
+                reason: reason.clone(),
+            },
+            _ => ProcessError::PoolTerminated,
+        }
+    }
+
+    /// Whether every slot is empty for good (what `join` waits for).
+    pub(crate) fn all_final(&self) -> bool {
+        self.slots.iter().all(|s| matches!(s, Slot::Final))
+    }
+
+    /// Whether `tasks` can be handed over: all settled, or one has failed.
+    pub(crate) fn settled(&self, tasks: &[u64]) -> bool {
+        let mut all = true;
+        for t in tasks {
+            match self.done.get(t) {
+                Some(Err(_)) => return true,
+                Some(Ok(_)) => {}
+                None => all = false,
+            }
+        }
+        all
+    }
+
+    /// Whether one of `tasks` failed.
+    pub(crate) fn any_failed(&self, tasks: &[u64]) -> bool {
+        tasks
+            .iter()
+            .any(|t| matches!(self.done.get(t), Some(Err(_))))
+    }
+
+    /// The pids of the workers alive now, by slot.
+    pub(crate) fn worker_pids(&self) -> Vec<i32> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Live { pid, .. } => Some(*pid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether this one task is settled.
+    pub(crate) fn is_done(&self, task: u64) -> bool {
+        self.done.contains_key(&task)
+    }
+
+    /// Takes the results of settled `tasks`, in order; the first failure in order wins, and the
+    /// other tasks are let go.
+    pub(crate) fn take(&mut self, tasks: &[u64]) -> Result<Vec<Vec<u8>>, ProcessError> {
+        let mut out = Vec::with_capacity(tasks.len());
+        let mut failure = None;
+        for &t in tasks {
+            if failure.is_some() {
+                self.abandon(t);
+                continue;
+            }
+            match self.done.remove(&t) {
+                Some(Ok(bytes)) => out.push(bytes),
+                Some(Err(e)) => failure = Some(e),
+                None => {
+                    failure = Some(ProcessError::PoolBroken {
+                        reason: format!("task {t} was taken before it settled"),
+                    })
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Drops a task's result, now or when it settles.
+    pub(crate) fn abandon(&mut self, task: u64) {
+        if self.done.remove(&task).is_none() && self.in_flight.contains(&task) {
+            self.abandoned.insert(task);
+        }
+    }
+
+    fn settle(&mut self, task: u64, result: Result<Vec<u8>, ProcessError>) {
+        if !self.in_flight.remove(&task) {
+            return; // already failed (terminate, broken pool): a late result changes nothing
+        }
+        if !self.abandoned.remove(&task) {
+            self.done.insert(task, result);
+        }
+    }
+
+    /// Fails every task not settled yet with the phase's ending error.
+    fn fail_all(&mut self) {
+        self.pending.clear();
+        for s in &mut self.slots {
+            if let Slot::Live { assigned, .. } = s {
+                assigned.clear();
+            }
+        }
+        let tasks: Vec<u64> = self.in_flight.iter().copied().collect();
+        for t in tasks {
+            let e = self.ending_error();
+            self.settle(t, Err(e));
+        }
+    }
+
+    fn request(&mut self, r: Request) {
+        let ok = match &mut self.requests {
+            Some(pipe) => pipe.write_all(&r.encode()).is_ok(),
+            None => false,
+        };
+        if !ok && matches!(self.phase, Phase::Running | Phase::Closed) {
+            self.break_pool("the pool's spawner process stopped taking requests".into());
+        }
+    }
+
+    /// Puts the pool out of service: fails every unsettled task, stops every worker.
+    pub(crate) fn break_pool(&mut self, reason: String) {
+        if matches!(self.phase, Phase::Terminated | Phase::Broken(_)) {
+            return;
+        }
+        self.phase = Phase::Broken(reason);
+        self.finish(Request::KillAll);
+    }
+
+    /// `terminate`: fails every unsettled task, kills every worker.
+    pub(crate) fn terminate(&mut self) {
+        if matches!(self.phase, Phase::Terminated | Phase::Broken(_)) {
+            return;
+        }
+        self.phase = Phase::Terminated;
+        self.finish(Request::KillAll);
+    }
+
+    /// Ends the spawner with `last` (it kills what is left of its workers) and marks every slot
+    /// final.
+    pub(crate) fn finish(&mut self, last: Request) {
+        self.fail_all();
+        if let Some(mut pipe) = self.requests.take() {
+            let _ = pipe.write_all(&last.encode());
+        }
+        for s in &mut self.slots {
+            *s = Slot::Final;
+        }
+    }
+
+    /// `close`: no new tasks; workers stop once everything accepted has run.
+    pub(crate) fn close(&mut self, shared: &Shared) {
+        if matches!(self.phase, Phase::Running) {
+            self.phase = Phase::Closed;
+        }
+        self.dispatch(shared);
+    }
+
+    /// Gives pending tasks to live workers with room, least loaded first; after `close`, tells
+    /// idle workers to stop once nothing is pending.
+    fn dispatch(&mut self, shared: &Shared) {
+        while !self.pending.is_empty() {
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match s {
+                    Slot::Live {
+                        budget,
+                        assigned,
+                        stopping: false,
+                        ..
+                    } if assigned.len() < INBOX_DEPTH && *budget != Some(0) => {
+                        Some((assigned.len(), i))
+                    }
+                    _ => None,
+                })
+                .min();
+            let Some((_, i)) = best else { break };
+            let (task, bytes) = self.pending.pop_front().expect("not empty");
+            match shared.inboxes[i].put_nowait(bytes) {
+                Ok(()) => {
+                    if let Slot::Live {
+                        budget, assigned, ..
+                    } = &mut self.slots[i]
+                    {
+                        assigned.push(task);
+                        if let Some(b) = budget {
+                            *b -= 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Out of ring bytes (two large tasks): wait for this worker's next result.
+                    self.pending.push_front((task, e.into_inner()));
+                    break;
+                }
+            }
+        }
+        if matches!(self.phase, Phase::Closed) && self.pending.is_empty() {
+            for (i, s) in self.slots.iter_mut().enumerate() {
+                if let Slot::Live {
+                    assigned, stopping, ..
+                } = s
+                {
+                    if assigned.is_empty() && !*stopping {
+                        *stopping = shared.inboxes[i]
+                            .put_nowait(proto::encode(&TaskMsg::Stop))
+                            .is_ok();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes one event from the results queue into account.
+    fn on_event(&mut self, shared: &Shared, event: Event) {
+        if matches!(self.phase, Phase::Terminated | Phase::Broken(_)) {
+            return;
+        }
+        match event {
+            Event::Done {
+                slot,
+                task,
+                outcome,
+            } => {
+                if let Some(Slot::Live { assigned, .. }) = self.slots.get_mut(slot as usize) {
+                    assigned.retain(|&t| t != task);
+                }
+                let result = outcome.map_err(|f| match f {
+                    Failure::Panicked(m) => ProcessError::TaskPanicked(m),
+                    Failure::Codec(m) => ProcessError::Codec(m),
+                    Failure::ResultTooLarge { len, max } => {
+                        ProcessError::ResultTooLarge { len, max }
+                    }
+                });
+                self.settle(task, result);
+            }
+            Event::Started { slot, pid } => {
+                if let Some(s @ Slot::Starting) = self.slots.get_mut(slot as usize) {
+                    *s = Slot::Live {
+                        pid,
+                        budget: self.maxtasksperchild,
+                        assigned: Vec::new(),
+                        stopping: false,
+                    };
+                }
+            }
+            Event::SpawnFailed { slot, error } => {
+                if let Some(s) = self.slots.get_mut(slot as usize) {
+                    *s = Slot::Final;
+                }
+                let alive = self.slots.iter().any(|s| !matches!(s, Slot::Final));
+                if !alive && !(matches!(self.phase, Phase::Closed) && self.pending.is_empty()) {
+                    self.break_pool(format!("no worker is left: the last fork failed ({error})"));
+                }
+            }
+            Event::Exited { slot, pid, code } => self.on_exit(shared, slot as usize, pid, code),
+            Event::InitFailed { pid, message } => self.break_pool(format!(
+                "the initializer panicked in worker {pid}: {message}"
+            )),
+            Event::Wake => {}
+        }
+    }
+
+    fn on_exit(&mut self, shared: &Shared, slot: usize, pid: i32, code: i32) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let Slot::Live { assigned, .. } = std::mem::replace(s, Slot::Final) else {
+            return;
+        };
+        // What is still in its inbox was never taken: back to the front, in order.
+        let mut untaken = Vec::new();
+        while let Ok(bytes) = shared.inboxes[slot].get_nowait() {
+            if let Some(TaskMsg::Run { task, .. }) = proto::decode::<TaskMsg>(&bytes) {
+                untaken.push((task, bytes));
+            }
+        }
+        let lost: Vec<u64> = assigned
+            .into_iter()
+            .filter(|t| !untaken.iter().any(|(u, _)| u == t))
+            .collect();
+        for (task, bytes) in untaken.into_iter().rev() {
+            self.pending.push_front((task, bytes));
+        }
+        for task in lost {
+            let e = ProcessError::WorkerDied {
+                pid,
+                signal: (code < 0).then_some(-code),
+                exit_status: (code >= 0).then_some(code),
+            };
+            self.settle(task, Err(e));
+        }
+        let respawn = match self.phase {
+            Phase::Running => true,
+            Phase::Closed => !self.pending.is_empty(),
+            _ => false,
+        };
+        if respawn {
+            self.slots[slot] = Slot::Starting;
+            self.request(Request::Spawn(slot as u32));
+        }
+    }
+}
+
+/// The parent's result thread: reads the results queue, settles tasks, feeds workers, and
+/// watches the spawner.
+pub(crate) fn result_thread(shared: Arc<Shared>) {
+    loop {
+        let got = shared.results.get_timeout(TICK);
+        let mut st = shared.lock();
+        match got {
+            Ok(bytes) => match proto::decode::<Event>(&bytes) {
+                Some(ev) => st.on_event(&shared, ev),
+                None => st.break_pool("a garbled message came through the results queue".into()),
+            },
+            Err(GetError::Empty) => {
+                if matches!(st.phase, Phase::Running | Phase::Closed) && !shared.spawner.is_alive()
+                {
+                    let code = shared.spawner.exitcode().unwrap_or(0);
+                    st.break_pool(format!(
+                        "the pool's spawner process died (exit code {code}), and its workers with it"
+                    ));
+                }
+            }
+            Err(e) => {
+                st.break_pool(format!("the results queue failed: {e}"));
+                drop(st);
+                shared.notify();
+                std::thread::sleep(TICK);
+                st = shared.lock();
+            }
+        }
+        st.dispatch(&shared);
+        let quit = st.quit;
+        drop(st);
+        shared.notify();
+        if quit {
+            return;
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! What the pool's processes say to each other.
+//!
+//! * parent → worker, through the worker's inbox queue: [`TaskMsg`];
+//! * worker and spawner → parent, through the one results queue: [`Event`];
+//! * parent → spawner, through a pipe: [`Request`] (8 bytes, so each write is atomic).
+//!
+//! Queue messages are postcard bytes. The results queue is FIFO across its producers, and the
+//! spawner reports a worker's exit only after reaping it, so every result the worker committed
+//! reaches the parent before the news of its death: that is what makes the accounting of lost
+//! tasks exact (see `parent.rs`).
+
+use serde::{Deserialize, Serialize};
+
+/// A message in a worker's inbox.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum TaskMsg {
+    /// Run `func` through `trampoline` on the encoded chunk `args`.
+    Run {
+        task: u64,
+        trampoline: usize,
+        func: usize,
+        args: Vec<u8>,
+    },
+    /// Exit cleanly (after `close`, once the worker has nothing left to do).
+    Stop,
+}
+
+/// Why a task produced no value.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    /// The function panicked with this message.
+    Panicked(String),
+    /// The arguments did not decode or the result did not encode.
+    Codec(String),
+    /// The encoded result needs `len` bytes; the results queue takes at most `max`.
+    ResultTooLarge { len: usize, max: usize },
+}
+
+/// A message in the results queue.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Event {
+    /// A worker finished a task: the encoded `Vec` of results, or why there is none.
+    Done {
+        slot: u32,
+        task: u64,
+        outcome: Result<Vec<u8>, Failure>,
+    },
+    /// The spawner forked a worker for `slot`.
+    Started { slot: u32, pid: i32 },
+    /// The spawner could not fork a worker for `slot`.
+    SpawnFailed { slot: u32, error: String },
+    /// The spawner reaped the worker of `slot`: its exit code in Python's meaning (`-SIG`).
+    Exited { slot: u32, pid: i32, code: i32 },
+    /// The initializer panicked in a worker, which then exited.
+    InitFailed { pid: i32, message: String },
+    /// Sent by the parent to itself, to wake its result thread.
+    Wake,
+}
+
+/// A request to the spawner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Fork a worker for this slot.
+    Spawn(u32),
+    /// SIGKILL every worker, reap them, exit.
+    KillAll,
+    /// Every worker has been told to stop: reap them and exit.
+    Shutdown,
+}
+
+impl Request {
+    pub(crate) const LEN: usize = 8;
+
+    pub(crate) fn encode(self) -> [u8; Self::LEN] {
+        let (op, slot) = match self {
+            Request::Spawn(s) => (1u32, s),
+            Request::KillAll => (2, 0),
+            Request::Shutdown => (3, 0),
+        };
+        let mut b = [0u8; Self::LEN];
+        b[..4].copy_from_slice(&op.to_le_bytes());
+        b[4..].copy_from_slice(&slot.to_le_bytes());
+        b
+    }
+
+    /// `None` for bytes no parent writes: the spawner treats that as a broken parent.
+    pub(crate) fn decode(b: [u8; Self::LEN]) -> Option<Request> {
+        let op = u32::from_le_bytes(b[..4].try_into().ok()?);
+        let slot = u32::from_le_bytes(b[4..].try_into().ok()?);
+        match op {
+            1 => Some(Request::Spawn(slot)),
+            2 => Some(Request::KillAll),
+            3 => Some(Request::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// postcard bytes of a message (the pool's own types always encode).
+pub(crate) fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_allocvec(msg).expect("the pool's messages always encode")
+}
+
+/// The message in `bytes`, or `None` for bytes that are not one.
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    postcard::from_bytes(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_garbage_is_refused() {
+        for r in [Request::Spawn(7), Request::KillAll, Request::Shutdown] {
+            assert_eq!(Request::decode(r.encode()), Some(r));
+        }
+        assert_eq!(Request::decode([9; 8]), None);
+    }
+}

@@ -1,0 +1,351 @@
+//! [`AsyncResult`] and [`IMap`]: results that arrive later.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::call::Call;
+use super::parent::Shared;
+use super::{decode_chunk, encode_chunk};
+use crate::error::ProcessError;
+
+/// How a settled batch of chunks becomes the caller's value.
+type Finish<T> = fn(Vec<Vec<u8>>) -> Result<T, ProcessError>;
+
+/// A result that will be ready later: what [`Pool::apply_async`](super::Pool::apply_async) and
+/// [`Pool::map_async`](super::Pool::map_async) return (Python's `AsyncResult` and
+/// `MapResult`).
+///
+/// [`get`](AsyncResult::get) blocks until the value is there. A task whose worker died gives
+/// [`ProcessError::WorkerDied`] instead, within a moment of the death: it never hangs. Dropping
+/// an `AsyncResult` lets its tasks run to the end and throws their results away.
+///
+/// ```
+/// use baozi_process::Pool;
+/// use std::time::Duration;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let pool = Pool::new(2)?;
+/// let r = pool.apply_async(square, 12)?;
+/// r.wait();
+/// assert!(r.ready());
+/// assert_eq!(r.successful(), Some(true));
+/// assert_eq!(r.get()?, 144);
+///
+/// let m = pool.map_async(square, 0..5)?;
+/// let m = match m.get_timeout(Duration::from_secs(30)) {
+///     Ok(result) => result?,
+///     Err(_still_running) => panic!("slower than 30 s"),
+/// };
+/// assert_eq!(m, [0, 1, 4, 9, 16]);
+/// # Ok::<(), baozi_process::ProcessError>(())
+/// ```
+pub struct AsyncResult<T> {
+    shared: Arc<Shared>,
+    tasks: Vec<u64>,
+    finish: Finish<T>,
+    taken: bool,
+}
+
+impl<T> fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("tasks", &self.tasks.len())
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+impl<T> AsyncResult<T> {
+    pub(crate) fn new(shared: Arc<Shared>, tasks: Vec<u64>, finish: Finish<T>) -> Self {
+        AsyncResult {
+            shared,
+            tasks,
+            finish,
+            taken: false,
+        }
+    }
+
+    /// Whether the call has finished: every task done, or one failed (Python's `ready()`).
+    pub fn ready(&self) -> bool {
+        self.shared.lock().settled(&self.tasks)
+    }
+
+    /// Whether it finished without an error; `None` while it runs (where Python raises).
+    pub fn successful(&self) -> Option<bool> {
+        let st = self.shared.lock();
+        if !st.settled(&self.tasks) {
+            return None;
+        }
+        // Settled with every task done means success; settled early means one failed.
+        Some(self.tasks.iter().all(|&t| st.is_done(t)) && !st.any_failed(&self.tasks))
+    }
+
+    /// Blocks until [`ready`](AsyncResult::ready).
+    pub fn wait(&self) {
+        let st = self.shared.lock();
+        let _ = self
+            .shared
+            .wait_until(st, None, |st| st.settled(&self.tasks));
+    }
+
+    /// Blocks until [`ready`](AsyncResult::ready) or `timeout` has passed; returns whether it
+    /// is ready.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let st = self.shared.lock();
+        let deadline = Instant::now() + timeout;
+        self.shared
+            .wait_until(st, Some(deadline), |st| st.settled(&self.tasks))
+            .1
+    }
+
+    /// Blocks until the value is there and returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::TaskPanicked`] (the worker goes on), [`ProcessError::WorkerDied`] (the
+    /// worker running it was killed or exited; it has been replaced),
+    /// [`ProcessError::ResultTooLarge`], [`ProcessError::Codec`],
+    /// [`ProcessError::PoolTerminated`], [`ProcessError::PoolBroken`]. For a map, the first
+    /// failing chunk in input order.
+    pub fn get(mut self) -> Result<T, ProcessError> {
+        let st = self.shared.lock();
+        let (mut st, _) = self
+            .shared
+            .wait_until(st, None, |st| st.settled(&self.tasks));
+        self.taken = true;
+        let chunks = st.take(&self.tasks);
+        drop(st);
+        chunks.and_then(self.finish)
+    }
+
+    /// Like [`get`](AsyncResult::get) with a time limit: `Err(self)` gives the result back
+    /// when it is not ready after `timeout` (Python raises `TimeoutError`).
+    ///
+    /// # Errors
+    ///
+    /// The inner result as [`get`](AsyncResult::get); the outer `Err` on timeout.
+    #[allow(clippy::result_large_err)]
+    pub fn get_timeout(self, timeout: Duration) -> Result<Result<T, ProcessError>, Self> {
+        if self.wait_timeout(timeout) {
+            Ok(self.get())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl<T> Drop for AsyncResult<T> {
+    fn drop(&mut self) {
+        if !self.taken {
+            let mut st = self.shared.lock();
+            for &t in &self.tasks {
+                st.abandon(t);
+            }
+        }
+    }
+}
+
+pub(crate) fn finish_one<R: DeserializeOwned>(chunks: Vec<Vec<u8>>) -> Result<R, ProcessError> {
+    let mut all = finish_all::<R>(chunks)?;
+    match (all.pop(), all.is_empty()) {
+        (Some(r), true) => Ok(r),
+        _ => Err(ProcessError::Codec(
+            "a single task came back with a number of results other than one".into(),
+        )),
+    }
+}
+
+pub(crate) fn finish_all<R: DeserializeOwned>(
+    chunks: Vec<Vec<u8>>,
+) -> Result<Vec<R>, ProcessError> {
+    let mut out = Vec::new();
+    for c in chunks {
+        out.extend(decode_chunk::<R>(&c)?);
+    }
+    Ok(out)
+}
+
+/// One chunk of an [`IMap`] on its way.
+#[derive(Debug)]
+enum InFlight {
+    Task {
+        id: u64,
+    },
+    /// It could not even be submitted (the pool was closed, the chunk too large).
+    Refused(ProcessError),
+}
+
+/// The iterator of [`Pool::imap`](super::Pool::imap) and
+/// [`Pool::imap_unordered`](super::Pool::imap_unordered): results as they arrive, in input
+/// order or in completion order.
+///
+/// It reads its input lazily and keeps at most a few chunks per worker in flight (see
+/// [`Pool::imap`](super::Pool::imap)), so an endless input is fine. Each item is a `Result`:
+/// a chunk that failed (a panic, a dead worker) yields one `Err` in place of its items, and
+/// the iteration goes on with the next chunk.
+pub struct IMap<A, R, I> {
+    shared: Arc<Shared>,
+    call: Call,
+    input: I,
+    input_done: bool,
+    chunksize: usize,
+    window: usize,
+    ordered: bool,
+    in_flight: VecDeque<InFlight>,
+    ready: VecDeque<R>,
+    _args: PhantomData<fn(A)>,
+}
+
+impl<A, R, I> fmt::Debug for IMap<A, R, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IMap")
+            .field("ordered", &self.ordered)
+            .field("chunksize", &self.chunksize)
+            .field("chunks_in_flight", &self.in_flight.len())
+            .field("buffered", &self.ready.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A, R, I> IMap<A, R, I>
+where
+    A: Serialize,
+    R: DeserializeOwned,
+    I: Iterator<Item = A>,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        call: Call,
+        input: I,
+        chunksize: usize,
+        window: usize,
+        ordered: bool,
+    ) -> Self {
+        IMap {
+            shared,
+            call,
+            input,
+            input_done: false,
+            chunksize,
+            window,
+            ordered,
+            in_flight: VecDeque::new(),
+            ready: VecDeque::new(),
+            _args: PhantomData,
+        }
+    }
+
+    /// Reads input and submits chunks until the window is full or the input ends.
+    fn refill(&mut self) {
+        while !self.input_done && self.in_flight.len() < self.window {
+            let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
+            if chunk.len() < self.chunksize {
+                self.input_done = true;
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let entry =
+                match encode_chunk(&chunk).and_then(|b| self.shared.submit(self.call, vec![b])) {
+                    Ok(ids) => InFlight::Task { id: ids[0] },
+                    Err(e) => InFlight::Refused(e),
+                };
+            self.in_flight.push_back(entry);
+        }
+    }
+
+    /// The next result, waiting at most until `deadline`; `Some(Err(Timeout))` when it passes.
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R, ProcessError>> {
+        if let Some(r) = self.ready.pop_front() {
+            return Some(Ok(r));
+        }
+        self.refill();
+        if self.in_flight.is_empty() {
+            return None;
+        }
+        // The entry to hand over: the oldest (ordered), or any that is ready (unordered).
+        let st = self.shared.lock();
+        let ordered = self.ordered;
+        let entries = &self.in_flight;
+        let is_ready = |st: &super::parent::State, e: &InFlight| match e {
+            InFlight::Task { id } => st.is_done(*id),
+            InFlight::Refused(_) => true,
+        };
+        let (mut st, ok) = self.shared.wait_until(st, deadline, |st| {
+            if ordered {
+                is_ready(st, &entries[0])
+            } else {
+                entries.iter().any(|e| is_ready(st, e))
+            }
+        });
+        if !ok {
+            return Some(Err(ProcessError::Timeout));
+        }
+        let pos = if ordered {
+            0
+        } else {
+            entries
+                .iter()
+                .position(|e| is_ready(&st, e))
+                .expect("one is ready")
+        };
+        let entry = self.in_flight.remove(pos).expect("in range");
+        let result = match entry {
+            InFlight::Refused(e) => Err(e),
+            InFlight::Task { id } => st.take(&[id]),
+        };
+        drop(st);
+        match result.and_then(finish_all::<R>) {
+            Ok(items) => {
+                self.ready.extend(items);
+                self.refill();
+                self.ready
+                    .pop_front()
+                    .map(Ok)
+                    .or_else(|| self.next_until(deadline))
+            }
+            Err(e) => {
+                self.refill();
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Like [`next`](Iterator::next), but waits at most `timeout`: then it yields
+    /// `Some(Err(ProcessError::Timeout))` and the iteration can go on (Python's
+    /// `next(timeout)`).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, ProcessError>> {
+        self.next_until(Some(Instant::now() + timeout))
+    }
+}
+
+impl<A, R, I> Iterator for IMap<A, R, I>
+where
+    A: Serialize,
+    R: DeserializeOwned,
+    I: Iterator<Item = A>,
+{
+    type Item = Result<R, ProcessError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_until(None)
+    }
+}
+
+impl<A, R, I> Drop for IMap<A, R, I> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        for e in &self.in_flight {
+            if let InFlight::Task { id } = e {
+                st.abandon(*id);
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The spawner and the workers: the pool's processes.
+//!
+//! [`Pool::new`](super::Pool) forks one *spawner* before it starts any thread. The spawner is
+//! single-threaded and does one thing: fork a worker when the parent asks (at start, and to
+//! replace a worker that died or reached `maxtasksperchild`), reap it when it exits, and report
+//! both through the results queue. So every worker is forked from a single-threaded process,
+//! whatever threads the parent has by then (its result thread, the caller's own), and a worker
+//! never inherits a lock that another thread held at the fork.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baozi_queue::Queue;
+
+use super::call;
+use super::proto::{self, Event, Failure, Request, TaskMsg};
+use crate::child::panic_message;
+use crate::process::Process;
+use crate::sys;
+
+/// The initializer a worker runs before its first task.
+pub(crate) type Initializer = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// Bytes an [`Event::Done`] adds around a result (enum tags and varints, rounded up).
+pub(crate) const DONE_OVERHEAD: usize = 32;
+
+/// How often to look when a pidfd is missing (Linux < 5.3).
+const FALLBACK_TICK: Duration = Duration::from_millis(20);
+
+/// Everything the spawner needs; moved into it at the fork.
+pub(crate) struct Spawner {
+    /// The read end of the request pipe.
+    pub(crate) requests: File,
+    /// The parent's write end, inherited by the fork: the spawner closes it so that the pipe
+    /// reports end-of-file when the parent's end is gone.
+    pub(crate) parent_end: RawFd,
+    pub(crate) parent: sys::Pid,
+    pub(crate) inboxes: Arc<Vec<Queue<Vec<u8>>>>,
+    pub(crate) results: Arc<Queue<Vec<u8>>>,
+    pub(crate) initializer: Option<Initializer>,
+    pub(crate) maxtasksperchild: Option<usize>,
+}
+
+fn send(results: &Queue<Vec<u8>>, event: &Event) -> bool {
+    results.put(proto::encode(event)).is_ok()
+}
+
+impl Spawner {
+    /// The spawner's body; its return value is its exit code.
+    pub(crate) fn run(self) -> i32 {
+        sys::close_inherited(self.parent_end);
+        // The parent may die without a word (kill -9): its pidfd turns readable, and the
+        // spawner takes its workers down with it. Workers have PDEATHSIG on the spawner.
+        let parent_fd = sys::pidfd_open(self.parent).ok();
+        if sys::getppid() != self.parent {
+            return 0;
+        }
+        let mut workers: Vec<Option<Process>> = self.inboxes.iter().map(|_| None).collect();
+        let mut serial = 0u64;
+        let mut ready = Vec::new();
+        loop {
+            for (slot, w) in workers.iter_mut().enumerate() {
+                let Some(p) = w else { continue };
+                if let Some(code) = p.exitcode() {
+                    let pid = p.pid().unwrap_or(0);
+                    send(
+                        &self.results,
+                        &Event::Exited {
+                            slot: slot as u32,
+                            pid,
+                            code,
+                        },
+                    );
+                    *w = None;
+                }
+            }
+            let pidfds: Vec<_> = workers.iter().flatten().map(Process::pidfd).collect();
+            let mut fds = vec![self.requests.as_fd()];
+            fds.extend(parent_fd.as_ref().map(|fd| fd.as_fd()));
+            fds.extend(pidfds.iter().flatten().map(|fd| fd.as_fd()));
+            let exact = parent_fd.is_some() && pidfds.iter().all(Option::is_some);
+            let timeout = (!exact).then_some(FALLBACK_TICK);
+            if sys::poll_many(&fds, timeout, &mut ready).is_err() {
+                std::thread::sleep(FALLBACK_TICK);
+            }
+            let parent_gone = parent_fd.is_some() && ready.get(1) == Some(&true);
+            if parent_gone || sys::getppid() != self.parent {
+                return kill_all(&mut workers);
+            }
+            if ready.first() != Some(&true) {
+                continue;
+            }
+            let mut buf = [0u8; Request::LEN];
+            // Each request is one atomic 8-byte write, so a readable pipe holds a whole one;
+            // end-of-file means the parent's end is gone.
+            let request = match (&self.requests).read_exact(&mut buf) {
+                Ok(()) => Request::decode(buf),
+                Err(_) => None,
+            };
+            match request {
+                Some(Request::Spawn(slot)) => {
+                    serial += 1;
+                    let event = match self.fork_worker(slot, serial) {
+                        Ok(p) => {
+                            let pid = p.pid().unwrap_or(0);
+                            workers[slot as usize] = Some(p);
+                            Event::Started { slot, pid }
+                        }
+                        Err(e) => Event::SpawnFailed {
+                            slot,
+                            error: e.to_string(),
+                        },
+                    };
+                    send(&self.results, &event);
+                }
+                Some(Request::KillAll | Request::Shutdown) | None => return kill_all(&mut workers),
+            }
+        }
+    }
+
+    fn fork_worker(&self, slot: u32, serial: u64) -> Result<Process, crate::ProcessError> {
+        if slot as usize >= self.inboxes.len() {
+            return Err(crate::ProcessError::Invalid {
+                what: format!("the parent asked for worker slot {slot}, which does not exist"),
+            });
+        }
+        let inboxes = Arc::clone(&self.inboxes);
+        let results = Arc::clone(&self.results);
+        let init = self.initializer.clone();
+        let maxtasks = self.maxtasksperchild;
+        let p = Process::builder()
+            .name(format!("PoolWorker-{serial}"))
+            .daemon(true)
+            .spawn_fn(move || {
+                work(
+                    &inboxes[slot as usize],
+                    &results,
+                    slot,
+                    init.as_deref(),
+                    maxtasks,
+                )
+            });
+        p.start()?;
+        Ok(p)
+    }
+}
+
+/// SIGKILLs and reaps every worker still there; the spawner's exit code.
+fn kill_all(workers: &mut [Option<Process>]) -> i32 {
+    for p in workers.iter().flatten() {
+        let _ = p.kill();
+    }
+    for p in workers.iter_mut().filter_map(Option::take) {
+        let _ = p.join();
+    }
+    0
+}
+
+/// A worker's body: the initializer, then tasks from its inbox until `Stop` or its
+/// `maxtasksperchild`. Returns its exit code.
+fn work(
+    inbox: &Queue<Vec<u8>>,
+    results: &Queue<Vec<u8>>,
+    slot: u32,
+    initializer: Option<&(dyn Fn() + Send + Sync)>,
+    maxtasks: Option<usize>,
+) -> i32 {
+    if let Some(init) = initializer {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(init)) {
+            let message = panic_message(&*payload);
+            send(
+                results,
+                &Event::InitFailed {
+                    pid: sys::getpid(),
+                    message,
+                },
+            );
+            return 1;
+        }
+    }
+    let max = results.max_message_len().saturating_sub(DONE_OVERHEAD);
+    let mut ran = 0usize;
+    loop {
+        if maxtasks.is_some_and(|m| ran >= m) {
+            return 0;
+        }
+        let Ok(bytes) = inbox.get() else { return 2 };
+        let Some(msg) = proto::decode::<TaskMsg>(&bytes) else {
+            return 2;
+        };
+        let TaskMsg::Run {
+            task,
+            trampoline,
+            func,
+            args,
+        } = msg
+        else {
+            return 0;
+        };
+        // SAFETY: only the pool's parent writes this inbox, and it writes `Call`s made in this
+        // binary image, which this worker shares as a fork of it (call::invoke's contract).
+        let mut outcome = unsafe { call::invoke(trampoline, func, &args) };
+        drop(args);
+        if let Ok(r) = &outcome {
+            if r.len() > max {
+                outcome = Err(Failure::ResultTooLarge { len: r.len(), max });
+            }
+        }
+        if !send(
+            results,
+            &Event::Done {
+                slot,
+                task,
+                outcome,
+            },
+        ) {
+            return 2;
+        }
+        ran += 1;
+    }
+}
