@@ -269,30 +269,37 @@ impl State {
         self.done.contains_key(&task)
     }
 
-    /// Takes the results of settled `tasks`, in order; the first failure in order wins, and the
-    /// other tasks are let go.
+    /// Takes the results of settled `tasks`, in order. When one has failed, the first failure
+    /// in order among those settled is returned and the other tasks are let go (some may still
+    /// be running).
     pub(crate) fn take(&mut self, tasks: &[u64]) -> Result<Vec<Vec<u8>>, ProcessError> {
-        let mut out = Vec::with_capacity(tasks.len());
-        let mut failure = None;
-        for &t in tasks {
-            if failure.is_some() {
+        let failed = tasks
+            .iter()
+            .position(|t| matches!(self.done.get(t), Some(Err(_))));
+        if let Some(i) = failed {
+            let Some(Err(e)) = self.done.remove(&tasks[i]) else {
+                unreachable!("checked above")
+            };
+            for &t in tasks {
                 self.abandon(t);
-                continue;
             }
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for &t in tasks {
             match self.done.remove(&t) {
                 Some(Ok(bytes)) => out.push(bytes),
-                Some(Err(e)) => failure = Some(e),
-                None => {
-                    failure = Some(ProcessError::PoolBroken {
+                _ => {
+                    for &t in tasks {
+                        self.abandon(t);
+                    }
+                    return Err(ProcessError::PoolBroken {
                         reason: format!("task {t} was taken before it settled"),
-                    })
+                    });
                 }
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 
     /// Drops a task's result, now or when it settles.
@@ -469,7 +476,8 @@ impl State {
                     *s = Slot::Final;
                 }
                 let alive = self.slots.iter().any(|s| !matches!(s, Slot::Final));
-                if !alive && !(matches!(self.phase, Phase::Closed) && self.pending.is_empty()) {
+                let nothing_left = matches!(self.phase, Phase::Closed) && self.pending.is_empty();
+                if !(alive || nothing_left) {
                     self.break_pool(format!("no worker is left: the last fork failed ({error})"));
                 }
             }

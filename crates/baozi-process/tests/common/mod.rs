@@ -1,0 +1,160 @@
+//! The runner shared by the multi-process test binaries (`harness = false`): each case runs
+//! in its own forked child (own process group, child subreaper) under a watchdog, and must leave
+//! no child behind.
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+pub type Case = fn() -> Result<(), String>;
+
+/// Fails the case with the line and the condition (or a message) when the condition is false.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr) => {
+        if !$cond {
+            return Err(format!("line {}: check failed: {}", line!(), stringify!($cond)));
+        }
+    };
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!("line {}: {}", line!(), format!($($fmt)+)));
+        }
+    };
+}
+
+pub fn e<E: std::fmt::Display>(err: E) -> String {
+    err.to_string()
+}
+
+pub fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Pids whose parent is this process (any state, zombies included), from /proc/*/stat.
+pub fn children() -> Vec<(i32, char)> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for ent in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = ent.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ...": comm may hold spaces, so split after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: i32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == me {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn running(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].chars().next())
+            .is_some_and(|s| s != 'Z'),
+        Err(_) => false,
+    }
+}
+
+pub const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// Runs one case in a forked child (own process group, subreaper) and returns its verdict.
+fn run_case(case: Case) -> Result<(), String> {
+    // SAFETY: the runner is single-threaded (harness = false); the child leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: plain syscalls on this process.
+        unsafe {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        let r = std::panic::catch_unwind(case).unwrap_or_else(|_| Err("case panicked".into()));
+        let r = r.and_then(|()| {
+            let left = children();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("children left behind (pid, state): {left:?}"))
+            }
+        });
+        let code = match r {
+            Ok(()) => 0,
+            Err(msg) => {
+                eprintln!("    {msg}");
+                1
+            }
+        };
+        // SAFETY: leaves the case process without running the runner's code.
+        unsafe { libc::_exit(code) }
+    }
+    let t = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid int.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if t.elapsed() > WATCHDOG {
+            // SAFETY: kills the case's process group, then reaps the case.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err(format!("watchdog: killed after {WATCHDOG:?}"));
+        }
+        sleep_ms(5);
+    }
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(format!("case process status {status:#x}"))
+    }
+}
+
+/// Runs `cases` (filtered by the command-line arguments) and exits non-zero on a failure.
+pub fn run_cases(cases: &[(&str, Case)]) {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let t0 = Instant::now();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let t = Instant::now();
+        match run_case(*case) {
+            Ok(()) => {
+                passed += 1;
+                println!("ok   {name} ({:?})", t.elapsed());
+            }
+            Err(msg) => {
+                failed += 1;
+                println!("FAIL {name}: {msg}");
+            }
+        }
+    }
+    println!(
+        "{passed} passed, {failed} failed in {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,653 @@
+//! Pool tests across real worker processes, one forked case at a time under a watchdog
+//! (`harness = false`). Each case must leave no child behind: no worker, spawner or zombie.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use baozi_process::{Pool, ProcessError};
+use baozi_shm::{Offset, Region};
+
+mod common;
+use common::{children, e, run_cases, running, sleep_ms, Case};
+
+// ---- task functions (plain fns: they cross the fork by address) -----------------------------
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: i32, b: i32) -> i32 {
+    a + b
+}
+
+fn shout(s: String) -> String {
+    s.to_uppercase()
+}
+
+fn pid_of_worker(_: u32) -> i32 {
+    std::process::id() as i32
+}
+
+fn sleep_then_pid(ms: u64) -> i32 {
+    sleep_ms(ms);
+    std::process::id() as i32
+}
+
+fn sleep_then_double(ms: u64) -> u64 {
+    sleep_ms(ms % 1000);
+    ms * 2
+}
+
+fn double_slowly(x: u64) -> u64 {
+    sleep_ms(2);
+    x * 2
+}
+
+fn panics_on_odd(x: u32) -> u32 {
+    if x % 2 == 1 {
+        panic!("odd dough: {x}");
+    }
+    x
+}
+
+/// Dies in the way named: the worker never returns from this.
+fn die(how: String) -> u32 {
+    match how.as_str() {
+        // SAFETY: raising a signal on this process; default actions end it.
+        "kill" => unsafe {
+            libc::raise(libc::SIGKILL);
+        },
+        "abort" => std::process::abort(),
+        // SAFETY: as above. std's own SIGSEGV handler (stack overflow detection) would return
+        // from a raised, not faulted, SIGSEGV, so the default action is put back first.
+        "segv" => unsafe {
+            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            libc::raise(libc::SIGSEGV);
+        },
+        "exit" => std::process::exit(3),
+        _ => {}
+    }
+    0
+}
+
+fn big_result(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+fn len_of(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// The parent of `pid`, from /proc.
+fn ppid_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn kill9(pid: i32) {
+    // SAFETY: a signal to a pid; touches no memory.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Waits up to `limit` for `cond`.
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        sleep_ms(5);
+    }
+    cond()
+}
+
+/// The pool's workers, once all `n` are up.
+fn workers(pool: &Pool, n: usize) -> Result<Vec<i32>, String> {
+    let ok = eventually(Duration::from_secs(10), || pool.worker_pids().len() == n);
+    check!(ok, "only {:?} of {n} workers came up", pool.worker_pids());
+    Ok(pool.worker_pids())
+}
+
+// ---- cases ---------------------------------------------------------------------------------
+
+fn apply_and_map_values() -> Result<(), String> {
+    let pool = Pool::new(3).map_err(e)?;
+    check!(pool.processes() == 3);
+    check!(pool.apply(square, 12).map_err(e)? == 144);
+    check!(pool.apply(shout, "pork".to_owned()).map_err(e)? == "PORK");
+    let asyncs: Vec<_> = (0..50u64)
+        .map(|i| pool.apply_async(square, i))
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let got: Vec<u64> = asyncs
+        .into_iter()
+        .map(|r| r.get())
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    check!(got == (0..50u64).map(|i| i * i).collect::<Vec<_>>());
+    let want: Vec<u64> = (0..1000u64).map(|i| i * i).collect();
+    check!(pool.map(square, 0..1000u64).map_err(e)? == want);
+    for size in [1, 7, 1000, 5000] {
+        check!(
+            pool.with_chunksize(size)
+                .map(square, 0..1000u64)
+                .map_err(e)?
+                == want,
+            "chunksize {size}"
+        );
+    }
+    check!(pool.map(square, Vec::<u64>::new()).map_err(e)?.is_empty());
+    check!(pool.starmap(add, [(1, 2), (3, 4), (-5, 5)]).map_err(e)? == [3, 7, 0]);
+    check!(
+        pool.with_chunksize(2)
+            .starmap_async(add, (0..9).map(|i| (i, i)))
+            .map_err(e)?
+            .get()
+            .map_err(e)?
+            == (0..9).map(|i| 2 * i).collect::<Vec<_>>()
+    );
+    // The work was spread: more than one worker answered.
+    let pids = pool
+        .with_chunksize(1)
+        .map(sleep_then_pid, [30u64; 12])
+        .map_err(e)?;
+    let distinct: std::collections::HashSet<_> = pids.iter().collect();
+    check!(distinct.len() > 1, "one worker did everything: {pids:?}");
+    Ok(())
+}
+
+fn async_result_methods() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    let r = pool.apply_async(sleep_then_double, 400).map_err(e)?;
+    check!(!r.ready());
+    check!(r.successful().is_none());
+    let t = Instant::now();
+    check!(!r.wait_timeout(Duration::from_millis(50)));
+    let waited = t.elapsed();
+    check!(
+        waited >= Duration::from_millis(50) && waited < Duration::from_millis(350),
+        "{waited:?}"
+    );
+    let r = match r.get_timeout(Duration::from_millis(10)) {
+        Ok(v) => return Err(format!("ready too early: {v:?}")),
+        Err(r) => r,
+    };
+    r.wait();
+    check!(r.ready());
+    check!(r.successful() == Some(true));
+    check!(r.get().map_err(e)? == 800);
+    let bad = pool.apply_async(panics_on_odd, 3).map_err(e)?;
+    bad.wait();
+    check!(bad.successful() == Some(false));
+    // A dropped result does not disturb the pool.
+    drop(pool.apply_async(sleep_then_double, 100).map_err(e)?);
+    check!(pool.apply(square, 3).map_err(e)? == 9);
+    Ok(())
+}
+
+fn imap_orders() -> Result<(), String> {
+    // The Python docs' demo, scaled: 3 workers sleep 600, 300 and 0 ms.
+    let pool = Pool::new(3).map_err(e)?;
+    workers(&pool, 3)?;
+    let ordered: Vec<u64> = pool
+        .imap(sleep_then_double, [600u64, 300, 0])
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    check!(ordered == [1200, 600, 0], "{ordered:?}");
+    let unordered: Vec<u64> = pool
+        .imap_unordered(sleep_then_double, [600u64, 300, 0])
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    check!(unordered == [0, 600, 1200], "{unordered:?}");
+    let chunked: Vec<u64> = pool
+        .with_chunksize(16)
+        .imap(double_slowly, 0..100)
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    check!(chunked == (0..100).map(|x| x * 2).collect::<Vec<_>>());
+    let mut it = pool.imap(sleep_then_double, [500u64]).map_err(e)?;
+    check!(matches!(
+        it.next_timeout(Duration::from_millis(20)),
+        Some(Err(ProcessError::Timeout))
+    ));
+    check!(matches!(
+        it.next_timeout(Duration::from_secs(10)),
+        Some(Ok(1000))
+    ));
+    check!(it.next().is_none());
+    Ok(())
+}
+
+fn imap_reads_input_lazily() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    let read = Cell::new(0u64);
+    let endless = (0u64..).inspect(|_| read.set(read.get() + 1));
+    let mut it = pool.imap(double_slowly, endless).map_err(e)?;
+    for i in 0..50u64 {
+        check!(it.next().transpose().map_err(e)? == Some(i * 2));
+    }
+    sleep_ms(100);
+    // Taking 50 results read at most 50 + the window (3 chunks per worker) items.
+    check!(read.get() <= 50 + 6, "read {} items ahead", read.get());
+    let mut un = pool.imap_unordered(double_slowly, 0u64..).map_err(e)?;
+    let mut seen: Vec<u64> = (0..40).map(|_| un.next().unwrap().unwrap()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    check!(seen.len() == 40 && seen.iter().all(|v| v % 2 == 0 && *v < 2 * 46));
+    Ok(())
+}
+
+fn task_panic_keeps_worker() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    let before = workers(&pool, 2)?;
+    match pool.apply(panics_on_odd, 7) {
+        Err(ProcessError::TaskPanicked(m)) => check!(m == "odd dough: 7", "{m}"),
+        other => return Err(format!("{other:?}")),
+    }
+    // map fails with the first failing chunk; the others are let go.
+    check!(matches!(
+        pool.map(panics_on_odd, 0..10),
+        Err(ProcessError::TaskPanicked(_))
+    ));
+    check!(pool.apply(panics_on_odd, 8).map_err(e)? == 8);
+    let mut after = pool.worker_pids();
+    after.sort_unstable();
+    let mut before = before;
+    before.sort_unstable();
+    check!(
+        before == after,
+        "workers changed after panics: {before:?} -> {after:?}"
+    );
+    Ok(())
+}
+
+fn worker_deaths_fail_only_their_task() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    for (how, signal, status) in [
+        ("kill", Some(9), None),
+        ("abort", Some(6), None),
+        ("segv", Some(11), None),
+        ("exit", None, Some(3)),
+    ] {
+        let others: Vec<_> = (0..10u64)
+            .map(|i| pool.apply_async(sleep_then_double, i * 3))
+            .collect::<Result<_, _>>()
+            .map_err(e)?;
+        let t = Instant::now();
+        match pool.apply(die, how.to_owned()) {
+            Err(ProcessError::WorkerDied {
+                pid,
+                signal: s,
+                exit_status: x,
+            }) => {
+                check!(
+                    (s, x) == (signal, status),
+                    "{how}: signal {s:?} status {x:?}"
+                );
+                check!(pid > 0 && !running(pid), "{how}: worker {pid} still runs");
+            }
+            other => return Err(format!("{how}: {other:?}")),
+        }
+        check!(
+            t.elapsed() < Duration::from_secs(5),
+            "{how}: took {:?}",
+            t.elapsed()
+        );
+        for (i, r) in others.into_iter().enumerate() {
+            check!(r.get().map_err(e)? == i as u64 * 6, "{how}: task {i}");
+        }
+        workers(&pool, 2)?;
+    }
+    check!(pool.map(square, 0..100u64).map_err(e)?.len() == 100);
+    Ok(())
+}
+
+/// kill -9 of a worker from outside during map, imap and apply, in a loop.
+fn kill9_workers_in_a_loop() -> Result<(), String> {
+    let iters: u64 = std::env::var("BAOZI_POOL_KILL_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let pool = Pool::new(3).map_err(e)?;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let (mut kills, mut died, mut ok) = (0, 0, 0);
+    for it in 0..iters {
+        let pids = workers(&pool, 3)?;
+        let victim = pids[rand(pids.len() as u64) as usize];
+        match it % 3 {
+            0 => {
+                let r = pool
+                    .with_chunksize(1)
+                    .map_async(double_slowly, 0..60u64)
+                    .map_err(e)?;
+                sleep_ms(rand(40));
+                kill9(victim);
+                kills += 1;
+                match r.get() {
+                    Ok(v) => {
+                        check!(v == (0..60).map(|x| x * 2).collect::<Vec<_>>());
+                        ok += 1;
+                    }
+                    Err(ProcessError::WorkerDied { pid, signal, .. }) => {
+                        check!(
+                            pid == victim && signal == Some(9),
+                            "died: {pid} {signal:?}, killed {victim}"
+                        );
+                        died += 1;
+                    }
+                    Err(other) => return Err(format!("map: {other}")),
+                }
+            }
+            1 => {
+                let mut errs = 0;
+                let mut n = 0u64;
+                for (i, r) in pool.imap(double_slowly, 0..60u64).map_err(e)?.enumerate() {
+                    if i == 20 {
+                        kill9(victim);
+                        kills += 1;
+                    }
+                    match r {
+                        Ok(v) => check!(v == i as u64 * 2, "imap item {i} is {v}"),
+                        Err(ProcessError::WorkerDied { pid, .. }) => {
+                            check!(pid == victim);
+                            errs += 1;
+                        }
+                        Err(other) => return Err(format!("imap: {other}")),
+                    }
+                    n += 1;
+                }
+                // Every item is accounted for, in order, and at most the one the victim was
+                // running failed.
+                check!(n == 60 && errs <= 1, "imap: {n} items, {errs} errors");
+                died += errs;
+                ok += 1 - errs.min(1);
+            }
+            _ => {
+                let r = pool.apply_async(sleep_then_pid, 200).map_err(e)?;
+                sleep_ms(50);
+                let running_on = pool.worker_pids();
+                for p in &running_on {
+                    kill9(*p);
+                }
+                kills += running_on.len();
+                match r.get() {
+                    Err(ProcessError::WorkerDied {
+                        signal: Some(9), ..
+                    }) => died += 1,
+                    other => return Err(format!("apply on a killed worker: {other:?}")),
+                }
+            }
+        }
+    }
+    check!(pool.map(square, 0..30u64).map_err(e)?.len() == 30);
+    println!("    {iters} iterations: {kills} workers killed, {died} tasks failed with WorkerDied, {ok} calls unharmed");
+    Ok(())
+}
+
+fn maxtasksperchild_replaces_workers() -> Result<(), String> {
+    let pool = Pool::builder()
+        .processes(2)
+        .maxtasksperchild(3)
+        .build()
+        .map_err(e)?;
+    let pids = pool
+        .with_chunksize(1)
+        .map(pid_of_worker, 0..30u32)
+        .map_err(e)?;
+    let mut count: HashMap<i32, usize> = HashMap::new();
+    for p in pids {
+        *count.entry(p).or_default() += 1;
+    }
+    check!(count.values().all(|&c| c <= 3), "{count:?}");
+    check!(count.len() >= 10, "{count:?}");
+    Ok(())
+}
+
+static FLOUR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn flour(_: u8) -> u64 {
+    FLOUR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn initializer_runs_in_each_worker() -> Result<(), String> {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(|| FLOUR.store(500, std::sync::atomic::Ordering::Relaxed))
+        .build()
+        .map_err(e)?;
+    check!(pool.with_chunksize(1).map(flour, [0u8; 20]).map_err(e)? == [500; 20]);
+    check!(
+        FLOUR.load(std::sync::atomic::Ordering::Relaxed) == 0,
+        "the parent ran the initializer"
+    );
+    let broken = Pool::builder()
+        .processes(2)
+        .initializer(|| panic!("no yeast"))
+        .build()
+        .map_err(e)?;
+    let t = Instant::now();
+    match broken.apply(square, 2) {
+        Err(ProcessError::PoolBroken { reason }) => check!(reason.contains("no yeast"), "{reason}"),
+        other => return Err(format!("{other:?}")),
+    }
+    check!(t.elapsed() < Duration::from_secs(5));
+    check!(matches!(
+        broken.apply_async(square, 2),
+        Err(ProcessError::PoolBroken { .. })
+    ));
+    Ok(())
+}
+
+fn close_then_join_runs_everything() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    check!(matches!(pool.join(), Err(ProcessError::PoolRunning)));
+    let rs: Vec<_> = (0..20u64)
+        .map(|i| pool.apply_async(sleep_then_double, 10 + i))
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    pool.close();
+    check!(matches!(
+        pool.apply_async(square, 1),
+        Err(ProcessError::PoolClosed)
+    ));
+    check!(matches!(
+        pool.imap(square, [1]),
+        Err(ProcessError::PoolClosed)
+    ));
+    pool.join().map_err(e)?;
+    check!(pool.worker_pids().is_empty());
+    check!(children().is_empty(), "after join: {:?}", children());
+    for (i, r) in rs.into_iter().enumerate() {
+        check!(r.ready());
+        check!(r.get().map_err(e)? == 2 * (10 + i as u64));
+    }
+    Ok(())
+}
+
+fn terminate_fails_pending_at_once() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    let rs: Vec<_> = (0..6)
+        .map(|_| pool.apply_async(sleep_then_pid, 5000))
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    workers(&pool, 2)?;
+    sleep_ms(50);
+    let t = Instant::now();
+    pool.terminate();
+    check!(
+        t.elapsed() < Duration::from_secs(2),
+        "terminate took {:?}",
+        t.elapsed()
+    );
+    check!(children().is_empty(), "after terminate: {:?}", children());
+    for r in rs {
+        check!(matches!(r.get(), Err(ProcessError::PoolTerminated)));
+    }
+    check!(matches!(
+        pool.apply_async(square, 1),
+        Err(ProcessError::PoolTerminated)
+    ));
+    pool.join().map_err(e)?;
+    // Dropping a busy pool terminates it too (the runner then checks for leftovers).
+    let busy = Pool::new(2).map_err(e)?;
+    let _r = busy.apply_async(sleep_then_pid, 5000).map_err(e)?;
+    let t = Instant::now();
+    drop(busy);
+    check!(
+        t.elapsed() < Duration::from_secs(2),
+        "drop took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+fn sizes_and_bad_arguments() -> Result<(), String> {
+    check!(matches!(Pool::new(0), Err(ProcessError::Invalid { .. })));
+    check!(matches!(
+        Pool::builder().processes(1).maxtasksperchild(0).build(),
+        Err(ProcessError::Invalid { .. })
+    ));
+    check!(matches!(
+        Pool::builder().processes(1).task_capacity(0).build(),
+        Err(ProcessError::PoolSetup { .. })
+    ));
+    let pool = Pool::builder()
+        .processes(1)
+        .task_capacity(4096)
+        .results_capacity(8192)
+        .build()
+        .map_err(e)?;
+    match pool.apply(len_of, vec![1u8; 10_000]) {
+        Err(ProcessError::TaskTooLarge { len, max }) => check!(len > 10_000 && max < 4096),
+        other => return Err(format!("{other:?}")),
+    }
+    match pool.apply(big_result, 20_000) {
+        Err(ProcessError::ResultTooLarge { len, max }) => check!(len > 20_000 && max < 8192),
+        other => return Err(format!("{other:?}")),
+    }
+    check!(matches!(
+        pool.with_chunksize(0).map(square, [1u64]),
+        Err(ProcessError::Invalid { .. })
+    ));
+    check!(matches!(
+        pool.with_chunksize(0).imap(square, [1u64]),
+        Err(ProcessError::Invalid { .. })
+    ));
+    // Nothing was lost on the way: the pool still works.
+    check!(pool.apply(len_of, vec![1u8; 1000]).map_err(e)? == 1000);
+    Ok(())
+}
+
+fn workers_die_with_the_parent() -> Result<(), String> {
+    let region = Region::anonymous(4096).map_err(e)?;
+    let slots: &[std::sync::atomic::AtomicI32; 4] = region.get(Offset::new(0)).map_err(e)?;
+    // SAFETY: single-threaded case process; the child leaves with _exit or is killed.
+    let owner = unsafe { libc::fork() };
+    if owner == 0 {
+        let pool = Pool::new(3).expect("pool");
+        let ok = eventually(Duration::from_secs(10), || pool.worker_pids().len() == 3);
+        for (i, p) in pool.worker_pids().iter().enumerate() {
+            slots[i].store(*p, std::sync::atomic::Ordering::SeqCst);
+        }
+        slots[3].store(ok as i32, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(60));
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(0) };
+    }
+    let up = eventually(Duration::from_secs(10), || {
+        slots[3].load(std::sync::atomic::Ordering::SeqCst) == 1
+    });
+    check!(up, "the pool in the child did not come up");
+    let pids: Vec<i32> = (0..3)
+        .map(|i| slots[i].load(std::sync::atomic::Ordering::SeqCst))
+        .collect();
+    check!(pids.iter().all(|&p| p > 0 && running(p)));
+    kill9(owner);
+    // SAFETY: reaps our own child.
+    unsafe { libc::waitpid(owner, std::ptr::null_mut(), 0) };
+    let gone = eventually(Duration::from_secs(5), || pids.iter().all(|&p| !running(p)));
+    check!(gone, "workers outlived their pool's process: {pids:?}");
+    // The runner (a subreaper) reaps the orphans; give it the zombies.
+    eventually(Duration::from_secs(2), || {
+        // SAFETY: reaps any exited child without blocking.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        children().is_empty()
+    });
+    Ok(())
+}
+
+fn spawner_death_breaks_the_pool_without_hanging() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    let pids = workers(&pool, 2)?;
+    let spawner = ppid_of(pids[0]).ok_or("no ppid")?;
+    check!(spawner != std::process::id() as i32);
+    let r = pool.apply_async(sleep_then_pid, 3000).map_err(e)?;
+    kill9(spawner);
+    let t = Instant::now();
+    match r.get() {
+        Err(ProcessError::PoolBroken { reason }) => check!(reason.contains("spawner"), "{reason}"),
+        Err(ProcessError::WorkerDied { .. }) => {}
+        other => return Err(format!("{other:?}")),
+    }
+    check!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    check!(eventually(Duration::from_secs(3), || pids
+        .iter()
+        .all(|&p| !running(p))));
+    drop(pool);
+    eventually(Duration::from_secs(2), || {
+        // SAFETY: reaps any exited child without blocking (orphaned workers come to the runner).
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        children().is_empty()
+    });
+    Ok(())
+}
+
+const CASES: &[(&str, Case)] = &[
+    ("apply_and_map_values", apply_and_map_values),
+    ("async_result_methods", async_result_methods),
+    ("imap_orders", imap_orders),
+    ("imap_reads_input_lazily", imap_reads_input_lazily),
+    ("task_panic_keeps_worker", task_panic_keeps_worker),
+    (
+        "worker_deaths_fail_only_their_task",
+        worker_deaths_fail_only_their_task,
+    ),
+    ("kill9_workers_in_a_loop", kill9_workers_in_a_loop),
+    (
+        "maxtasksperchild_replaces_workers",
+        maxtasksperchild_replaces_workers,
+    ),
+    (
+        "initializer_runs_in_each_worker",
+        initializer_runs_in_each_worker,
+    ),
+    (
+        "close_then_join_runs_everything",
+        close_then_join_runs_everything,
+    ),
+    (
+        "terminate_fails_pending_at_once",
+        terminate_fails_pending_at_once,
+    ),
+    ("sizes_and_bad_arguments", sizes_and_bad_arguments),
+    ("workers_die_with_the_parent", workers_die_with_the_parent),
+    (
+        "spawner_death_breaks_the_pool_without_hanging",
+        spawner_death_breaks_the_pool_without_hanging,
+    ),
+];
+
+fn main() {
+    run_cases(CASES);
+}
