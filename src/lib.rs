@@ -23,7 +23,9 @@ pub mod process {
 }
 
 pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value};
-pub use baozi_process::{current_process, spawn, JoinHandle, Process, ProcessError};
+pub use baozi_process::{
+    current_process, spawn, AsyncResult, JoinHandle, Pool, Process, ProcessError,
+};
 #[cfg(feature = "serde")]
 pub use baozi_queue::Serde;
 pub use baozi_queue::{

@@ -223,6 +223,28 @@ fn imap_orders() -> Result<(), String> {
     Ok(())
 }
 
+/// A task queued behind a long one moves to a worker that has gone idle.
+fn short_task_not_stuck_behind_long_one() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    workers(&pool, 2)?;
+    let t = Instant::now();
+    let long = pool.apply_async(sleep_then_double, 800).map_err(e)?;
+    let short: Vec<_> = (0..4)
+        .map(|_| pool.apply_async(sleep_then_double, 10))
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    for r in short {
+        check!(r.get().map_err(e)? == 20);
+    }
+    let waited = t.elapsed();
+    check!(
+        waited < Duration::from_millis(500),
+        "short tasks waited {waited:?} behind the long one"
+    );
+    check!(long.get().map_err(e)? == 1600);
+    Ok(())
+}
+
 fn imap_reads_input_lazily() -> Result<(), String> {
     let pool = Pool::new(2).map_err(e)?;
     let read = Cell::new(0u64);
@@ -618,6 +640,10 @@ const CASES: &[(&str, Case)] = &[
     ("async_result_methods", async_result_methods),
     ("imap_orders", imap_orders),
     ("imap_reads_input_lazily", imap_reads_input_lazily),
+    (
+        "short_task_not_stuck_behind_long_one",
+        short_task_not_stuck_behind_long_one,
+    ),
     ("task_panic_keeps_worker", task_panic_keeps_worker),
     (
         "worker_deaths_fail_only_their_task",

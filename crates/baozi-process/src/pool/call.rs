@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn a_call_round_trips_in_process() {
         let c = Call::unary(double);
-        let args = postcard::to_allocvec(&[1u32, 2, 3]).unwrap();
+        let args = postcard::to_allocvec(&vec![1u32, 2, 3]).unwrap();
         // SAFETY: `c` was made by Call::unary in this process.
         let out = unsafe { invoke(c.trampoline, c.func, &args) }.unwrap();
         assert_eq!(postcard::from_bytes::<Vec<u32>>(&out).unwrap(), [2, 4, 6]);
@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn a_panic_fails_the_chunk_with_its_message() {
         let c = Call::unary(boom);
-        let args = postcard::to_allocvec(&[1u8]).unwrap();
+        let args = postcard::to_allocvec(&vec![1u8]).unwrap();
         // SAFETY: `c` was made by Call::unary in this process.
         let out = unsafe { invoke(c.trampoline, c.func, &args) };
         assert!(matches!(out, Err(Failure::Panicked(m)) if m == "no filling"));

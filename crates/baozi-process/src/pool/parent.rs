@@ -422,6 +422,9 @@ impl State {
                 }
             }
         }
+        if self.pending.is_empty() {
+            self.steal_for_idle(shared);
+        }
         if matches!(self.phase, Phase::Closed) && self.pending.is_empty() {
             for (i, s) in self.slots.iter_mut().enumerate() {
                 if let Slot::Live {
@@ -433,6 +436,61 @@ impl State {
                             .put_nowait(proto::encode(&TaskMsg::Stop))
                             .is_ok();
                     }
+                }
+            }
+        }
+    }
+
+    /// Moves tasks still waiting in a busy worker's inbox to idle workers, so a short task does
+    /// not wait behind a long one while a worker idles (the inbox's second place is only a
+    /// prefetch). The queue decides races: whatever the parent takes out, the worker did not.
+    fn steal_for_idle(&mut self, shared: &Shared) {
+        let takes_work = |s: &Slot| {
+            matches!(s, Slot::Live { budget, assigned, stopping: false, .. }
+                if assigned.is_empty() && *budget != Some(0))
+        };
+        let mut tried = vec![false; self.slots.len()];
+        loop {
+            let Some(idle) = self.slots.iter().position(takes_work) else {
+                return;
+            };
+            let busy = self.slots.iter().enumerate().position(|(j, s)| {
+                !tried[j] && matches!(s, Slot::Live { assigned, .. } if assigned.len() >= 2)
+            });
+            let Some(busy) = busy else { return };
+            tried[busy] = true;
+            // The oldest message in a busy inbox is the task queued behind the running one;
+            // Empty means the worker has taken it meanwhile.
+            let Ok(bytes) = shared.inboxes[busy].get_nowait() else {
+                continue;
+            };
+            let Some(TaskMsg::Run { task, .. }) = proto::decode::<TaskMsg>(&bytes) else {
+                continue; // never: a Stop goes only to a worker with nothing assigned
+            };
+            if let Slot::Live {
+                budget, assigned, ..
+            } = &mut self.slots[busy]
+            {
+                assigned.retain(|&t| t != task);
+                if let Some(b) = budget {
+                    *b += 1;
+                }
+            }
+            match shared.inboxes[idle].put_nowait(bytes) {
+                Ok(()) => {
+                    if let Slot::Live {
+                        budget, assigned, ..
+                    } = &mut self.slots[idle]
+                    {
+                        assigned.push(task);
+                        if let Some(b) = budget {
+                            *b -= 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.pending.push_front((task, e.into_inner()));
+                    return;
                 }
             }
         }
