@@ -1,4 +1,4 @@
-//! Child processes for baozi, with the API of Python's `multiprocessing.Process`.
+//! Child processes for baozi, with the API of Python's `multiprocessing.Process` and `Pool`.
 //!
 //! A [`Process`] forks a child that runs a closure, then the parent [`join`](Process::join)s it
 //! (or [`join_timeout`](Process::join_timeout)s, [`terminate`](Process::terminate)s,
@@ -34,6 +34,8 @@
 //! * [`Process`], [`Process::builder`] / [`Builder`] (name, daemon), [`IntoExitCode`] (what the
 //!   closure may return: `()`, `i32`, `Result`);
 //! * [`spawn`], [`Builder::spawn`], [`JoinHandle`];
+//! * [`Pool`] (Python's `multiprocessing.Pool`), [`PoolBuilder`], [`AsyncResult`], [`IMap`],
+//!   [`Chunked`]: a worker that dies fails only the task it was running, never hangs the caller;
 //! * [`current_process`], [`parent_pid`], [`cpu_count`];
 //! * [`ProcessError`], the crate's one error type.
 //!

@@ -42,7 +42,7 @@ use crate::error::ProcessError;
 use crate::process::Process;
 use crate::sys;
 use call::Call;
-use parent::{Phase, Shared, INBOX_DEPTH};
+use parent::{BatchId, Phase, Shared, INBOX_DEPTH};
 use proto::{Event, Request};
 use spawner::{Initializer, Spawner};
 
@@ -586,11 +586,7 @@ impl Chunked<'_> {
         }
     }
 
-    fn submit_all<T: Serialize>(
-        &self,
-        call: Call,
-        items: Vec<T>,
-    ) -> Result<Vec<u64>, ProcessError> {
+    fn submit_all<T: Serialize>(&self, call: Call, items: Vec<T>) -> Result<BatchId, ProcessError> {
         let size = self.size_for(items.len())?;
         let chunks = items
             .chunks(size)

@@ -15,7 +15,7 @@
 //!   inbox, is exactly what it had taken and not finished: those tasks, and only those, fail
 //!   with [`ProcessError::WorkerDied`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -42,6 +42,24 @@ pub(crate) enum Phase {
     Closed,
     Terminated,
     Broken(String),
+}
+
+/// The tasks of one call (`apply_async`, `map_async`, a chunk of `imap`): contiguous ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchId {
+    pub(crate) first: u64,
+    pub(crate) len: u64,
+}
+
+/// How far a call's tasks have come.
+#[derive(Debug)]
+struct Batch {
+    len: u64,
+    remaining: u64,
+    /// One of its tasks failed: the call can be handed over now.
+    failed: bool,
+    /// Its caller is gone: results are dropped as they come.
+    abandoned: bool,
 }
 
 /// One worker place. A slot keeps its inbox across the workers that fill it in turn.
@@ -73,13 +91,16 @@ pub(crate) struct State {
     in_flight: HashSet<u64>,
     /// Settled, waiting for their caller.
     done: HashMap<u64, Result<Vec<u8>, ProcessError>>,
-    /// In flight, but their caller is gone: settle them into nothing.
-    abandoned: HashSet<u64>,
+    /// The calls (one per `submit`) whose results a caller may still take, by first task.
+    batches: BTreeMap<u64, Batch>,
     /// The write end of the spawner's request pipe; `None` once the spawner was told to finish.
     requests: Option<File>,
     maxtasksperchild: Option<usize>,
     /// Tells the result thread to leave.
     pub(crate) quit: bool,
+    /// Something a waiter may be waiting for happened (a call settled, a slot ended): the
+    /// result thread wakes the waiters. Results that settle nothing wake nobody.
+    wake: bool,
 }
 
 /// The state, the queues, and the spawner, shared by the pool, its results and its thread.
@@ -111,10 +132,11 @@ impl Shared {
                 slots: (0..n).map(|_| Slot::Starting).collect(),
                 in_flight: HashSet::new(),
                 done: HashMap::new(),
-                abandoned: HashSet::new(),
+                batches: BTreeMap::new(),
                 requests: Some(requests),
                 maxtasksperchild,
                 quit: false,
+                wake: false,
             }),
             changed: Condvar::new(),
             inboxes,
@@ -169,12 +191,8 @@ impl Shared {
     }
 
     /// Accepts `chunks` (each an encoded `Vec` of arguments) as tasks running `call`, and gives
-    /// what it can to idle workers. Returns the task ids, in order.
-    pub(crate) fn submit(
-        &self,
-        call: Call,
-        chunks: Vec<Vec<u8>>,
-    ) -> Result<Vec<u64>, ProcessError> {
+    /// what it can to idle workers. Returns the call's tasks.
+    pub(crate) fn submit(&self, call: Call, chunks: Vec<Vec<u8>>) -> Result<BatchId, ProcessError> {
         let mut st = self.lock();
         st.accepting()?;
         let max = self.inboxes[0].max_message_len();
@@ -196,12 +214,23 @@ impl Shared {
             }
             msgs.push((task, bytes));
         }
-        st.next_task += msgs.len() as u64;
-        let ids: Vec<u64> = msgs.iter().map(|(t, _)| *t).collect();
-        st.in_flight.extend(ids.iter().copied());
+        let len = msgs.len() as u64;
+        st.next_task += len;
+        st.in_flight.extend(first..first + len);
+        if len > 0 {
+            st.batches.insert(
+                first,
+                Batch {
+                    len,
+                    remaining: len,
+                    failed: false,
+                    abandoned: false,
+                },
+            );
+        }
         st.pending.extend(msgs);
         st.dispatch(self);
-        Ok(ids)
+        Ok(BatchId { first, len })
     }
 }
 
@@ -233,24 +262,16 @@ impl State {
         self.slots.iter().all(|s| matches!(s, Slot::Final))
     }
 
-    /// Whether `tasks` can be handed over: all settled, or one has failed.
-    pub(crate) fn settled(&self, tasks: &[u64]) -> bool {
-        let mut all = true;
-        for t in tasks {
-            match self.done.get(t) {
-                Some(Err(_)) => return true,
-                Some(Ok(_)) => {}
-                None => all = false,
-            }
-        }
-        all
+    /// Whether the call can be handed over: all its tasks settled, or one has failed.
+    pub(crate) fn settled(&self, id: BatchId) -> bool {
+        self.batches
+            .get(&id.first)
+            .map_or(true, |b| b.remaining == 0 || b.failed)
     }
 
-    /// Whether one of `tasks` failed.
-    pub(crate) fn any_failed(&self, tasks: &[u64]) -> bool {
-        tasks
-            .iter()
-            .any(|t| matches!(self.done.get(t), Some(Err(_))))
+    /// Whether one of the call's tasks failed.
+    pub(crate) fn failed(&self, id: BatchId) -> bool {
+        self.batches.get(&id.first).is_some_and(|b| b.failed)
     }
 
     /// The pids of the workers alive now, by slot.
@@ -264,48 +285,53 @@ impl State {
             .collect()
     }
 
-    /// Whether this one task is settled.
-    pub(crate) fn is_done(&self, task: u64) -> bool {
-        self.done.contains_key(&task)
-    }
-
-    /// Takes the results of settled `tasks`, in order. When one has failed, the first failure
-    /// in order among those settled is returned and the other tasks are let go (some may still
-    /// be running).
-    pub(crate) fn take(&mut self, tasks: &[u64]) -> Result<Vec<Vec<u8>>, ProcessError> {
-        let failed = tasks
-            .iter()
-            .position(|t| matches!(self.done.get(t), Some(Err(_))));
-        if let Some(i) = failed {
-            let Some(Err(e)) = self.done.remove(&tasks[i]) else {
-                unreachable!("checked above")
+    /// Takes the results of a settled call, in task order. When a task has failed, the first
+    /// failure in order among those settled is returned and the other tasks are let go (some
+    /// may still be running).
+    pub(crate) fn take(&mut self, id: BatchId) -> Result<Vec<Vec<u8>>, ProcessError> {
+        let tasks = id.first..id.first + id.len;
+        if id.len == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(batch) = self.batches.get(&id.first) else {
+            return Err(ProcessError::PoolBroken {
+                reason: format!("the results of tasks {tasks:?} were already taken"),
+            });
+        };
+        if batch.failed {
+            let first_failure = tasks
+                .clone()
+                .find(|t| matches!(self.done.get(t), Some(Err(_))));
+            let e = match first_failure.and_then(|t| self.done.remove(&t)) {
+                Some(Err(e)) => e,
+                _ => unreachable!("a failed call has a failed task"),
             };
-            for &t in tasks {
-                self.abandon(t);
-            }
+            self.abandon(id);
             return Err(e);
         }
-        let mut out = Vec::with_capacity(tasks.len());
-        for &t in tasks {
-            match self.done.remove(&t) {
-                Some(Ok(bytes)) => out.push(bytes),
-                _ => {
-                    for &t in tasks {
-                        self.abandon(t);
-                    }
-                    return Err(ProcessError::PoolBroken {
-                        reason: format!("task {t} was taken before it settled"),
-                    });
-                }
-            }
-        }
+        debug_assert_eq!(batch.remaining, 0, "taken before it settled");
+        let out = tasks
+            .filter_map(|t| match self.done.remove(&t) {
+                Some(Ok(bytes)) => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        self.batches.remove(&id.first);
         Ok(out)
     }
 
-    /// Drops a task's result, now or when it settles.
-    pub(crate) fn abandon(&mut self, task: u64) {
-        if self.done.remove(&task).is_none() && self.in_flight.contains(&task) {
-            self.abandoned.insert(task);
+    /// Lets a call go: drops its results, now and as its tasks settle.
+    pub(crate) fn abandon(&mut self, id: BatchId) {
+        let Some(batch) = self.batches.get_mut(&id.first) else {
+            return;
+        };
+        for t in id.first..id.first + id.len {
+            self.done.remove(&t);
+        }
+        if batch.remaining == 0 {
+            self.batches.remove(&id.first);
+        } else {
+            batch.abandoned = true;
         }
     }
 
@@ -313,8 +339,17 @@ impl State {
         if !self.in_flight.remove(&task) {
             return; // already failed (terminate, broken pool): a late result changes nothing
         }
-        if !self.abandoned.remove(&task) {
+        let Some((&first, batch)) = self.batches.range_mut(..=task).next_back() else {
+            return;
+        };
+        debug_assert!(task < first + batch.len);
+        batch.remaining -= 1;
+        self.wake |= batch.remaining == 0 || (result.is_err() && !batch.failed);
+        batch.failed |= result.is_err();
+        if !batch.abandoned {
             self.done.insert(task, result);
+        } else if batch.remaining == 0 {
+            self.batches.remove(&first);
         }
     }
 
@@ -371,6 +406,7 @@ impl State {
         for s in &mut self.slots {
             *s = Slot::Final;
         }
+        self.wake = true;
     }
 
     /// `close`: no new tasks; workers stop once everything accepted has run.
@@ -501,6 +537,8 @@ impl State {
         if matches!(self.phase, Phase::Terminated | Phase::Broken(_)) {
             return;
         }
+        // Only a result can leave every waiter's condition as it was.
+        self.wake |= !matches!(event, Event::Done { .. });
         match event {
             Event::Done {
                 slot,
@@ -618,8 +656,11 @@ pub(crate) fn result_thread(shared: Arc<Shared>) {
         }
         st.dispatch(&shared);
         let quit = st.quit;
+        let wake = std::mem::take(&mut st.wake);
         drop(st);
-        shared.notify();
+        if wake || quit {
+            shared.notify();
+        }
         if quit {
             return;
         }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::call::Call;
-use super::parent::Shared;
+use super::parent::{BatchId, Shared};
 use super::{decode_chunk, encode_chunk};
 use crate::error::ProcessError;
 
@@ -48,7 +48,7 @@ type Finish<T> = fn(Vec<Vec<u8>>) -> Result<T, ProcessError>;
 /// ```
 pub struct AsyncResult<T> {
     shared: Arc<Shared>,
-    tasks: Vec<u64>,
+    tasks: BatchId,
     finish: Finish<T>,
     taken: bool,
 }
@@ -56,14 +56,14 @@ pub struct AsyncResult<T> {
 impl<T> fmt::Debug for AsyncResult<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncResult")
-            .field("tasks", &self.tasks.len())
+            .field("tasks", &self.tasks.len)
             .field("ready", &self.ready())
             .finish()
     }
 }
 
 impl<T> AsyncResult<T> {
-    pub(crate) fn new(shared: Arc<Shared>, tasks: Vec<u64>, finish: Finish<T>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, tasks: BatchId, finish: Finish<T>) -> Self {
         AsyncResult {
             shared,
             tasks,
@@ -74,17 +74,16 @@ impl<T> AsyncResult<T> {
 
     /// Whether the call has finished: every task done, or one failed (Python's `ready()`).
     pub fn ready(&self) -> bool {
-        self.shared.lock().settled(&self.tasks)
+        self.shared.lock().settled(self.tasks)
     }
 
     /// Whether it finished without an error; `None` while it runs (where Python raises).
     pub fn successful(&self) -> Option<bool> {
         let st = self.shared.lock();
-        if !st.settled(&self.tasks) {
+        if !st.settled(self.tasks) {
             return None;
         }
-        // Settled with every task done means success; settled early means one failed.
-        Some(self.tasks.iter().all(|&t| st.is_done(t)) && !st.any_failed(&self.tasks))
+        Some(!st.failed(self.tasks))
     }
 
     /// Blocks until [`ready`](AsyncResult::ready).
@@ -92,7 +91,7 @@ impl<T> AsyncResult<T> {
         let st = self.shared.lock();
         let _ = self
             .shared
-            .wait_until(st, None, |st| st.settled(&self.tasks));
+            .wait_until(st, None, |st| st.settled(self.tasks));
     }
 
     /// Blocks until [`ready`](AsyncResult::ready) or `timeout` has passed; returns whether it
@@ -101,7 +100,7 @@ impl<T> AsyncResult<T> {
         let st = self.shared.lock();
         let deadline = Instant::now() + timeout;
         self.shared
-            .wait_until(st, Some(deadline), |st| st.settled(&self.tasks))
+            .wait_until(st, Some(deadline), |st| st.settled(self.tasks))
             .1
     }
 
@@ -118,9 +117,9 @@ impl<T> AsyncResult<T> {
         let st = self.shared.lock();
         let (mut st, _) = self
             .shared
-            .wait_until(st, None, |st| st.settled(&self.tasks));
+            .wait_until(st, None, |st| st.settled(self.tasks));
         self.taken = true;
-        let chunks = st.take(&self.tasks);
+        let chunks = st.take(self.tasks);
         drop(st);
         chunks.and_then(self.finish)
     }
@@ -144,10 +143,7 @@ impl<T> AsyncResult<T> {
 impl<T> Drop for AsyncResult<T> {
     fn drop(&mut self) {
         if !self.taken {
-            let mut st = self.shared.lock();
-            for &t in &self.tasks {
-                st.abandon(t);
-            }
+            self.shared.lock().abandon(self.tasks);
         }
     }
 }
@@ -175,9 +171,7 @@ pub(crate) fn finish_all<R: DeserializeOwned>(
 /// One chunk of an [`IMap`] on its way.
 #[derive(Debug)]
 enum InFlight {
-    Task {
-        id: u64,
-    },
+    Task(BatchId),
     /// It could not even be submitted (the pool was closed, the chunk too large).
     Refused(ProcessError),
 }
@@ -254,7 +248,7 @@ where
             }
             let entry =
                 match encode_chunk(&chunk).and_then(|b| self.shared.submit(self.call, vec![b])) {
-                    Ok(ids) => InFlight::Task { id: ids[0] },
+                    Ok(batch) => InFlight::Task(batch),
                     Err(e) => InFlight::Refused(e),
                 };
             self.in_flight.push_back(entry);
@@ -275,7 +269,7 @@ where
         let ordered = self.ordered;
         let entries = &self.in_flight;
         let is_ready = |st: &super::parent::State, e: &InFlight| match e {
-            InFlight::Task { id } => st.is_done(*id),
+            InFlight::Task(batch) => st.settled(*batch),
             InFlight::Refused(_) => true,
         };
         let (mut st, ok) = self.shared.wait_until(st, deadline, |st| {
@@ -299,7 +293,7 @@ where
         let entry = self.in_flight.remove(pos).expect("in range");
         let result = match entry {
             InFlight::Refused(e) => Err(e),
-            InFlight::Task { id } => st.take(&[id]),
+            InFlight::Task(batch) => st.take(batch),
         };
         drop(st);
         match result.and_then(finish_all::<R>) {
@@ -343,8 +337,8 @@ impl<A, R, I> Drop for IMap<A, R, I> {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         for e in &self.in_flight {
-            if let InFlight::Task { id } = e {
-                st.abandon(*id);
+            if let InFlight::Task(batch) = e {
+                st.abandon(*batch);
             }
         }
     }
