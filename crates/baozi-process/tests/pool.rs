@@ -635,7 +635,60 @@ fn spawner_death_breaks_the_pool_without_hanging() -> Result<(), String> {
     Ok(())
 }
 
+/// An endless imap ends (one error) when the pool is terminated under it, and a copy of the
+/// pool in a forked child refuses to work instead of hanging or stealing the parent's tasks.
+fn terminated_imap_ends_and_forked_copy_refuses() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    let mut it = pool.imap(double_slowly, 0u64..).map_err(e)?;
+    check!(it.next().transpose().map_err(e)? == Some(0));
+    pool.terminate();
+    let rest: Vec<_> = it.by_ref().take(1000).collect();
+    check!(
+        rest.len() < 100,
+        "an endless imap went on after terminate: {} items",
+        rest.len()
+    );
+    check!(rest
+        .iter()
+        .any(|r| matches!(r, Err(ProcessError::PoolTerminated))));
+
+    let pool = Pool::new(1).map_err(e)?;
+    let pending = pool.apply_async(sleep_then_double, 300).map_err(e)?;
+    let region = Region::anonymous(4096).map_err(e)?;
+    let verdict: &std::sync::atomic::AtomicI32 = region.get(Offset::new(0)).map_err(e)?;
+    // SAFETY: single-threaded case process apart from the pool's result thread, which the
+    // child never touches; the child leaves with _exit.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let refused = matches!(
+            pool.apply_async(square, 2),
+            Err(ProcessError::Invalid { .. })
+        ) && matches!(
+            pool.imap(square, [1u64]).map(|mut i| i.next()),
+            Ok(Some(Err(ProcessError::Invalid { .. })))
+        );
+        verdict.store(
+            if refused { 1 } else { 2 },
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        // SAFETY: leaves the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: reaps our own child.
+    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+    check!(
+        verdict.load(std::sync::atomic::Ordering::SeqCst) == 1,
+        "the forked copy did not refuse"
+    );
+    check!(pending.get().map_err(e)? == 600);
+    Ok(())
+}
+
 const CASES: &[(&str, Case)] = &[
+    (
+        "terminated_imap_ends_and_forked_copy_refuses",
+        terminated_imap_ends_and_forked_copy_refuses,
+    ),
     ("apply_and_map_values", apply_and_map_values),
     ("async_result_methods", async_result_methods),
     ("imap_orders", imap_orders),

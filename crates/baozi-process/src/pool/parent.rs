@@ -151,6 +151,22 @@ impl Shared {
         self.owner
     }
 
+    /// `Ok` in the process that made the pool. A copy of the pool carried into a forked child
+    /// has no result thread and shares the workers' queues: using it there would hang or steal
+    /// the parent's work, so it is refused.
+    pub(crate) fn owned(&self) -> Result<(), ProcessError> {
+        if crate::sys::getpid() == self.owner {
+            Ok(())
+        } else {
+            Err(ProcessError::Invalid {
+                what: format!(
+                    "this pool belongs to process {}; a forked copy of it cannot be used",
+                    self.owner
+                ),
+            })
+        }
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -168,6 +184,11 @@ impl Shared {
         deadline: Option<Instant>,
         mut until: impl FnMut(&State) -> bool,
     ) -> (MutexGuard<'a, State>, bool) {
+        if self.owned().is_err() {
+            // Nothing would ever wake a forked copy: answer at once.
+            let now = until(&st);
+            return (st, now);
+        }
         loop {
             if until(&st) {
                 return (st, true);
@@ -193,6 +214,7 @@ impl Shared {
     /// Accepts `chunks` (each an encoded `Vec` of arguments) as tasks running `call`, and gives
     /// what it can to idle workers. Returns the call's tasks.
     pub(crate) fn submit(&self, call: Call, chunks: Vec<Vec<u8>>) -> Result<BatchId, ProcessError> {
+        self.owned()?;
         let mut st = self.lock();
         st.accepting()?;
         let max = self.inboxes[0].max_message_len();

@@ -114,6 +114,7 @@ impl<T> AsyncResult<T> {
     /// [`ProcessError::PoolTerminated`], [`ProcessError::PoolBroken`]. For a map, the first
     /// failing chunk in input order.
     pub fn get(mut self) -> Result<T, ProcessError> {
+        self.shared.owned()?;
         let st = self.shared.lock();
         let (mut st, _) = self
             .shared
@@ -246,11 +247,24 @@ where
             if chunk.is_empty() {
                 break;
             }
-            let entry =
-                match encode_chunk(&chunk).and_then(|b| self.shared.submit(self.call, vec![b])) {
-                    Ok(batch) => InFlight::Task(batch),
-                    Err(e) => InFlight::Refused(e),
-                };
+            let submitted =
+                encode_chunk(&chunk).and_then(|b| self.shared.submit(self.call, vec![b]));
+            let entry = match submitted {
+                Ok(batch) => InFlight::Task(batch),
+                Err(e) => {
+                    // A pool that takes no more tasks will not take the next chunk either.
+                    if matches!(
+                        e,
+                        ProcessError::PoolClosed
+                            | ProcessError::PoolTerminated
+                            | ProcessError::PoolBroken { .. }
+                            | ProcessError::Invalid { .. }
+                    ) {
+                        self.input_done = true;
+                    }
+                    InFlight::Refused(e)
+                }
+            };
             self.in_flight.push_back(entry);
         }
     }
@@ -263,6 +277,10 @@ where
         self.refill();
         if self.in_flight.is_empty() {
             return None;
+        }
+        if let Err(e) = self.shared.owned() {
+            self.in_flight.clear();
+            return Some(Err(e));
         }
         // The entry to hand over: the oldest (ordered), or any that is ready (unordered).
         let st = self.shared.lock();
