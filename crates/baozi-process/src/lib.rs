@@ -94,5 +94,6 @@ pub use error::ProcessError;
 pub use handle::{spawn, JoinHandle};
 pub use pool::{
     AsyncResult, Chunked, IMap, Pool, PoolBuilder, DEFAULT_RESULTS_CAPACITY, DEFAULT_TASK_CAPACITY,
+    MIN_RESULTS_CAPACITY, MIN_TASK_CAPACITY,
 };
 pub use process::{Builder, IntoExitCode, Process, DEFAULT_RESULT_CAPACITY};

@@ -468,6 +468,20 @@ fn initializer_runs_in_each_worker() -> Result<(), String> {
         broken.apply_async(square, 2),
         Err(ProcessError::PoolBroken { .. })
     ));
+    // Workers that die before doing anything are not respawned for ever.
+    let doomed = Pool::builder()
+        .processes(2)
+        .initializer(|| std::process::exit(5))
+        .build()
+        .map_err(e)?;
+    let t = Instant::now();
+    match doomed.apply(square, 2) {
+        Err(ProcessError::PoolBroken { reason }) => {
+            check!(reason.contains("keep dying"), "{reason}")
+        }
+        other => return Err(format!("{other:?}")),
+    }
+    check!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     Ok(())
 }
 
@@ -542,6 +556,14 @@ fn sizes_and_bad_arguments() -> Result<(), String> {
     ));
     check!(matches!(
         Pool::builder().processes(1).task_capacity(0).build(),
+        Err(ProcessError::Invalid { .. })
+    ));
+    check!(matches!(
+        Pool::builder().processes(1).results_capacity(100).build(),
+        Err(ProcessError::Invalid { .. })
+    ));
+    check!(matches!(
+        Pool::builder().processes(1).task_capacity(1 << 40).build(),
         Err(ProcessError::PoolSetup { .. })
     ));
     let pool = Pool::builder()

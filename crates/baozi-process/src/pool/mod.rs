@@ -50,6 +50,12 @@ use spawner::{Initializer, Spawner};
 /// arguments of one chunk.
 pub const DEFAULT_TASK_CAPACITY: usize = 1 << 20;
 
+/// The smallest task queue a pool accepts (bytes).
+pub const MIN_TASK_CAPACITY: usize = 1024;
+
+/// The smallest results queue a pool accepts (bytes): room for the pool's own messages.
+pub const MIN_RESULTS_CAPACITY: usize = 4096;
+
 /// Default ring bytes of the results queue (16 MiB, mapped lazily): bounds the encoded results
 /// of one chunk.
 pub const DEFAULT_RESULTS_CAPACITY: usize = 16 << 20;
@@ -195,16 +201,18 @@ impl PoolBuilder {
         self
     }
 
-    /// Ring bytes of each worker's task queue (default [`DEFAULT_TASK_CAPACITY`]): a chunk whose
-    /// encoded arguments do not fit is refused with [`ProcessError::TaskTooLarge`].
+    /// Ring bytes of each worker's task queue (default [`DEFAULT_TASK_CAPACITY`], at least
+    /// [`MIN_TASK_CAPACITY`]): a chunk whose encoded arguments do not fit is refused with
+    /// [`ProcessError::TaskTooLarge`].
     #[must_use]
     pub fn task_capacity(mut self, bytes: usize) -> Self {
         self.task_capacity = bytes;
         self
     }
 
-    /// Ring bytes of the results queue (default [`DEFAULT_RESULTS_CAPACITY`]): a chunk whose
-    /// encoded results do not fit fails with [`ProcessError::ResultTooLarge`].
+    /// Ring bytes of the results queue (default [`DEFAULT_RESULTS_CAPACITY`], at least
+    /// [`MIN_RESULTS_CAPACITY`]): a chunk whose encoded results do not fit fails with
+    /// [`ProcessError::ResultTooLarge`].
     #[must_use]
     pub fn results_capacity(mut self, bytes: usize) -> Self {
         self.results_capacity = bytes;
@@ -220,7 +228,8 @@ impl PoolBuilder {
     ///
     /// # Errors
     ///
-    /// [`ProcessError::Invalid`] for 0 processes or a `maxtasksperchild` of 0,
+    /// [`ProcessError::Invalid`] for 0 processes, a `maxtasksperchild` of 0 or a queue below its
+    /// minimum,
     /// [`ProcessError::PoolSetup`] when a queue cannot be mapped (an out-of-range capacity) or
     /// the pipe cannot be made, [`ProcessError::Fork`].
     pub fn build(self) -> Result<Pool, ProcessError> {
@@ -228,6 +237,14 @@ impl PoolBuilder {
         if processes == 0 || processes > u32::MAX as usize {
             return Err(ProcessError::Invalid {
                 what: format!("a pool needs at least 1 process, not {processes}"),
+            });
+        }
+        if self.task_capacity < MIN_TASK_CAPACITY || self.results_capacity < MIN_RESULTS_CAPACITY {
+            return Err(ProcessError::Invalid {
+                what: format!(
+                    "the task queues need at least {MIN_TASK_CAPACITY} bytes and the results queue at least {MIN_RESULTS_CAPACITY} (asked: {} and {})",
+                    self.task_capacity, self.results_capacity
+                ),
             });
         }
         if self.maxtasksperchild == Some(0) {

@@ -32,6 +32,9 @@ use crate::process::Process;
 /// never idles while the parent's result thread wakes up.
 pub(crate) const INBOX_DEPTH: usize = 2;
 
+/// Workers per slot that may die in a row without finishing a task before the pool gives up.
+const FRUITLESS_EXITS_PER_SLOT: usize = 10;
+
 /// How often the result thread checks the spawner when no event comes.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -75,6 +78,8 @@ enum Slot {
         assigned: Vec<u64>,
         /// It was sent `Stop`.
         stopping: bool,
+        /// Tasks it has finished.
+        finished: usize,
     },
     /// Empty for good.
     Final,
@@ -96,6 +101,9 @@ pub(crate) struct State {
     /// The write end of the spawner's request pipe; `None` once the spawner was told to finish.
     requests: Option<File>,
     maxtasksperchild: Option<usize>,
+    /// Workers that died in a row without finishing a task: past a bound, respawning is
+    /// pointless (CPython respawns such workers for ever).
+    fruitless_exits: usize,
     /// Tells the result thread to leave.
     pub(crate) quit: bool,
     /// Something a waiter may be waiting for happened (a call settled, a slot ended): the
@@ -135,6 +143,7 @@ impl Shared {
                 batches: BTreeMap::new(),
                 requests: Some(requests),
                 maxtasksperchild,
+                fruitless_exits: 0,
                 quit: false,
                 wake: false,
             }),
@@ -567,9 +576,14 @@ impl State {
                 task,
                 outcome,
             } => {
-                if let Some(Slot::Live { assigned, .. }) = self.slots.get_mut(slot as usize) {
+                if let Some(Slot::Live {
+                    assigned, finished, ..
+                }) = self.slots.get_mut(slot as usize)
+                {
                     assigned.retain(|&t| t != task);
+                    *finished += 1;
                 }
+                self.fruitless_exits = 0;
                 let result = outcome.map_err(|f| match f {
                     Failure::Panicked(m) => ProcessError::TaskPanicked(m),
                     Failure::Codec(m) => ProcessError::Codec(m),
@@ -586,6 +600,7 @@ impl State {
                         budget: self.maxtasksperchild,
                         assigned: Vec::new(),
                         stopping: false,
+                        finished: 0,
                     };
                 }
             }
@@ -611,9 +626,17 @@ impl State {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
-        let Slot::Live { assigned, .. } = std::mem::replace(s, Slot::Final) else {
+        let Slot::Live {
+            assigned, finished, ..
+        } = std::mem::replace(s, Slot::Final)
+        else {
             return;
         };
+        if finished == 0 && code != 0 {
+            self.fruitless_exits += 1;
+        } else {
+            self.fruitless_exits = 0;
+        }
         // What is still in its inbox was never taken: back to the front, in order.
         let mut untaken = Vec::new();
         while let Ok(bytes) = shared.inboxes[slot].get_nowait() {
@@ -635,6 +658,13 @@ impl State {
                 exit_status: (code >= 0).then_some(code),
             };
             self.settle(task, Err(e));
+        }
+        if self.fruitless_exits > FRUITLESS_EXITS_PER_SLOT * self.slots.len() {
+            let n = self.fruitless_exits;
+            self.break_pool(format!(
+                "workers keep dying before they finish a task ({n} in a row, the last, pid {pid}, with exit code {code})"
+            ));
+            return;
         }
         let respawn = match self.phase {
             Phase::Running => true,

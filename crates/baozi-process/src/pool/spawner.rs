@@ -45,8 +45,29 @@ pub(crate) struct Spawner {
     pub(crate) maxtasksperchild: Option<usize>,
 }
 
+/// Puts an event in the results queue. A worker may block here while the queue is full: the
+/// parent drains it, and if the parent is gone the spawner kills the worker.
 fn send(results: &Queue<Vec<u8>>, event: &Event) -> bool {
     results.put(proto::encode(event)).is_ok()
+}
+
+/// How long the spawner waits for room in the results queue before it checks its parent again.
+const SEND_SLICE: Duration = Duration::from_millis(100);
+
+impl Spawner {
+    /// Puts an event in the results queue, waiting for room only while the parent lives (a
+    /// dead parent drains nothing, and the spawner must not wait for it for ever). `false`:
+    /// the parent is gone or the queue failed.
+    fn report(&self, event: &Event) -> bool {
+        let mut bytes = proto::encode(event);
+        loop {
+            match self.results.put_timeout(bytes, SEND_SLICE) {
+                Ok(()) => return true,
+                Err(baozi_queue::PutError::Full(b)) if sys::getppid() == self.parent => bytes = b,
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 impl Spawner {
@@ -63,20 +84,21 @@ impl Spawner {
         let mut serial = 0u64;
         let mut ready = Vec::new();
         loop {
+            let mut exits = Vec::new();
             for (slot, w) in workers.iter_mut().enumerate() {
                 let Some(p) = w else { continue };
                 if let Some(code) = p.exitcode() {
                     let pid = p.pid().unwrap_or(0);
-                    send(
-                        &self.results,
-                        &Event::Exited {
-                            slot: slot as u32,
-                            pid,
-                            code,
-                        },
-                    );
                     *w = None;
+                    exits.push(Event::Exited {
+                        slot: slot as u32,
+                        pid,
+                        code,
+                    });
                 }
+            }
+            if !exits.iter().all(|e| self.report(e)) {
+                return kill_all(&mut workers);
             }
             let pidfds: Vec<_> = workers.iter().flatten().map(Process::pidfd).collect();
             let mut fds = vec![self.requests.as_fd()];
@@ -115,7 +137,9 @@ impl Spawner {
                             error: e.to_string(),
                         },
                     };
-                    send(&self.results, &event);
+                    if !self.report(&event) {
+                        return kill_all(&mut workers);
+                    }
                 }
                 Some(Request::KillAll | Request::Shutdown) | None => return kill_all(&mut workers),
             }
@@ -171,7 +195,8 @@ fn work(
 ) -> i32 {
     if let Some(init) = initializer {
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(init)) {
-            let message = panic_message(&*payload);
+            // Cut to what surely fits the results queue (a message is not worth a respawn loop).
+            let message: String = panic_message(&*payload).chars().take(500).collect();
             send(
                 results,
                 &Event::InitFailed {
