@@ -573,17 +573,18 @@ impl Heap {
         let chunk = (block - self.data_at) >> CHUNK_SHIFT;
         let g = self.geometry[c];
         let rel = block - self.chunk_at(chunk);
-        let foreign = AllocError::ForeignOffset {
+        let foreign = || AllocError::ForeignOffset {
             offset: block as u64,
         };
         if rel < g.data_start as usize {
-            return Err(foreign);
+            return Err(foreign());
         }
         let d = rel - g.data_start as usize;
-        if d % g.block as usize != 0 || d / g.block as usize >= g.blocks as usize {
-            return Err(foreign);
+        let index = g.index_of(d);
+        if index * g.block as usize != d || index >= g.blocks as usize {
+            return Err(foreign());
         }
-        Ok((chunk, d / g.block as usize))
+        Ok((chunk, index))
     }
 
     /// The chunk holding `off`, or ForeignOffset.

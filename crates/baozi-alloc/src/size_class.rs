@@ -71,6 +71,20 @@ pub(crate) struct SlabGeometry {
     pub(crate) data_start: u32,
     /// u64 words of allocation bitmap at the chunk start.
     pub(crate) bitmap_words: u32,
+    /// `ceil(2^32 / block)`: `(d * recip) >> 32` is `d / block` for every `d` below a chunk,
+    /// without a division instruction (tens of cycles) on the alloc/free path.
+    pub(crate) recip: u64,
+}
+
+impl SlabGeometry {
+    /// `d / block` for `d < CHUNK` (64 KiB). Exact: with `d < 2^16` and `block <= 2^16`, the
+    /// reciprocal's error adds less than `2^-16` to a quotient whose fractional part is at most
+    /// `1 - 1/block <= 1 - 2^-16`.
+    #[inline]
+    pub(crate) fn index_of(&self, d: usize) -> usize {
+        debug_assert!(d < CHUNK);
+        ((d as u64 * self.recip) >> 32) as usize
+    }
 }
 
 /// The geometry of `class`'s slabs: as many blocks as fit after their bitmap.
@@ -87,6 +101,7 @@ pub(crate) fn geometry(class: usize) -> SlabGeometry {
                 blocks: blocks as u32,
                 data_start: data_start as u32,
                 bitmap_words: words as u32,
+                recip: (1u64 << 32).div_ceil(block as u64),
             };
         }
         blocks -= 1;
@@ -96,6 +111,16 @@ pub(crate) fn geometry(class: usize) -> SlabGeometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reciprocal_division_is_exact_below_a_chunk() {
+        for c in 0..CLASSES {
+            let g = geometry(c);
+            for d in 0..CHUNK {
+                assert_eq!(g.index_of(d), d / g.block as usize, "class {c}, d {d}");
+            }
+        }
+    }
 
     #[test]
     fn every_class_fits_its_chunk_and_aligns_its_blocks() {

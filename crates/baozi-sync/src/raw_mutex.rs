@@ -74,6 +74,7 @@ impl RawRobustMutex {
         self.inner.get()
     }
 
+    #[inline]
     fn map(
         r: std::io::Result<LockResult>,
         op: &'static str,
@@ -91,6 +92,7 @@ impl RawRobustMutex {
     ///
     /// # Errors
     /// [`SyncError::Unrecoverable`], [`SyncError::Io`].
+    #[inline]
     pub fn try_lock(&self) -> Result<Option<Acquired>, SyncError> {
         // SAFETY: the mutex was initialised before the object was published (type invariant).
         Self::map(

@@ -151,6 +151,7 @@ pub(crate) enum LockResult {
     Busy,
 }
 
+#[inline]
 fn lock_result(ret: libc::c_int, op: &'static str) -> io::Result<LockResult> {
     match ret {
         0 => Ok(LockResult::Acquired),
@@ -158,11 +159,16 @@ fn lock_result(ret: libc::c_int, op: &'static str) -> io::Result<LockResult> {
         libc::ETIMEDOUT => Ok(LockResult::TimedOut),
         libc::ENOTRECOVERABLE => Ok(LockResult::NotRecoverable),
         libc::EBUSY => Ok(LockResult::Busy),
-        e => Err(io::Error::new(
-            io::Error::from_raw_os_error(e).kind(),
-            format!("{op}: {}", io::Error::from_raw_os_error(e)),
-        )),
+        e => Err(lock_error(e, op)),
     }
+}
+
+#[cold]
+fn lock_error(e: libc::c_int, op: &'static str) -> io::Error {
+    io::Error::new(
+        io::Error::from_raw_os_error(e).kind(),
+        format!("{op}: {}", io::Error::from_raw_os_error(e)),
+    )
 }
 
 /// Initialises a robust, process-shared mutex in place.
@@ -201,6 +207,7 @@ pub(crate) unsafe fn robust_mutex_init(m: *mut PthreadMutex) -> io::Result<()> {
 ///
 /// # Safety
 /// `m` must point to a mutex initialised by [`robust_mutex_init`] in a live mapping.
+#[inline]
 pub(crate) unsafe fn mutex_trylock(m: *mut PthreadMutex) -> io::Result<LockResult> {
     // SAFETY: per the caller's guarantee.
     lock_result(
