@@ -470,23 +470,9 @@ impl State {
                 .min();
             let Some((_, i)) = best else { break };
             let (task, bytes) = self.pending.pop_front().expect("not empty");
-            match shared.inboxes[i].put_nowait(bytes) {
-                Ok(()) => {
-                    if let Slot::Live {
-                        budget, assigned, ..
-                    } = &mut self.slots[i]
-                    {
-                        assigned.push(task);
-                        if let Some(b) = budget {
-                            *b -= 1;
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Out of ring bytes (two large tasks): wait for this worker's next result.
-                    self.pending.push_front((task, e.into_inner()));
-                    break;
-                }
+            if !self.give(shared, i, task, bytes) {
+                // Out of ring bytes (two large tasks): wait for this worker's next result.
+                break;
             }
         }
         if self.pending.is_empty() {
@@ -543,22 +529,31 @@ impl State {
                     *b += 1;
                 }
             }
-            match shared.inboxes[idle].put_nowait(bytes) {
-                Ok(()) => {
-                    if let Slot::Live {
-                        budget, assigned, ..
-                    } = &mut self.slots[idle]
-                    {
-                        assigned.push(task);
-                        if let Some(b) = budget {
-                            *b -= 1;
-                        }
+            if !self.give(shared, idle, task, bytes) {
+                return;
+            }
+        }
+    }
+
+    /// Puts a task in slot `i`'s inbox and records it there; `false` (the task back at the
+    /// front of `pending`) when the inbox has no room.
+    fn give(&mut self, shared: &Shared, i: usize, task: u64, bytes: Vec<u8>) -> bool {
+        match shared.inboxes[i].put_nowait(bytes) {
+            Ok(()) => {
+                if let Slot::Live {
+                    budget, assigned, ..
+                } = &mut self.slots[i]
+                {
+                    assigned.push(task);
+                    if let Some(b) = budget {
+                        *b -= 1;
                     }
                 }
-                Err(e) => {
-                    self.pending.push_front((task, e.into_inner()));
-                    return;
-                }
+                true
+            }
+            Err(e) => {
+                self.pending.push_front((task, e.into_inner()));
+                false
             }
         }
     }
