@@ -577,7 +577,7 @@ impl Pool {
 impl Drop for Pool {
     /// Terminates the pool (Python's `with Pool() as p:` does the same on exit).
     fn drop(&mut self) {
-        if sys::getpid() != self.shared.spawner_parent() {
+        if self.shared.owned().is_err() {
             return; // a copy carried into a forked child: not ours to stop
         }
         self.terminate();

@@ -155,11 +155,6 @@ impl Shared {
         }
     }
 
-    /// The process that made the pool.
-    pub(crate) fn spawner_parent(&self) -> crate::sys::Pid {
-        self.owner
-    }
-
     /// `Ok` in the process that made the pool. A copy of the pool carried into a forked child
     /// has no result thread and shares the workers' queues: using it there would hang or steal
     /// the parent's work, so it is refused.
