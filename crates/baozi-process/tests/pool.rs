@@ -187,6 +187,67 @@ fn async_result_methods() -> Result<(), String> {
     Ok(())
 }
 
+/// `on_ready` callbacks get values and errors alike, once each, and a panicking callback does
+/// not disturb the pool.
+fn callbacks_get_every_outcome() -> Result<(), String> {
+    use std::sync::mpsc;
+    let pool = Pool::new(2).map_err(e)?;
+    let (tx, rx) = mpsc::channel::<Result<u32, String>>();
+    for x in 0..10u32 {
+        let tx = tx.clone();
+        pool.apply_async(panics_on_odd, x)
+            .map_err(e)?
+            .on_ready(move |r| tx.send(r.map_err(|e| e.to_string())).unwrap());
+    }
+    let tx2 = tx.clone();
+    pool.apply_async(die, "kill".to_owned())
+        .map_err(e)?
+        .on_ready(move |r| tx2.send(r.map_err(|e| e.to_string())).unwrap());
+    // A panicking callback: printed and ignored.
+    pool.apply_async(square, 3)
+        .map_err(e)?
+        .on_ready(|_| panic!("a clumsy callback"));
+    let mut got: Vec<Result<u32, String>> = (0..11)
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)))
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    got.sort();
+    let oks: Vec<u32> = got
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    check!(oks == [0, 2, 4, 6, 8], "{got:?}");
+    check!(
+        got.iter()
+            .filter(|r| matches!(r, Err(m) if m.contains("odd dough")))
+            .count()
+            == 5
+    );
+    check!(
+        got.iter()
+            .any(|r| matches!(r, Err(m) if m.contains("signal 9"))),
+        "{got:?}"
+    );
+    // Already ready: runs at once on this thread. Terminated: the callback hears of it.
+    let r = pool.apply_async(square, 4).map_err(e)?;
+    r.wait();
+    let here = std::thread::current().id();
+    let (tx3, rx3) = mpsc::channel();
+    r.on_ready(move |v| tx3.send((v.unwrap(), std::thread::current().id())).unwrap());
+    check!(rx3.try_recv().map_err(e)? == (16, here));
+    let (tx4, rx4) = mpsc::channel();
+    pool.apply_async(sleep_then_double, 5000)
+        .map_err(e)?
+        .on_ready(move |r| {
+            tx4.send(matches!(r, Err(ProcessError::PoolTerminated)))
+                .unwrap()
+        });
+    pool.terminate();
+    check!(rx4.recv_timeout(Duration::from_secs(5)).map_err(e)?);
+    drop(tx);
+    Ok(())
+}
+
 fn imap_orders() -> Result<(), String> {
     // The Python docs' demo, scaled: 3 workers sleep 600, 300 and 0 ms.
     let pool = Pool::new(3).map_err(e)?;
@@ -713,6 +774,7 @@ const CASES: &[(&str, Case)] = &[
     ),
     ("apply_and_map_values", apply_and_map_values),
     ("async_result_methods", async_result_methods),
+    ("callbacks_get_every_outcome", callbacks_get_every_outcome),
     ("imap_orders", imap_orders),
     ("imap_reads_input_lazily", imap_reads_input_lazily),
     (

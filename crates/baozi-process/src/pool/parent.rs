@@ -65,6 +65,15 @@ struct Batch {
     abandoned: bool,
 }
 
+/// What runs when a call settles: gets the call's encoded results.
+pub(crate) struct Callback(pub(crate) Box<dyn FnOnce(Result<Vec<Vec<u8>>, ProcessError>) + Send>);
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Callback")
+    }
+}
+
 /// One worker place. A slot keeps its inbox across the workers that fill it in turn.
 #[derive(Debug)]
 enum Slot {
@@ -98,6 +107,10 @@ pub(crate) struct State {
     done: HashMap<u64, Result<Vec<u8>, ProcessError>>,
     /// The calls (one per `submit`) whose results a caller may still take, by first task.
     batches: BTreeMap<u64, Batch>,
+    /// Callbacks waiting for their call to settle, by its first task.
+    callbacks: HashMap<u64, (BatchId, Callback)>,
+    /// Calls with a callback that have settled: the result thread runs them.
+    due: Vec<u64>,
     /// The write end of the spawner's request pipe; `None` once the spawner was told to finish.
     requests: Option<File>,
     maxtasksperchild: Option<usize>,
@@ -141,6 +154,8 @@ impl Shared {
                 in_flight: HashSet::new(),
                 done: HashMap::new(),
                 batches: BTreeMap::new(),
+                callbacks: HashMap::new(),
+                due: Vec::new(),
                 requests: Some(requests),
                 maxtasksperchild,
                 fruitless_exits: 0,
@@ -346,6 +361,24 @@ impl State {
         Ok(out)
     }
 
+    /// Registers `callback` for a call that has not settled; the result thread runs it when it
+    /// does.
+    pub(crate) fn on_settled(&mut self, id: BatchId, callback: Callback) {
+        self.callbacks.insert(id.first, (id, callback));
+    }
+
+    /// The callbacks whose calls have settled, each with its call's results.
+    fn take_due(&mut self) -> Vec<(Callback, Result<Vec<Vec<u8>>, ProcessError>)> {
+        let mut out = Vec::new();
+        for first in std::mem::take(&mut self.due) {
+            if let Some((id, cb)) = self.callbacks.remove(&first) {
+                let r = self.take(id);
+                out.push((cb, r));
+            }
+        }
+        out
+    }
+
     /// Lets a call go: drops its results, now and as its tasks settle.
     pub(crate) fn abandon(&mut self, id: BatchId) {
         let Some(batch) = self.batches.get_mut(&id.first) else {
@@ -372,6 +405,10 @@ impl State {
         batch.remaining -= 1;
         self.wake |= batch.remaining == 0 || (result.is_err() && !batch.failed);
         batch.failed |= result.is_err();
+        let now_settled = batch.remaining == 0 || batch.failed;
+        if now_settled && self.callbacks.contains_key(&first) && !self.due.contains(&first) {
+            self.due.push(first);
+        }
         if !batch.abandoned {
             self.done.insert(task, result);
         } else if batch.remaining == 0 {
@@ -699,9 +736,15 @@ pub(crate) fn result_thread(shared: Arc<Shared>) {
         st.dispatch(&shared);
         let quit = st.quit;
         let wake = std::mem::take(&mut st.wake);
+        let due = st.take_due();
         drop(st);
         if wake || quit {
             shared.notify();
+        }
+        for (callback, result) in due {
+            // A panicking callback must not take the result thread (and every caller) down;
+            // the panic hook has printed it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (callback.0)(result)));
         }
         if quit {
             return;

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::call::Call;
-use super::parent::{BatchId, Shared};
+use super::parent::{BatchId, Callback, Shared};
 use super::{decode_chunk, encode_chunk};
 use crate::error::ProcessError;
 
@@ -138,6 +138,52 @@ impl<T> AsyncResult<T> {
         } else {
             Err(self)
         }
+    }
+}
+
+impl<T: 'static> AsyncResult<T> {
+    /// Runs `callback` with the result once it is ready, instead of waiting for it (Python's
+    /// `callback` and `error_callback`, in one). It runs on the pool's result thread, which it
+    /// holds up meanwhile: keep it short (send the value on a channel, bump a counter). If
+    /// the result is ready already, it runs now, on this thread. A panic in it is printed and
+    /// ignored.
+    ///
+    /// ```
+    /// use baozi_process::Pool;
+    /// use std::sync::mpsc;
+    ///
+    /// fn cube(x: i64) -> i64 { x * x * x }
+    ///
+    /// let pool = Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// for x in 0..4 {
+    ///     let tx = tx.clone();
+    ///     pool.apply_async(cube, x)?.on_ready(move |r| tx.send(r.unwrap()).unwrap());
+    /// }
+    /// let mut got: Vec<i64> = rx.iter().take(4).collect();
+    /// got.sort();
+    /// assert_eq!(got, [0, 1, 8, 27]);
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    pub fn on_ready<F>(mut self, callback: F)
+    where
+        F: FnOnce(Result<T, ProcessError>) + Send + 'static,
+    {
+        self.taken = true;
+        let finish = self.finish;
+        if let Err(e) = self.shared.owned() {
+            return callback(Err(e));
+        }
+        let mut st = self.shared.lock();
+        if st.settled(self.tasks) {
+            let chunks = st.take(self.tasks);
+            drop(st);
+            return callback(chunks.and_then(finish));
+        }
+        st.on_settled(
+            self.tasks,
+            Callback(Box::new(move |chunks| callback(chunks.and_then(finish)))),
+        );
     }
 }
 
