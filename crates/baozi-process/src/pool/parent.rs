@@ -65,8 +65,11 @@ struct Batch {
     abandoned: bool,
 }
 
+/// A settled call's encoded results (one `Vec` of results per task), or its first failure.
+pub(crate) type Chunks = Result<Vec<Vec<u8>>, ProcessError>;
+
 /// What runs when a call settles: gets the call's encoded results.
-pub(crate) struct Callback(pub(crate) Box<dyn FnOnce(Result<Vec<Vec<u8>>, ProcessError>) + Send>);
+pub(crate) struct Callback(pub(crate) Box<dyn FnOnce(Chunks) + Send>);
 
 impl std::fmt::Debug for Callback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -329,7 +332,7 @@ impl State {
     /// Takes the results of a settled call, in task order. When a task has failed, the first
     /// failure in order among those settled is returned and the other tasks are let go (some
     /// may still be running).
-    pub(crate) fn take(&mut self, id: BatchId) -> Result<Vec<Vec<u8>>, ProcessError> {
+    pub(crate) fn take(&mut self, id: BatchId) -> Chunks {
         let tasks = id.first..id.first + id.len;
         if id.len == 0 {
             return Ok(Vec::new());
@@ -368,7 +371,7 @@ impl State {
     }
 
     /// The callbacks whose calls have settled, each with its call's results.
-    fn take_due(&mut self) -> Vec<(Callback, Result<Vec<Vec<u8>>, ProcessError>)> {
+    fn take_due(&mut self) -> Vec<(Callback, Chunks)> {
         let mut out = Vec::new();
         for first in std::mem::take(&mut self.due) {
             if let Some((id, cb)) = self.callbacks.remove(&first) {
