@@ -158,6 +158,36 @@ fn apply_and_map_values() -> Result<(), String> {
     Ok(())
 }
 
+/// One pool shared by several threads of the parent (made before the threads start).
+fn threads_share_a_pool() -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    let sums: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let pool = &pool;
+                s.spawn(move || {
+                    let one: u64 = (0..50)
+                        .map(|i| pool.apply(square, t * 100 + i).unwrap())
+                        .sum();
+                    let many: u64 = pool
+                        .map(square, t * 100..t * 100 + 50)
+                        .unwrap()
+                        .iter()
+                        .sum();
+                    assert_eq!(one, many);
+                    one
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (t, sum) in sums.iter().enumerate() {
+        let want: u64 = (0..50u64).map(|i| (t as u64 * 100 + i).pow(2)).sum();
+        check!(*sum == want, "thread {t}: {sum} != {want}");
+    }
+    Ok(())
+}
+
 fn async_result_methods() -> Result<(), String> {
     let pool = Pool::new(2).map_err(e)?;
     let r = pool.apply_async(sleep_then_double, 400).map_err(e)?;
@@ -774,6 +804,7 @@ const CASES: &[(&str, Case)] = &[
     ),
     ("apply_and_map_values", apply_and_map_values),
     ("async_result_methods", async_result_methods),
+    ("threads_share_a_pool", threads_share_a_pool),
     ("callbacks_get_every_outcome", callbacks_get_every_outcome),
     ("imap_orders", imap_orders),
     ("imap_reads_input_lazily", imap_reads_input_lazily),
