@@ -43,12 +43,14 @@ mod transport;
 
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use baozi_process::Process;
 
 use chaos::Rng;
 use ledger::Ledger;
 use message::{Decoded, Stamp};
-use sys::Exit;
 use transport::{Recv, Shape, Transport};
 
 pub use histogram::Latency;
@@ -315,9 +317,35 @@ enum Role {
 #[derive(Debug)]
 struct Worker {
     role: Role,
-    pid: u32,
+    process: Process,
     running: bool,
     kills: u32,
+}
+
+impl Worker {
+    fn pid(&self) -> i32 {
+        self.process.pid().unwrap_or(0)
+    }
+
+    /// Its exit code (Python's meaning) if it has ended; reaps it.
+    fn poll(&self) -> Result<Option<i32>, ShopError> {
+        self.process.join_timeout(Duration::ZERO).map_err(|e| {
+            ShopError::Failed(format!(
+                "{} (pid {}): {e}",
+                worker_name(self.role),
+                self.pid()
+            ))
+        })
+    }
+}
+
+/// An exit code in words.
+fn exit_text(code: i32) -> String {
+    if code < 0 {
+        format!("killed by signal {}", -code)
+    } else {
+        format!("exit code {code}")
+    }
 }
 
 /// Runs a workload and verifies it.
@@ -329,46 +357,52 @@ struct Worker {
 pub fn run(s: &Scenario) -> Result<Report, ShopError> {
     s.validate()?;
     let failed = ShopError::Failed;
-    let transport = s.transport.build(s.shape()).map_err(failed)?;
-    let t: &dyn Transport = &*transport;
+    let transport: Arc<dyn Transport> = Arc::from(s.transport.build(s.shape()).map_err(failed)?);
     let (np, nc) = (s.producers as usize, s.consumers as usize);
     let until = s.per_producer();
-    let ledger = Ledger::new(np, nc, until).map_err(failed)?;
+    let ledger = Arc::new(Ledger::new(np, nc, until).map_err(failed)?);
     let size = s.size;
 
-    let spawn = |role: Role, from: u64| -> Result<u32, ShopError> {
-        let ledger = &ledger;
-        let pid = match role {
-            Role::Producer(p) => sys::spawn(move || producer_main(t, ledger, p, from, until, size)),
-            Role::Consumer(c) => sys::spawn(move || consumer_main(t, ledger, c, np, size)),
-        };
-        pid.map_err(|e| ShopError::Failed(format!("fork: {e}")))
+    // Workers are daemons: if the shop itself is killed, they die with it.
+    let spawn = |role: Role, from: u64| -> Result<Process, ShopError> {
+        let (t, ledger) = (Arc::clone(&transport), Arc::clone(&ledger));
+        let process = Process::builder()
+            .name(worker_name(role))
+            .daemon(true)
+            .spawn_fn(move || match role {
+                Role::Producer(p) => producer_main(&*t, &ledger, p, from, until, size),
+                Role::Consumer(c) => consumer_main(&*t, &ledger, c, np, size),
+            });
+        process
+            .start()
+            .map_err(|e| ShopError::Failed(format!("fork: {e}")))?;
+        Ok(process)
     };
 
     let start = Instant::now();
     let mut workers = Vec::with_capacity(np + nc);
     let abort = |workers: &mut Vec<Worker>, why: String| {
         for w in workers.iter_mut().filter(|w| w.running) {
-            let _ = sys::kill9(w.pid);
-            let _ = sys::wait(w.pid);
+            let _ = w.process.kill();
+            let _ = w.process.join();
             w.running = false;
         }
         ShopError::Failed(why)
     };
     for c in 0..nc {
-        let pid = spawn(Role::Consumer(c), 0)?;
+        let process = spawn(Role::Consumer(c), 0)?;
         workers.push(Worker {
             role: Role::Consumer(c),
-            pid,
+            process,
             running: true,
             kills: 0,
         });
     }
     for p in 0..np {
         match spawn(Role::Producer(p), 0) {
-            Ok(pid) => workers.push(Worker {
+            Ok(process) => workers.push(Worker {
                 role: Role::Producer(p),
-                pid,
+                process,
                 running: true,
                 kills: 0,
             }),
@@ -393,14 +427,16 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
     // Run until every producer slot has finished its share.
     loop {
         for w in workers.iter_mut().filter(|w| w.running) {
-            let exit =
-                sys::try_wait(w.pid).map_err(|e| ShopError::Failed(format!("waitpid: {e}")))?;
-            if let Some(exit) = exit {
+            if let Some(code) = w.poll()? {
                 w.running = false;
-                let ok = exit == Exit::Code(0) && matches!(w.role, Role::Producer(_));
+                let ok = code == 0 && matches!(w.role, Role::Producer(_));
                 if !ok {
                     let name = worker_name(w.role);
-                    let why = format!("{name} (pid {}) ended unexpectedly: {exit:?}", w.pid);
+                    let why = format!(
+                        "{name} (pid {}) ended unexpectedly: {}",
+                        w.pid(),
+                        exit_text(code)
+                    );
                     return Err(abort(&mut workers, why));
                 }
             }
@@ -422,11 +458,16 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
                 let live: Vec<usize> = (0..workers.len()).filter(|&i| workers[i].running).collect();
                 let i = live[rng.below(live.len())];
                 let victim = &mut workers[i];
-                let _ = sys::kill9(victim.pid);
-                let exit = sys::wait(victim.pid)
-                    .map_err(|e| ShopError::Failed(format!("waitpid: {e}")))?;
+                let _ = victim.process.kill();
+                let code = victim.process.join().map_err(|e| {
+                    ShopError::Failed(format!(
+                        "{} (pid {}): {e}",
+                        worker_name(victim.role),
+                        victim.pid()
+                    ))
+                })?;
                 let role = victim.role;
-                let from = if exit == Exit::Code(0) {
+                let from = if code == 0 {
                     // It finished before the signal landed: no kill, nothing to resume.
                     victim.running = false;
                     None
@@ -452,8 +493,8 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
                 };
                 if let Some(from) = from {
                     match spawn(role, from) {
-                        Ok(pid) => {
-                            workers[i].pid = pid;
+                        Ok(process) => {
+                            workers[i].process = process;
                             workers[i].running = true;
                         }
                         Err(e) => return Err(abort(&mut workers, e.to_string())),
@@ -471,19 +512,21 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
 
     // Producers are done: let consumers drain and stop.
     let live_consumers = workers.iter().filter(|w| w.running).count();
-    if let Err(e) = t.finish(live_consumers) {
+    if let Err(e) = transport.finish(live_consumers) {
         return Err(abort(&mut workers, format!("finishing the transport: {e}")));
     }
     let drain_deadline = Instant::now() + Duration::from_secs(60);
     while workers.iter().any(|w| w.running) {
         for w in workers.iter_mut().filter(|w| w.running) {
-            if let Some(exit) =
-                sys::try_wait(w.pid).map_err(|e| ShopError::Failed(format!("waitpid: {e}")))?
-            {
+            if let Some(code) = w.poll()? {
                 w.running = false;
-                if exit != Exit::Code(0) {
+                if code != 0 {
                     let name = worker_name(w.role);
-                    let why = format!("{name} (pid {}) ended unexpectedly: {exit:?}", w.pid);
+                    let why = format!(
+                        "{name} (pid {}) ended unexpectedly: {}",
+                        w.pid(),
+                        exit_text(code)
+                    );
                     return Err(abort(&mut workers, why));
                 }
             }
@@ -591,7 +634,7 @@ fn verify(
             };
             ProcessCount {
                 name,
-                pid: w.pid,
+                pid: w.pid() as u32,
                 messages,
                 kills: w.kills,
             }

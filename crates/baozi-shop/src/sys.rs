@@ -1,5 +1,5 @@
-//! Platform calls for the shop: fork and reap, kill, pipes, sockets, POSIX message queues.
-//! Only this module calls libc.
+//! Platform calls for the shop: pipes, sockets, POSIX message queues. Only this module calls
+//! libc; processes come from baozi-process.
 
 use std::ffi::CString;
 use std::io;
@@ -12,70 +12,6 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(r)
     }
-}
-
-/// Forks a child that runs `work` and leaves with `_exit(code)`; a panic exits with 101.
-///
-/// The caller must be single-threaded (the shop forks only from its main thread and starts no
-/// other threads), so the child inherits no lock held by another thread.
-pub(crate) fn spawn(work: impl FnOnce() -> i32) -> io::Result<u32> {
-    // SAFETY: see above; the child runs `work` and never returns into the caller's frames.
-    match unsafe { libc::fork() } {
-        -1 => Err(io::Error::last_os_error()),
-        0 => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(101);
-            let _ = std::io::Write::flush(&mut std::io::stdout());
-            // SAFETY: ends the child without unwinding or running the parent's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        pid => Ok(pid as u32),
-    }
-}
-
-/// How a child ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-fn decode(status: libc::c_int) -> Exit {
-    if libc::WIFSIGNALED(status) {
-        Exit::Signal(libc::WTERMSIG(status))
-    } else {
-        Exit::Code(libc::WEXITSTATUS(status))
-    }
-}
-
-/// Waits for child `pid` to end.
-pub(crate) fn wait(pid: u32) -> io::Result<Exit> {
-    let mut status = 0;
-    loop {
-        // SAFETY: status is a valid out-pointer; pid is our child.
-        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-        if r == -1 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        return Ok(decode(status));
-    }
-}
-
-/// Reaps child `pid` if it has ended; None while it runs.
-pub(crate) fn try_wait(pid: u32) -> io::Result<Option<Exit>> {
-    let mut status = 0;
-    // SAFETY: status is a valid out-pointer; pid is our child.
-    let r = cvt(unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) })?;
-    Ok(if r == 0 { None } else { Some(decode(status)) })
-}
-
-/// Sends SIGKILL to `pid`.
-pub(crate) fn kill9(pid: u32) -> io::Result<()> {
-    // SAFETY: kill has no memory-safety preconditions.
-    cvt(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }).map(drop)
 }
 
 fn owned(fd: RawFd) -> OwnedFd {

@@ -216,3 +216,71 @@ fn maxsize_zero_means_no_item_limit() {
     assert_eq!(r["maxsize"], 0);
     assert_eq!(r["received"], 6000);
 }
+
+/// Pids whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = ent.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 2..].chars().next())
+            .is_some_and(|s| s != 'Z')
+    })
+}
+
+#[test]
+fn killing_the_shop_kills_its_bakers_and_eaters() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baozi-shop"))
+        .args([
+            "run",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--duration",
+            "30",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the baozi-shop binary runs");
+    let shop = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut workers = Vec::new();
+    while workers.len() < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        workers = children_of(shop);
+    }
+    assert_eq!(workers.len(), 4, "the shop's workers: {workers:?}");
+    child.kill().expect("SIGKILL the shop");
+    child.wait().expect("reap the shop");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while workers.iter().any(|&p| alive(p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left: Vec<u32> = workers.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "workers outlived the shop: {left:?}");
+}

@@ -27,7 +27,7 @@ pub enum Recv {
 }
 
 /// A many-to-many message channel between forked processes.
-pub trait Transport: Sync {
+pub trait Transport: Send + Sync {
     /// Sends one message, blocking while the channel is full.
     ///
     /// # Errors
