@@ -8,9 +8,11 @@
 //! cargo run --release --example bun_shop
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use baozi::{GetError, Queue, Serde};
+use baozi::process::current_process;
+use baozi::{GetError, Process, PutError, Queue, Serde};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,93 +45,78 @@ struct Bun {
 const BAKERS: u32 = 2;
 const PACE: Duration = Duration::from_millis(150);
 
-/// Runs `work` in a forked child that leaves with `_exit`, never returning into main.
-fn spawn(work: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: the program is single-threaded here; the child only does its work and _exits.
-    match unsafe { libc::fork() } {
-        -1 => panic!("fork failed: {}", std::io::Error::last_os_error()),
-        0 => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(101);
-            // SAFETY: _exit ends the child without running the parent's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        pid => pid,
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let counter: Queue<Serde<Bun>> = Queue::new(1, 4096)?;
+    // Shared with the children forked below: they get the same mapping.
+    let counter: Arc<Queue<Serde<Bun>>> = Arc::new(Queue::new(1, 4096)?);
     println!(
         "包子铺 opens: a counter that holds {} bun, {BAKERS} bakers, 1 eater",
         counter.maxsize()
     );
 
-    let mut children = Vec::new();
+    let mut shop = Vec::new();
     for baker in 1..=BAKERS {
-        let counter = &counter;
-        children.push(spawn(move || {
-            let pid = std::process::id();
-            for (seq, filling) in Filling::MENU.into_iter().enumerate() {
-                std::thread::sleep(PACE);
-                let bun = Bun {
-                    baker,
-                    baker_pid: pid,
-                    seq: seq as u32,
-                    filling,
-                };
-                println!(
-                    "  baker-{baker} (pid {pid}) baked a {} bun",
-                    filling.label()
-                );
-                if counter.put(Serde(bun)).is_err() {
-                    return 1;
+        let counter = Arc::clone(&counter);
+        let p = Process::builder()
+            .name(format!("baker-{baker}"))
+            .spawn_fn(move || {
+                let me = current_process();
+                for (seq, filling) in Filling::MENU.into_iter().enumerate() {
+                    std::thread::sleep(PACE);
+                    let bun = Bun {
+                        baker,
+                        baker_pid: me.pid() as u32,
+                        seq: seq as u32,
+                        filling,
+                    };
+                    println!(
+                        "  {} (pid {}) baked a {} bun",
+                        me.name(),
+                        me.pid(),
+                        filling.label()
+                    );
+                    counter.put(Serde(bun))?;
                 }
-            }
-            0
-        }));
+                Ok::<(), PutError<Serde<Bun>>>(())
+            });
+        p.start()?;
+        shop.push(p);
     }
 
     let total = BAKERS as usize * Filling::MENU.len();
-    let eater = {
-        let counter = &counter;
-        spawn(move || {
-            let pid = std::process::id();
+    let eater = Process::builder().name("eater").spawn_fn({
+        let counter = Arc::clone(&counter);
+        move || -> Result<(), String> {
+            let me = current_process();
             let mut next_seq = vec![0u32; BAKERS as usize + 1];
             for _ in 0..total {
                 let Serde(bun) = match counter.get_timeout(Duration::from_secs(10)) {
                     Ok(bun) => bun,
-                    Err(GetError::Empty) => {
-                        eprintln!("eater: no bun for 10 s");
-                        return 2;
-                    }
-                    Err(e) => {
-                        eprintln!("eater: {e}");
-                        return 3;
-                    }
+                    Err(GetError::Empty) => return Err("no bun for 10 s".into()),
+                    Err(e) => return Err(e.to_string()),
                 };
                 println!(
-                    "  eater (pid {pid}) ate the {} bun from baker-{} (pid {})",
+                    "  {} (pid {}) ate the {} bun from baker-{} (pid {})",
+                    me.name(),
+                    me.pid(),
                     bun.filling.label(),
                     bun.baker,
                     bun.baker_pid
                 );
                 if bun.seq != next_seq[bun.baker as usize] {
-                    eprintln!("eater: baker-{}'s buns came out of order", bun.baker);
-                    return 4;
+                    return Err(format!("baker-{}'s buns came out of order", bun.baker));
                 }
                 next_seq[bun.baker as usize] += 1;
             }
-            0
-        })
-    };
-    children.push(eater);
+            Ok(())
+        }
+    });
+    eater.start()?;
+    shop.push(eater);
 
+    // Exit codes as in Python: 0 is success (an Err return gives 1, with the error on stderr).
     let mut failed = 0;
-    for pid in children {
-        let mut status = 0;
-        // SAFETY: waiting for our own child; status is a valid out-pointer.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+    for p in &shop {
+        if p.join()? != 0 {
             failed += 1;
         }
     }
