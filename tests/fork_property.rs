@@ -1,6 +1,11 @@
-//! A property over forked processes: for random splits of a random workload — producers,
-//! consumers, maxsize, message counts and sizes — every message put arrives exactly once, and
-//! each consumer sees each producer's messages in the order they were put.
+//! Properties over forked processes:
+//!
+//! * for random splits of a random workload — producers, consumers, maxsize, message counts and
+//!   sizes — every message put arrives exactly once, and each consumer sees each producer's
+//!   messages in the order they were put;
+//! * for random numbers of processes, increments and array lengths, read-modify-write under a
+//!   shared `Value`'s or `Array`'s lock loses no update: every cell ends at exactly the sum of
+//!   what was added to it.
 //!
 //! `harness = false`: proptest's runner is driven by hand, and each generated case runs inside a
 //! forked process group under the support module's watchdog, so a hang fails instead of wedging.
@@ -10,7 +15,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use baozi::{GetError, Pod, Queue, QueueOptions};
+use baozi::{Array, GetError, Heap, Pod, Queue, QueueOptions, Value};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use support::{case, fork, join_all_ok};
@@ -135,10 +140,86 @@ fn property() {
     }
 }
 
-fn main() {
-    support::run_main(vec![case(
-        "split_workloads_deliver_exactly_once_in_order",
-        property,
+/// One process's share of the increments: `(cell, amount)` pairs, from a seed, so the parent
+/// can recompute what each cell must hold.
+fn increments(seed: u64, count: u32, cells: usize) -> impl Iterator<Item = (usize, u64)> {
+    let mut x = seed | 1;
+    (0..count).map(move |_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ((x % cells as u64) as usize, x % 7 + 1)
+    })
+}
+
+#[derive(Clone, Debug)]
+struct Counters {
+    /// Per process: (seed, increments).
+    processes: Vec<(u64, u32)>,
+    cells: usize,
+}
+
+fn counters() -> impl Strategy<Value = Counters> {
+    (
+        prop::collection::vec((any::<u64>(), 0u32..3000), 1..7),
+        1usize..17,
     )
-    .timeout(Duration::from_secs(300))]);
+        .prop_map(|(processes, cells)| Counters { processes, cells })
+}
+
+fn run_counters(w: &Counters) -> Result<(), TestCaseError> {
+    let heap = Heap::anonymous(1 << 20).expect("heap");
+    let total = Value::new_in(&heap, 0u64).expect("value");
+    let cells = Array::<u64>::zeroed_in(&heap, w.cells).expect("array");
+    let kids: Vec<_> = w
+        .processes
+        .iter()
+        .map(|&(seed, count)| {
+            let (total, cells, n) = (&total, &cells, w.cells);
+            fork(move || {
+                for (i, amount) in increments(seed, count, n) {
+                    cells.lock().expect("array lock")[i] += amount;
+                    total.lock().expect("value lock")[0] += amount;
+                }
+            })
+        })
+        .collect();
+    join_all_ok(kids, BOUND, "incrementers");
+    let mut want = vec![0u64; w.cells];
+    for &(seed, count) in &w.processes {
+        for (i, amount) in increments(seed, count, w.cells) {
+            want[i] += amount;
+        }
+    }
+    let got = cells.to_vec().expect("array read");
+    prop_assert_eq!(&got, &want, "cells lost updates");
+    prop_assert_eq!(total.get().expect("value read"), want.iter().sum::<u64>());
+    Ok(())
+}
+
+fn counters_property() {
+    let cases = std::env::var("BAOZI_PROPERTY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    if let Err(e) = runner.run(&counters(), |w| run_counters(&w)) {
+        panic!("{e}");
+    }
+}
+
+fn main() {
+    support::run_main(vec![
+        case("split_workloads_deliver_exactly_once_in_order", property)
+            .timeout(Duration::from_secs(300)),
+        case(
+            "values_and_arrays_lose_no_locked_increment",
+            counters_property,
+        )
+        .timeout(Duration::from_secs(300)),
+    ]);
 }
