@@ -1,167 +1,287 @@
-//! put→get round-trip latency between two processes: the baozi queue next to a pipe and the
-//! spin floor (two processes ping-ponging on an atomic), measured in the same run.
+//! put→get round-trip latency between two processes: the baozi queue next to its floors and the
+//! usual transports, measured in the same run.
+//!
+//! Each case forks an echo peer once, then `iter_custom` times `iters` round trips: the parent
+//! sends a message, the peer takes it and sends it back, the parent takes the echo.
+//!
+//! * `round_trip/{baozi_queue,pipe,unix,mq,naive_lock,crossbeam}/SIZE`, SIZE = 8, 64, 1024, 16384
+//!   bytes. `unix` is a `SOCK_SEQPACKET` socket pair, `mq` a POSIX message queue, `naive_lock`
+//!   a ring under raw-sync's process-shared mutex with condition variables
+//!   ([`common::NaiveQueue`]), `crossbeam` a pair of `crossbeam-channel`s between two threads of
+//!   one process (the in-process reference).
+//! * `round_trip/{spin_floor,futex_floor}`: no data, the floors. The spin floor is two
+//!   processes handing a counter back and forth through one shared atomic (both always
+//!   running); the futex floor the same with a futex sleep on every wait (both always asleep,
+//!   the floor for a blocking queue).
+//! * `round_trip_asleep/...`: 64 B with the peer asleep in the kernel when the request comes:
+//!   `baozi_nospin` (a queue built with `spin(false)`: every wait sleeps) against
+//!   `futex_floor`, and, with a 500 µs pause before each request (untimed, long enough for the
+//!   peer's adaptive spin to give up), the default `baozi_queue` against `futex_floor_idle`.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
-//!
-//! Each case forks an echo peer once, then `iter_custom` times `iters` round trips:
-//! parent puts a message, the peer takes it and puts it back, the parent takes the echo.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use baozi::shm::{Offset, Region};
-use baozi::Queue;
+use common::{
+    baozi_queue, fork_peer, futex_wait, futex_wake, message, reap, stop_message, Channel,
+    FdChannel, MqChannel, NaiveQueue, SIZES, STOP,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-const SIZES: [usize; 4] = [8, 64, 1024, 16 * 1024];
+/// The pause before each request in the idle-peer cases.
+const IDLE_GAP: Duration = Duration::from_micros(500);
 
-/// Forks a peer that runs `work` and leaves with `_exit`.
-fn fork_peer(work: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: criterion measures on this thread and starts no other; the child only runs the
-    // echo loop on shared memory / fds and leaves with _exit.
-    match unsafe { libc::fork() } {
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => {
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_ok();
-            // SAFETY: ends the child without unwinding into criterion.
-            unsafe { libc::_exit(if ok { 0 } else { 101 }) }
-        }
-        pid => pid,
-    }
-}
-
-fn reap(pid: libc::pid_t) {
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-}
-
-fn baozi_round_trip(c: &mut Criterion, size: usize) {
-    let request: Queue<Vec<u8>> = Queue::new(64, 256 * 1024).expect("queue");
-    let reply: Queue<Vec<u8>> = Queue::new(64, 256 * 1024).expect("queue");
+/// Times round trips over `request` and `reply` with a forked echo peer; `gap`, if any, is an
+/// untimed pause before each request.
+fn round_trip<C: Channel>(
+    c: &mut Criterion,
+    group: &str,
+    id: BenchmarkId,
+    size: usize,
+    (request, reply): (C, C),
+    gap: Option<Duration>,
+) {
     let peer = fork_peer(|| {
         let mut buf = Vec::with_capacity(size);
         loop {
-            request.get_bytes_into(&mut buf, None).expect("peer get");
-            if buf.is_empty() {
+            request.recv(&mut buf);
+            if buf[0] == STOP {
                 break;
             }
-            reply.put_bytes(&buf, None).expect("peer put");
+            reply.send(&buf);
         }
     });
-    let msg = vec![7u8; size];
+    let msg = message(size);
     let mut buf = Vec::with_capacity(size);
-    let mut group = c.benchmark_group("round_trip");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function(BenchmarkId::new("baozi_queue", size), |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                request.put_bytes(&msg, None).expect("put");
-                reply.get_bytes_into(&mut buf, None).expect("get");
-            }
-            start.elapsed()
-        })
-    });
-    group.finish();
-    request.put_bytes(&[], None).expect("stop");
-    reap(peer);
-}
-
-fn pipe_pair() -> (std::fs::File, std::fs::File) {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid 2-element array for pipe(2) to fill.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
-    // SAFETY: both fds were just created by pipe(2) and are owned by nobody else.
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(1));
+    if gap.is_some() {
+        idle_settings(&mut g);
     }
-}
-
-fn pipe_round_trip(c: &mut Criterion, size: usize) {
-    let (mut req_r, req_w) = pipe_pair();
-    let (rep_r, mut rep_w) = pipe_pair();
-    let parent_ends = [req_w.as_raw_fd(), rep_r.as_raw_fd()];
-    let peer = {
-        fork_peer(move || {
-            // Close the child's copies of the parent's ends, so that EOF arrives when the parent
-            // drops its write end.
-            for fd in parent_ends {
-                // SAFETY: these fds are this child's inherited copies, used by nothing here.
-                unsafe { libc::close(fd) };
-            }
-            let mut buf = vec![0u8; size];
-            while req_r.read_exact(&mut buf).is_ok() {
-                rep_w.write_all(&buf).expect("peer write");
-            }
-        })
-    };
-    // The closure (with the parent's copies of the peer's ends) was dropped in the parent.
-    let (mut req_w, mut rep_r) = (req_w, rep_r);
-    let msg = vec![7u8; size];
-    let mut buf = vec![0u8; size];
-    let mut group = c.benchmark_group("round_trip");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function(BenchmarkId::new("pipe", size), |b| {
+    g.bench_function(id, |b| {
         b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
             let start = Instant::now();
             for _ in 0..iters {
-                req_w.write_all(&msg).expect("write");
-                rep_r.read_exact(&mut buf).expect("read");
-            }
-            start.elapsed()
-        })
-    });
-    group.finish();
-    drop(req_w);
-    reap(peer);
-}
-
-/// The floor: two processes hand a counter back and forth through one shared atomic.
-fn spin_floor(c: &mut Criterion) {
-    let region = Region::anonymous(4096).expect("region");
-    let word: &AtomicU64 = region.get(Offset::new(0)).expect("word");
-    let peer = fork_peer(|| loop {
-        let v = word.load(Ordering::Acquire);
-        if v == u64::MAX {
-            break;
-        }
-        if v % 2 == 1 {
-            word.store(v + 1, Ordering::Release);
-        }
-        std::hint::spin_loop();
-    });
-    let mut next = 0u64;
-    let mut group = c.benchmark_group("round_trip");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("spin_floor", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                word.store(next + 1, Ordering::Release);
-                while word.load(Ordering::Acquire) != next + 2 {
-                    std::hint::spin_loop();
+                if let Some(gap) = gap {
+                    std::thread::sleep(gap);
+                    let t = Instant::now();
+                    request.send(&msg);
+                    reply.recv(&mut buf);
+                    total += t.elapsed();
+                } else {
+                    request.send(&msg);
+                    reply.recv(&mut buf);
                 }
+            }
+            if gap.is_some() {
+                total
+            } else {
+                start.elapsed()
+            }
+        })
+    });
+    g.finish();
+    request.send(&stop_message(size));
+    reap(peer);
+}
+
+/// Criterion plans a sample from the timed part only; with an untimed pause 5–10× longer than
+/// the timed one, keep the timed budget small so that a case takes seconds, not minutes.
+fn idle_settings<M: criterion::measurement::Measurement>(g: &mut criterion::BenchmarkGroup<M>) {
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_millis(300));
+}
+
+/// Two processes hand a counter back and forth through one shared word: `blocking` false, each
+/// spins for the other's store (the spin floor); true, each sleeps on the futex and is woken
+/// (the futex floor).
+fn floor(c: &mut Criterion, group: &str, name: &str, blocking: bool, gap: Option<Duration>) {
+    let region = Region::anonymous(4096).expect("region");
+    let word: &AtomicU32 = region.get(Offset::new(0)).expect("word");
+    const FLOOR_STOP: u32 = u32::MAX;
+    // Waits until the word leaves `seen`, spinning or sleeping; returns the new value.
+    let wait_change = move |seen: u32| loop {
+        let v = word.load(Ordering::Acquire);
+        if v != seen {
+            return v;
+        }
+        if blocking {
+            futex_wait(word, seen);
+        } else {
+            std::hint::spin_loop();
+        }
+    };
+    let hand = move |v: u32| {
+        word.store(v, Ordering::Release);
+        if blocking {
+            futex_wake(word, 1);
+        }
+    };
+    let peer = fork_peer(|| {
+        let mut seen = 0;
+        loop {
+            let v = wait_change(seen);
+            if v == FLOOR_STOP {
+                break;
+            }
+            // The parent makes the word odd; answer with the next even value.
+            hand(v + 1);
+            seen = v + 1;
+        }
+    });
+    let mut next = 0u32;
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(1));
+    if gap.is_some() {
+        idle_settings(&mut g);
+    }
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let start = Instant::now();
+            for _ in 0..iters {
+                let t = gap.map(|gap| {
+                    std::thread::sleep(gap);
+                    Instant::now()
+                });
+                if next >= FLOOR_STOP - 4 {
+                    // Never happens in a bench's lifetime; keeps the protocol honest.
+                    panic!("floor counter wrapped");
+                }
+                hand(next + 1);
+                let v = wait_change(next + 1);
+                assert_eq!(v, next + 2);
                 next += 2;
+                if let Some(t) = t {
+                    total += t.elapsed();
+                }
+            }
+            if gap.is_some() {
+                total
+            } else {
+                start.elapsed()
+            }
+        })
+    });
+    g.finish();
+    hand(FLOOR_STOP);
+    reap(peer);
+}
+
+/// The in-process reference: two threads, two `crossbeam-channel`s of capacity 1, messages of
+/// `N` bytes moved by value.
+fn crossbeam_round_trip<const N: usize>(c: &mut Criterion) {
+    let (req_tx, req_rx) = crossbeam_channel::bounded::<[u8; N]>(1);
+    let (rep_tx, rep_rx) = crossbeam_channel::bounded::<[u8; N]>(1);
+    let peer = std::thread::spawn(move || {
+        while let Ok(m) = req_rx.recv() {
+            if m[0] == STOP {
+                break;
+            }
+            rep_tx.send(m).expect("reply");
+        }
+    });
+    let msg = [common::FILL; N];
+    let mut g = c.benchmark_group("round_trip");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(BenchmarkId::new("crossbeam", N), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                req_tx.send(msg).expect("send");
+                std::hint::black_box(rep_rx.recv().expect("recv"));
             }
             start.elapsed()
         })
     });
-    group.finish();
-    word.store(u64::MAX, Ordering::Release);
-    reap(peer);
+    g.finish();
+    let mut stop = [0u8; N];
+    stop[0] = STOP;
+    req_tx.send(stop).expect("stop");
+    peer.join().expect("crossbeam peer");
 }
 
 fn round_trips(c: &mut Criterion) {
-    spin_floor(c);
+    floor(c, "round_trip", "spin_floor", false, None);
+    floor(c, "round_trip", "futex_floor", true, None);
     for size in SIZES {
-        baozi_round_trip(c, size);
-        pipe_round_trip(c, size);
+        let pair = (baozi_queue(64, size, true), baozi_queue(64, size, true));
+        round_trip(
+            c,
+            "round_trip",
+            BenchmarkId::new("baozi_queue", size),
+            size,
+            pair,
+            None,
+        );
+        let pair = (FdChannel::pipe(size), FdChannel::pipe(size));
+        round_trip(
+            c,
+            "round_trip",
+            BenchmarkId::new("pipe", size),
+            size,
+            pair,
+            None,
+        );
+        let pair = (FdChannel::unix(size), FdChannel::unix(size));
+        round_trip(
+            c,
+            "round_trip",
+            BenchmarkId::new("unix", size),
+            size,
+            pair,
+            None,
+        );
+        match (MqChannel::new(1, size), MqChannel::new(1, size)) {
+            (Ok(a), Ok(b)) => round_trip(
+                c,
+                "round_trip",
+                BenchmarkId::new("mq", size),
+                size,
+                (a, b),
+                None,
+            ),
+            (Err(e), _) | (_, Err(e)) => eprintln!("round_trip/mq/{size}: skipped ({e})"),
+        }
+        let pair = (NaiveQueue::new(1, size), NaiveQueue::new(1, size));
+        round_trip(
+            c,
+            "round_trip",
+            BenchmarkId::new("naive_lock", size),
+            size,
+            pair,
+            None,
+        );
+        match size {
+            8 => crossbeam_round_trip::<8>(c),
+            64 => crossbeam_round_trip::<64>(c),
+            1024 => crossbeam_round_trip::<1024>(c),
+            _ => crossbeam_round_trip::<16384>(c),
+        }
     }
+
+    // The peer asleep in the kernel when the request comes.
+    let size = 64;
+    floor(c, "round_trip_asleep", "futex_floor", true, None);
+    let pair = (baozi_queue(64, size, false), baozi_queue(64, size, false));
+    let id = BenchmarkId::new("baozi_nospin", size);
+    round_trip(c, "round_trip_asleep", id, size, pair, None);
+    floor(
+        c,
+        "round_trip_asleep",
+        "futex_floor_idle",
+        true,
+        Some(IDLE_GAP),
+    );
+    let pair = (baozi_queue(64, size, true), baozi_queue(64, size, true));
+    let id = BenchmarkId::new("baozi_queue_idle", size);
+    round_trip(c, "round_trip_asleep", id, size, pair, Some(IDLE_GAP));
 }
 
 criterion_group! {
