@@ -8,6 +8,8 @@
 //! 2 lines     chunk lock (RawRobustMutex)
 //! 3 lines     chunk journal (large alloc/free in progress), next-fit hint
 //! 4 lines     one line per size class: lock, free-list head, carving journal
+//! ...         64 thread-cache slots: owner, start time, pid namespace, per cached class a
+//!             stack of up to 16 free blocks (see `cache.rs`)
 //! ...         chunk map: one u32 per chunk (FREE, SLAB(class), LARGE_HEAD(n), LARGE_TAIL)
 //! data_at     chunks of 64 KiB (data_at is a multiple of 64 KiB)
 //! ```
@@ -19,6 +21,9 @@
 //!
 //! | operation | under | steps | killed before the commit | after |
 //! |---|---|---|---|---|
+//! | cached alloc (≤ 1 KiB) | none: the thread's own slot | read top, **store count - 1**, set bitmap bit | nothing happened | block leaked if the bit is not yet set |
+//! | cached free | none | clear bitmap bit (detects double free), write entry, **store count + 1** | block leaked if the bit was cleared | cached |
+//! | cache refill / flush | class lock | per block: **take it out of the source** (head or count), **put it in the destination** | nothing happened | that block leaked until the second store |
 //! | small alloc | class lock | read head, **store head = next**, set bitmap bit | nothing happened | block leaked if the bit is not yet set ("leaked suspect") |
 //! | small free | class lock | clear bitmap bit (detects double free), link, **store head** | block leaked if the bit was cleared | freed |
 //! | refill | class lock, then chunk lock | carving := chunk, **map[chunk] := SLAB**, carve, **store head**, carving := 0 | carving names a chunk that is not a slab: cleared | repair re-carves, or only clears the journal if the head already points into the chunk |
@@ -39,11 +44,14 @@ use baozi_sync::{Acquired, RawRobustMutex};
 use crate::error::AllocError;
 use crate::size_class::{self, Route, SlabGeometry, CHUNK, CHUNK_SHIFT, CLASSES, MAX_ALIGN};
 
+mod cache;
+
 const META_AT: usize = CACHE_LINE;
 const CHUNK_LOCK_AT: usize = 2 * CACHE_LINE;
 const JOURNAL_AT: usize = 3 * CACHE_LINE;
 const CLASSES_AT: usize = 4 * CACHE_LINE;
-const MAP_AT: usize = CLASSES_AT + CLASSES * CACHE_LINE;
+const SLOTS_AT: usize = CLASSES_AT + CLASSES * CACHE_LINE;
+const MAP_AT: usize = SLOTS_AT + cache::SLOTS * cache::SLOT_SIZE;
 
 /// Offsets inside a class line.
 const CLASS_HEAD: usize = 64;
@@ -81,7 +89,11 @@ fn layout_hash(chunks: u32, data_at: u64) -> u64 {
         .u64(u64::from(chunks))
         .u64(data_at)
         .u64(CHUNK as u64)
-        .u64(std::mem::size_of::<RawRobustMutex>() as u64);
+        .u64(std::mem::size_of::<RawRobustMutex>() as u64)
+        .u64(cache::SLOTS as u64)
+        .u64(cache::CACHED as u64)
+        .u64(u64::from(cache::DEPTH))
+        .u64(cache::SLOT_SIZE as u64);
     for s in size_class::CLASS_SIZES {
         h = h.u64(u64::from(s));
     }
@@ -114,7 +126,12 @@ pub struct HeapStats {
 /// A heap in a shared region: any process allocates and frees, blocks allocated in one process
 /// can be freed in another, and every reference is an [`Offset`].
 ///
-/// * Small blocks (≤ 16 KiB, alignment ≤ 4 KiB) come from per-class free lists: O(1), one
+/// * Blocks up to 1 KiB come from the calling thread's cache, a small stack per size class kept
+///   in the heap's own metadata: no lock, no syscall, about 2× glibc's malloc/free in
+///   instructions. A cache is refilled from, and flushed to, the class lists half a stack at
+///   a time. What a dead thread or process had cached is adopted by the next thread that needs a
+///   slot, or swept back when an allocation runs out of memory.
+/// * Other small blocks (≤ 16 KiB, alignment ≤ 4 KiB) come from per-class free lists: O(1), one
 ///   uncontended robust-mutex lock, no syscall.
 /// * Larger blocks take runs of 64 KiB chunks.
 /// * [`free`](Self::free) of an offset that is already free, or that the heap never handed
@@ -145,6 +162,8 @@ pub struct Heap {
     chunks: u32,
     data_at: usize,
     geometry: [SlabGeometry; CLASSES],
+    /// Process-unique: keys this handle's thread-cache slots in each thread.
+    id: u64,
 }
 
 // SAFETY: `base` points into `region`, owned by the heap and valid in every thread; shared state
@@ -159,6 +178,13 @@ impl fmt::Debug for Heap {
             .field("region", &self.region.describe())
             .field("chunks", &self.chunks)
             .finish()
+    }
+}
+
+impl Drop for Heap {
+    /// Gives this thread's cache slot back to the heap (its blocks return to the class lists).
+    fn drop(&mut self) {
+        self.release_my_slot();
     }
 }
 
@@ -259,6 +285,7 @@ impl Heap {
             chunks: chunks as u32,
             data_at: metadata_len(chunks),
             geometry,
+            id: cache::new_heap_id(),
         }
     }
 
@@ -438,6 +465,11 @@ impl Heap {
     }
 
     fn alloc_small(&self, c: usize, layout: Layout) -> Result<Offset<u8>, AllocError> {
+        if c < cache::CACHED {
+            if let Some(slot) = self.my_slot() {
+                return self.alloc_cached(slot, c, layout);
+            }
+        }
         let _guard = self.lock_class(c)?;
         let mut head = self.class_head(c).load(Ordering::Relaxed);
         if head == NIL {
@@ -569,6 +601,7 @@ impl Heap {
     // --- free ---
 
     /// Which slab chunk and block index `block` is, for class `c`; errors for a non-block.
+    #[inline]
     fn locate_small(&self, block: usize, c: usize) -> Result<(usize, usize), AllocError> {
         let chunk = (block - self.data_at) >> CHUNK_SHIFT;
         let g = self.geometry[c];
@@ -613,8 +646,21 @@ impl Heap {
 
     fn free_small(&self, block: usize, c: usize) -> Result<(), AllocError> {
         let (chunk, index) = self.locate_small(block, c)?;
-        let _guard = self.lock_class(c)?;
         let mask = 1u64 << (index % 64);
+        if c < cache::CACHED {
+            if let Some(slot) = self.my_slot() {
+                let was = self
+                    .bitmap_word(chunk, index / 64)
+                    .fetch_and(!mask, Ordering::AcqRel);
+                if was & mask == 0 {
+                    return Err(AllocError::DoubleFree {
+                        offset: block as u64,
+                    });
+                }
+                return self.free_cached(slot, block, c);
+            }
+        }
+        let _guard = self.lock_class(c)?;
         let was = self
             .bitmap_word(chunk, index / 64)
             .fetch_and(!mask, Ordering::AcqRel);
@@ -758,6 +804,8 @@ impl Heap {
                 }
                 link = self.link(self.block_of_link(link)?).load(Ordering::Relaxed);
             }
+            let cached: usize = (0..cache::SLOTS).map(|i| self.cached_blocks(i, c)).sum();
+            free += cached;
             let leaked = total.saturating_sub(allocated + free);
             let block = g.block as usize;
             s.used += allocated * block;

@@ -50,6 +50,7 @@ mod boxed;
 mod error;
 mod heap;
 mod size_class;
+mod sys;
 mod value;
 
 pub use array::{Array, RawArray};

@@ -45,9 +45,37 @@ pub(crate) fn class_align(class: usize) -> usize {
     (1usize << size.trailing_zeros()).min(MAX_ALIGN)
 }
 
+/// Requests up to this size with alignment ≤ [`MIN_BLOCK`] are routed by a table.
+const TABLE_MAX: usize = 1024;
+
+/// `SMALL_TABLE[(size + 15) / 16]`: the first class that holds `size` bytes (alignment ≤ 16
+/// needs nothing more: every block is 16-aligned).
+const SMALL_TABLE: [u8; TABLE_MAX / 16 + 1] = {
+    let mut t = [0u8; TABLE_MAX / 16 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        let size = if i == 0 { 1 } else { i * 16 };
+        let mut c = 0;
+        while (CLASS_SIZES[c] as usize) < size {
+            c += 1;
+        }
+        t[i] = c as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Picks the route for `size` bytes aligned to `align` (a power of two ≤ [`MAX_ALIGN`]).
+#[inline]
 pub(crate) fn route(size: usize, align: usize) -> Route {
     debug_assert!(align.is_power_of_two() && align <= MAX_ALIGN);
+    if size <= TABLE_MAX && align <= MIN_BLOCK {
+        return Route::Small(SMALL_TABLE[size.div_ceil(16)] as usize);
+    }
+    route_slow(size, align)
+}
+
+fn route_slow(size: usize, align: usize) -> Route {
     let size = size.max(1);
     if size <= MAX_SMALL {
         for (c, &s) in CLASS_SIZES.iter().enumerate() {
@@ -111,6 +139,19 @@ pub(crate) fn geometry(class: usize) -> SlabGeometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_route_table_agrees_with_the_search() {
+        for size in 0..=TABLE_MAX {
+            for align in [1, 2, 4, 8, 16] {
+                assert_eq!(
+                    route(size, align),
+                    route_slow(size, align),
+                    "{size} {align}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn reciprocal_division_is_exact_below_a_chunk() {

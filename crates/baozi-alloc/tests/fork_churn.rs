@@ -54,6 +54,14 @@ fn main() {
         case("fork_mid_churn_never_hands_a_block_to_both", fork_mid_churn),
         case("value_counter_python_example", value_counter),
         case("stats_is_a_snapshot_during_churn", stats_during_churn),
+        case(
+            "thread_caches_of_the_dead_come_back",
+            thread_caches_of_the_dead_come_back,
+        ),
+        case(
+            "more_threads_than_cache_slots",
+            more_threads_than_cache_slots,
+        ),
     ];
     support::run_main(cases)
 }
@@ -502,4 +510,109 @@ fn value_counter() {
     assert!(got >= 1, "the unlocked counter was never written: {got}");
     drop((counter, raw));
     assert_eq!(heap.stats().unwrap().used, 0);
+}
+
+// ------------------------------------------------------------------------------------------
+// (d) Thread caches: what a dead thread or process held in its cache is not lost
+// ------------------------------------------------------------------------------------------
+
+/// Allocates 64 B blocks until the heap is full; returns them.
+fn fill(heap: &Heap) -> Vec<Offset<u8>> {
+    let mut got = Vec::new();
+    loop {
+        match heap.alloc(layout(64, 8)) {
+            Ok(o) => got.push(o),
+            Err(AllocError::OutOfMemory { .. }) => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn thread_caches_of_the_dead_come_back() {
+    // One chunk of 64 B blocks: the whole heap is one slab.
+    let heap = Heap::anonymous(CHUNK).unwrap();
+    let all = fill(&heap);
+    let capacity = all.len();
+    assert!(capacity > 100, "{capacity}");
+    for o in all {
+        heap.free(o).unwrap();
+    }
+    // A child takes some blocks and frees them into its own thread cache, then dies (_exit:
+    // no destructor gives its slot back).
+    let heap_ref = &heap;
+    let child = fork(move || {
+        let mine: Vec<_> = (0..5)
+            .map(|_| heap_ref.alloc(layout(64, 8)).unwrap())
+            .collect();
+        for o in mine {
+            heap_ref.free(o).unwrap();
+        }
+    });
+    join_all_ok(vec![child], Duration::from_secs(20), "caching child");
+    // A thread of this process does the same and exits normally.
+    let tid = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mine: Vec<_> = (0..7).map(|_| heap.alloc(layout(64, 8)).unwrap()).collect();
+            for o in mine {
+                heap.free(o).unwrap();
+            }
+            // SAFETY: gettid takes no arguments and cannot fail.
+            unsafe { libc::syscall(libc::SYS_gettid) }
+        })
+        .join()
+        .unwrap()
+    });
+    // A joined thread can still show in /proc for a moment while the kernel finishes it; its
+    // cache is reclaimable once it is gone.
+    let gone = wait_until(Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+    });
+    assert!(gone, "thread {tid} still in /proc");
+    let s = heap.stats().unwrap();
+    assert_eq!((s.used, s.leaked_suspect), (0, 0), "{s:?}");
+    // Filling the heap again gets every block back, the dead caches' included.
+    let again = fill(&heap);
+    assert_eq!(again.len(), capacity, "blocks stuck in dead thread caches");
+    for o in again {
+        heap.free(o).unwrap();
+    }
+    let s = heap.stats().unwrap();
+    assert_eq!((s.used, s.leaked_suspect), (0, 0), "{s:?}");
+    println!("    {capacity} blocks, all back after a dead child and an exited thread cached some");
+}
+
+fn more_threads_than_cache_slots() {
+    let heap = Heap::anonymous(4 << 20).unwrap();
+    // Threads that stay alive at once, more than the heap has cache slots: the rest take the
+    // locked path, and every block is accounted for.
+    let barrier = std::sync::Barrier::new(80);
+    std::thread::scope(|s| {
+        for t in 0..80u64 {
+            let (heap, barrier) = (&heap, &barrier);
+            s.spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..50u64 {
+                    let o = heap.alloc(layout(16 + (i % 5) as usize * 48, 8)).unwrap();
+                    // SAFETY: the block is at least 16 bytes and 8-aligned, and ours.
+                    unsafe {
+                        heap.ptr(o)
+                            .unwrap()
+                            .as_ptr()
+                            .cast::<u64>()
+                            .write(t * 1000 + i)
+                    };
+                    mine.push((o, t * 1000 + i));
+                }
+                barrier.wait();
+                for (o, v) in mine {
+                    // SAFETY: as above; nobody else was handed this block.
+                    let got = unsafe { heap.ptr(o).unwrap().as_ptr().cast::<u64>().read() };
+                    assert_eq!(got, v, "a block was handed to two threads");
+                    heap.free(o).unwrap();
+                }
+            });
+        }
+    });
+    let s = heap.stats().unwrap();
+    assert_eq!((s.used, s.leaked_suspect), (0, 0), "{s:?}");
 }

@@ -99,3 +99,21 @@ pub use raw_mutex::{Acquired, RawRobustMutex};
 pub use rlock::RLock;
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 pub use waitword::{WaitWord, WAIT_SLICE};
+
+/// The calling thread as `(pid << 32) | tid`: unique among the live threads of every process
+/// in this pid namespace, never 0. Cached per thread and re-read in the child after `fork()`
+/// (a `pthread_atfork` handler invalidates the cache), so after a thread's first call it costs
+/// two loads and no syscall: cheap enough to tell, on a hot path, whether per-thread state was
+/// made by this very thread or inherited across a fork.
+#[inline]
+pub fn thread_identity() -> u64 {
+    sys::thread_identity()
+}
+
+/// A number that changes in the child of every `fork()` (a `pthread_atfork` handler bumps it),
+/// once [`thread_identity`] has been called in this process; `None` before. Per-thread state
+/// stamped with it can be checked for staleness after a fork with one load.
+#[inline]
+pub fn fork_generation() -> Option<u64> {
+    sys::fork_generation()
+}

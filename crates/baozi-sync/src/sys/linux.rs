@@ -136,6 +136,14 @@ pub(crate) fn thread_identity() -> u64 {
     })
 }
 
+/// How many forks this process's line of ancestors has made since the `pthread_atfork` handler
+/// was registered (by the first [`thread_identity`]): per-thread state stamped with it is stale
+/// in a forked child. `None` until the handler is registered.
+#[inline]
+pub(crate) fn fork_generation() -> Option<u64> {
+    (ATFORK_STATE.load(Ordering::Acquire) == 2).then(|| FORK_GENERATION.load(Ordering::Relaxed))
+}
+
 /// Gives the CPU to another runnable thread, if any.
 pub(crate) fn sched_yield() {
     // SAFETY: no preconditions.
