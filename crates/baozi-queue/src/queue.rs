@@ -715,6 +715,7 @@ impl<T> Queue<T> {
             Wait::Until(d) => Some(d),
             Wait::Forever => None,
         };
+        let start = baozi_sync::monotonic_ns();
         if self.spin.spin_until(|| word.seq() != seen) {
             return true;
         }
@@ -725,6 +726,12 @@ impl<T> Queue<T> {
         // caller still gets that one last look, so a timed call never reports Empty or Full about
         // a queue that is not.
         let _ = word.wait(seen, deadline);
+        if word.seq() != seen {
+            // Had the spin lasted this long, it would have caught the change: learn from it
+            // (without this, two peers that both fell asleep never spin again).
+            self.spin
+                .waited(baozi_sync::monotonic_ns().saturating_sub(start));
+        }
         true
     }
 

@@ -18,6 +18,12 @@ const MAX_SPIN_NS: u32 = 50_000;
 /// while spinning) lengthens the budget by a quarter, each failure halves it: a peer that answers
 /// quickly is met by spinning, a slow one costs ~1 µs of spin before each sleep.
 ///
+/// Halving alone has a trap: once both sides of a ping-pong sleep, each answer comes only after
+/// a wake-up, so a short spin never succeeds and the budget never grows back, even when both
+/// are active again. So a waiter that had to sleep reports how long the whole wait took
+/// ([`waited`](SpinPolicy::waited)): if a spin that long would have caught the change, the
+/// budget grows to cover it.
+///
 /// ```
 /// use baozi_sync::SpinPolicy;
 /// use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +51,7 @@ impl SpinPolicy {
     }
 
     /// A policy that never spins (every wait sleeps at once): for measuring the blocking path.
+    /// It stays so: [`waited`](SpinPolicy::waited) does not turn it on.
     pub const fn never() -> Self {
         SpinPolicy {
             budget_ns: AtomicU32::new(0),
@@ -54,6 +61,17 @@ impl SpinPolicy {
     /// The current budget in nanoseconds.
     pub fn budget_ns(&self) -> u32 {
         self.budget_ns.load(Ordering::Relaxed)
+    }
+
+    /// Tells the policy that a wait which ended in a sleep saw its condition come true `total_ns`
+    /// after the wait began (spin and sleep together). When a spin of that length would have
+    /// caught it, the budget grows to a quarter more than that (at most 50 µs).
+    pub fn waited(&self, total_ns: u64) {
+        if total_ns >= u64::from(MAX_SPIN_NS) || self.budget_ns.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let want = (total_ns + total_ns / 4).clamp(u64::from(MIN_SPIN_NS), u64::from(MAX_SPIN_NS));
+        self.budget_ns.fetch_max(want as u32, Ordering::Relaxed);
     }
 
     /// Spins until `ready()` returns true (→ true) or the budget is spent (→ false).
@@ -86,5 +104,29 @@ impl SpinPolicy {
                 sys::sched_yield();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slept_wait_that_a_spin_would_have_caught_grows_the_budget() {
+        let p = SpinPolicy::new();
+        assert!(!p.spin_until(|| false)); // a failure halves it...
+        while p.budget_ns() > MIN_SPIN_NS {
+            assert!(!p.spin_until(|| false));
+        }
+        assert_eq!(p.budget_ns(), MIN_SPIN_NS); // ...down to the floor
+        p.waited(10_000);
+        assert_eq!(p.budget_ns(), 12_500);
+        p.waited(2_000); // never shrinks it
+        assert_eq!(p.budget_ns(), 12_500);
+        p.waited(200_000); // a spin could not have caught that one
+        assert_eq!(p.budget_ns(), 12_500);
+        let never = SpinPolicy::never();
+        never.waited(10_000);
+        assert_eq!(never.budget_ns(), 0);
     }
 }
