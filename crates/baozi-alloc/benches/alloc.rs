@@ -1,8 +1,10 @@
-//! Allocation speed and fragmentation of the shared [`Heap`], single process, against the
-//! system allocator (`std::alloc::System`, glibc malloc here) in the same run.
+//! Allocation speed and fragmentation of the shared [`Heap`], in one process and in two,
+//! against the system allocator (`std::alloc::System`, glibc malloc here) in the same run.
 //!
 //! * `alloc_free/{baozi,system}/SIZE`: one alloc and its free, SIZE = 16, 64, 256, 1024,
 //!   4096 B (align 8): the hot path (the block comes straight back from the free list).
+//! * `alloc_free_2proc/{baozi,system}/SIZE`: the same while a forked second process does the same
+//!   on the same heap (baozi) or on its own malloc (system, which is per process).
 //! * `alloc100_free100/{baozi,system}/SIZE`: 100 allocs then their 100 frees; the time is per
 //!   alloc+free pair, so it is comparable with the line above.
 //! * `churn/{baozi,system}`: a steady state of 2 000 live blocks of mixed sizes (60% 1..=256 B,
@@ -29,10 +31,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use baozi_alloc::{AllocError, Heap};
-use baozi_shm::Offset;
+use baozi_shm::{Offset, Region};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 const SIZES: [usize; 5] = [16, 64, 256, 1024, 4096];
@@ -59,6 +62,68 @@ fn alloc_free(c: &mut Criterion) {
                 }
             });
         });
+    }
+    g.finish();
+}
+
+/// Forks a child that runs `churn` until `stop` is set, then leaves with `_exit`.
+fn churning_peer(stop: &AtomicU32, mut churn: impl FnMut()) -> libc::pid_t {
+    // SAFETY: criterion runs on this thread and starts no other (no rayon: default features
+    // off); the child only churns on shared memory or its own malloc and leaves with _exit.
+    match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        0 => {
+            while stop.load(Ordering::Relaxed) == 0 {
+                churn();
+            }
+            // SAFETY: ends the child without unwinding into criterion.
+            unsafe { libc::_exit(0) }
+        }
+        pid => pid,
+    }
+}
+
+/// `alloc_free` with a second process doing the same on the same heap at the same time (and,
+/// for the system allocator, on its own heap: malloc is per process).
+fn alloc_free_two_processes(c: &mut Criterion) {
+    let heap = Heap::anonymous(64 << 20).unwrap();
+    let flag = Region::anonymous(4096).unwrap();
+    let stop: &AtomicU32 = flag.get(Offset::new(0)).unwrap();
+    let mut g = c.benchmark_group("alloc_free_2proc");
+    for size in SIZES {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        stop.store(0, Ordering::Relaxed);
+        let peer = churning_peer(stop, || {
+            let o = heap.alloc(layout).unwrap();
+            heap.free(black_box(o)).unwrap();
+        });
+        g.bench_with_input(BenchmarkId::new("baozi", size), &layout, |b, &l| {
+            b.iter(|| {
+                let o = heap.alloc(black_box(l)).unwrap();
+                heap.free(black_box(o)).unwrap();
+            });
+        });
+        stop.store(1, Ordering::Relaxed);
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(peer, std::ptr::null_mut(), 0) };
+        stop.store(0, Ordering::Relaxed);
+        let peer = churning_peer(stop, || {
+            // SAFETY: non-zero size; freed with the same layout.
+            unsafe { System.dealloc(black_box(System.alloc(layout)), layout) };
+        });
+        g.bench_with_input(BenchmarkId::new("system", size), &layout, |b, &l| {
+            b.iter(|| {
+                // SAFETY: l has a non-zero size; the pointer is freed with the same layout.
+                unsafe {
+                    let p = System.alloc(black_box(l));
+                    assert!(!p.is_null());
+                    System.dealloc(black_box(p), l);
+                }
+            });
+        });
+        stop.store(1, Ordering::Relaxed);
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(peer, std::ptr::null_mut(), 0) };
     }
     g.finish();
 }
@@ -286,6 +351,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    targets = alloc_free, batch, churn
+    targets = alloc_free, alloc_free_two_processes, batch, churn
 }
 criterion_main!(benches);
