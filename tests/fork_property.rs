@@ -125,19 +125,29 @@ fn run(w: &Workload) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn property() {
+/// Runs a property for `BAOZI_PROPERTY_CASES` cases (default `default_cases`); panics with the
+/// shrunk counterexample.
+fn check_property<S: Strategy>(
+    default_cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
     let cases = std::env::var("BAOZI_PROPERTY_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+        .unwrap_or(default_cases);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
         ..Config::default()
     });
-    if let Err(e) = runner.run(&workload(), |w| run(&w)) {
+    if let Err(e) = runner.run(&strategy, test) {
         panic!("{e}");
     }
+}
+
+fn property() {
+    check_property(32, workload(), |w| run(&w));
 }
 
 /// One process's share of the increments: `(cell, amount)` pairs, from a seed, so the parent
@@ -198,18 +208,7 @@ fn run_counters(w: &Counters) -> Result<(), TestCaseError> {
 }
 
 fn counters_property() {
-    let cases = std::env::var("BAOZI_PROPERTY_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    if let Err(e) = runner.run(&counters(), |w| run_counters(&w)) {
-        panic!("{e}");
-    }
+    check_property(24, counters(), |w| run_counters(&w));
 }
 
 fn main() {

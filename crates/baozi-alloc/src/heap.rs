@@ -471,18 +471,9 @@ impl Heap {
             }
         }
         let _guard = self.lock_class(c)?;
-        let mut head = self.class_head(c).load(Ordering::Relaxed);
-        if head == NIL {
-            self.refill(c, layout)?;
-            head = self.class_head(c).load(Ordering::Relaxed);
-        }
-        let block = self.block_of_link(head)?;
-        let next = self.link(block).load(Ordering::Relaxed);
-        if next != NIL {
-            self.block_of_link(next)?;
-        }
-        // COMMIT: the block leaves the free list.
-        self.class_head(c).store(next, Ordering::Release);
+        let Some((_, block)) = self.pop_free(c, layout, true)? else {
+            return Err(self.corrupt(format!("class {c} is empty right after a refill")));
+        };
         let (chunk, index) = self.locate_small(block, c)?;
         let mask = 1u64 << (index % 64);
         let was = self
@@ -494,6 +485,32 @@ impl Heap {
             )));
         }
         Ok(Offset::new(block as u64))
+    }
+
+    /// Takes the first block off class `c`'s free list (class lock held): its link and offset.
+    /// An empty list is refilled with a fresh slab when `carve`, else gives `None`.
+    fn pop_free(
+        &self,
+        c: usize,
+        layout: Layout,
+        carve: bool,
+    ) -> Result<Option<(u32, usize)>, AllocError> {
+        let mut head = self.class_head(c).load(Ordering::Relaxed);
+        if head == NIL {
+            if !carve {
+                return Ok(None);
+            }
+            self.refill(c, layout)?;
+            head = self.class_head(c).load(Ordering::Relaxed);
+        }
+        let block = self.block_of_link(head)?;
+        let next = self.link(block).load(Ordering::Relaxed);
+        if next != NIL {
+            self.block_of_link(next)?;
+        }
+        // COMMIT: the block leaves the free list.
+        self.class_head(c).store(next, Ordering::Release);
+        Ok(Some((head, block)))
     }
 
     /// Gives class `c` a fresh slab. Called with the class lock held and its list empty.
@@ -646,21 +663,26 @@ impl Heap {
 
     fn free_small(&self, block: usize, c: usize) -> Result<(), AllocError> {
         let (chunk, index) = self.locate_small(block, c)?;
-        let mask = 1u64 << (index % 64);
         if c < cache::CACHED {
             if let Some(slot) = self.my_slot() {
-                let was = self
-                    .bitmap_word(chunk, index / 64)
-                    .fetch_and(!mask, Ordering::AcqRel);
-                if was & mask == 0 {
-                    return Err(AllocError::DoubleFree {
-                        offset: block as u64,
-                    });
-                }
+                self.mark_free(block, chunk, index)?;
                 return self.free_cached(slot, block, c);
             }
         }
         let _guard = self.lock_class(c)?;
+        self.mark_free(block, chunk, index)?;
+        let head = self.class_head(c).load(Ordering::Relaxed);
+        self.link(block).store(head, Ordering::Relaxed);
+        // COMMIT: the block joins the free list.
+        self.class_head(c)
+            .store((block / 16) as u32, Ordering::Release);
+        Ok(())
+    }
+
+    /// Clears a block's allocation bit; a bit already clear is a double free (nothing changed).
+    #[inline]
+    fn mark_free(&self, block: usize, chunk: usize, index: usize) -> Result<(), AllocError> {
+        let mask = 1u64 << (index % 64);
         let was = self
             .bitmap_word(chunk, index / 64)
             .fetch_and(!mask, Ordering::AcqRel);
@@ -669,11 +691,6 @@ impl Heap {
                 offset: block as u64,
             });
         }
-        let head = self.class_head(c).load(Ordering::Relaxed);
-        self.link(block).store(head, Ordering::Relaxed);
-        // COMMIT: the block joins the free list.
-        self.class_head(c)
-            .store((block / 16) as u32, Ordering::Release);
         Ok(())
     }
 

@@ -285,22 +285,12 @@ impl Heap {
         let count = self.slot_count(slot, c);
         let mut n = count.load(Ordering::Relaxed).min(DEPTH);
         while n < DEPTH / 2 {
-            let mut head = self.class_head(c).load(Ordering::Relaxed);
-            if head == NIL {
-                if n > 0 {
-                    break;
-                }
-                self.refill(c, layout)?;
-                head = self.class_head(c).load(Ordering::Relaxed);
-            }
-            let block = self.block_of_link(head)?;
-            let next = self.link(block).load(Ordering::Relaxed);
-            if next != NIL {
-                self.block_of_link(next)?;
-            }
-            // COMMIT 1: off the list (a death before COMMIT 2 leaks this one block).
-            self.class_head(c).store(next, Ordering::Release);
-            self.slot_entry(slot, c, n).store(head, Ordering::Relaxed);
+            // COMMIT 1 (in pop_free): off the list; a death before COMMIT 2 leaks this block.
+            // A fresh slab is carved only for an empty stack.
+            let Some((link, _)) = self.pop_free(c, layout, n == 0)? else {
+                break;
+            };
+            self.slot_entry(slot, c, n).store(link, Ordering::Relaxed);
             // COMMIT 2: into the cache.
             count.store(n + 1, Ordering::Release);
             n += 1;
