@@ -330,7 +330,8 @@ fn decode_chunk<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, ProcessErro
 }
 
 impl Pool {
-    /// A pool of `processes` workers with default options ([`PoolBuilder`]).
+    /// A pool of `processes` workers with default options ([`PoolBuilder`]). For one worker per
+    /// CPU (Python's `Pool()`), use `Pool::builder().build()`.
     ///
     /// # Errors
     ///
