@@ -665,8 +665,12 @@ impl Heap {
         let (chunk, index) = self.locate_small(block, c)?;
         if c < cache::CACHED {
             if let Some(slot) = self.my_slot() {
-                self.mark_free(block, chunk, index)?;
-                return self.free_cached(slot, block, c);
+                return self.free_cached(slot, block, c, chunk, index);
+            }
+            if self.freeing_a_cached_block(block, c) {
+                return Err(AllocError::DoubleFree {
+                    offset: block as u64,
+                });
             }
         }
         let _guard = self.lock_class(c)?;
@@ -751,7 +755,10 @@ impl Heap {
                 let c = m as usize - 1;
                 let (chunk, index) = self.locate_small(off, c)?;
                 let word = self.bitmap_word(chunk, index / 64).load(Ordering::Acquire);
-                if word & (1 << (index % 64)) == 0 {
+                // Free: on a list (bit clear), or in a thread cache (bit set, tagged).
+                if word & (1 << (index % 64)) == 0
+                    || (c < cache::CACHED && self.freeing_a_cached_block(off, c))
+                {
                     return Err(AllocError::DoubleFree { offset: off as u64 });
                 }
                 Ok(self.geometry[c].block as usize)
@@ -821,9 +828,11 @@ impl Heap {
                 }
                 link = self.link(self.block_of_link(link)?).load(Ordering::Relaxed);
             }
+            // Cached blocks keep their bits set: count them free, not allocated.
             let cached: usize = (0..cache::SLOTS).map(|i| self.cached_blocks(i, c)).sum();
-            free += cached;
             let leaked = total.saturating_sub(allocated + free);
+            let allocated = allocated.saturating_sub(cached);
+            let free = free + cached;
             let block = g.block as usize;
             s.used += allocated * block;
             s.free += free * block;

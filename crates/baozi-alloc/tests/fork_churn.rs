@@ -62,6 +62,10 @@ fn main() {
             "more_threads_than_cache_slots",
             more_threads_than_cache_slots,
         ),
+        case(
+            "double_free_of_a_block_in_another_cache",
+            double_free_of_a_block_in_another_cache,
+        ),
     ];
     support::run_main(cases)
 }
@@ -613,6 +617,42 @@ fn more_threads_than_cache_slots() {
             });
         }
     });
+    let s = heap.stats().unwrap();
+    assert_eq!((s.used, s.leaked_suspect), (0, 0), "{s:?}");
+}
+
+fn double_free_of_a_block_in_another_cache() {
+    let heap = Heap::anonymous(1 << 20).unwrap();
+    // A thread frees a block into its cache and stays alive; then this thread frees it again,
+    // and so does a forked child: both are told, and nothing moves.
+    let (freed_tx, freed_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let heap = &heap;
+        s.spawn(move || {
+            let o = heap.alloc(layout(64, 8)).unwrap();
+            heap.free(o).unwrap();
+            freed_tx.send(o).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let o = freed_rx.recv().unwrap();
+        assert!(matches!(heap.free(o), Err(AllocError::DoubleFree { .. })));
+        assert!(matches!(
+            heap.usable_size(o),
+            Err(AllocError::DoubleFree { .. })
+        ));
+        let child = fork(move || {
+            assert!(matches!(heap.free(o), Err(AllocError::DoubleFree { .. })));
+        });
+        join_all_ok(vec![child], Duration::from_secs(20), "double-freeing child");
+        done_tx.send(()).unwrap();
+    });
+    // The block is handed out once more, and only once.
+    let a = heap.alloc(layout(64, 8)).unwrap();
+    let b = heap.alloc(layout(64, 8)).unwrap();
+    assert_ne!(a, b);
+    heap.free(a).unwrap();
+    heap.free(b).unwrap();
     let s = heap.stats().unwrap();
     assert_eq!((s.used, s.leaked_suspect), (0, 0), "{s:?}");
 }

@@ -6,6 +6,11 @@
 //! of blocks at once. The glibc robust mutex costs about 220 instructions per lock/unlock pair,
 //! most of an uncached alloc+free; the cache skips it on all but one call in eight.
 //!
+//! A cached block keeps its allocation bit set, so the cache's alloc and free write no line
+//! that another thread or process writes (the bitmap words are shared by 64 blocks); what tells
+//! a double free of a cached block is a tag in the block's own first bytes, confirmed by a scan
+//! of the caches.
+//!
 //! # Crash safety
 //!
 //! The slot lives in shared memory, so nothing is lost with a process: a block is always in a
@@ -50,6 +55,9 @@ pub(super) const SLOT_SIZE: usize =
 /// Set in `owner` while a claim writes `start` and `ns` (identities use bits 0..63 only for
 /// pids below 2^31).
 const CLAIMING: u64 = 1 << 63;
+/// The first 8 bytes of a block while it sits in a thread cache (cleared when it is handed out).
+const CACHED_TAG: u64 = 0xB0A2_1CAC_4EDB_10C5;
+
 /// "No slot" in the thread-local table.
 const NO_SLOT: u32 = u32::MAX;
 
@@ -232,14 +240,35 @@ impl Heap {
         count.store(n - 1, Ordering::Release);
         let block = self.cached_block(link, c)?;
         let (chunk, index) = self.locate_small(block, c)?;
-        let mask = 1u64 << (index % 64);
-        let was = self
-            .bitmap_word(chunk, index / 64)
-            .fetch_or(mask, Ordering::AcqRel);
-        if was & mask != 0 {
-            return Err(self.corrupt(format!("cached block at {block} was allocated")));
+        // A cached block keeps its bit set (see `free_cached`): a clear one is on a free list.
+        let word = self.bitmap_word(chunk, index / 64).load(Ordering::Acquire);
+        if word & (1u64 << (index % 64)) == 0 {
+            return Err(self.corrupt(format!("cached block at {block} is also free")));
         }
+        self.tag(block).store(0, Ordering::Relaxed);
         Ok(Offset::new(block as u64))
+    }
+
+    /// The first 8 bytes of a block: [`CACHED_TAG`] while it sits in a thread cache.
+    fn tag(&self, block: usize) -> &AtomicU64 {
+        self.at(block)
+    }
+
+    /// Whether `block` (of class `c`) sits in any thread cache: the confirmation behind a
+    /// [`CACHED_TAG`] found in a block being freed (user data may hold the same bytes).
+    #[cold]
+    fn in_a_cache(&self, block: usize, c: usize) -> bool {
+        let link = (block / 16) as u32;
+        (0..SLOTS).any(|slot| {
+            let n = self.slot_count(slot, c).load(Ordering::Acquire).min(DEPTH);
+            (0..n).any(|k| self.slot_entry(slot, c, k).load(Ordering::Relaxed) == link)
+        })
+    }
+
+    /// Whether freeing `block` would free a block that sits in a thread cache: a double free.
+    #[inline]
+    pub(super) fn freeing_a_cached_block(&self, block: usize, c: usize) -> bool {
+        self.tag(block).load(Ordering::Relaxed) == CACHED_TAG && self.in_a_cache(block, c)
     }
 
     /// A cache entry as a block of class `c`, checked: a slot is shared memory like the rest.
@@ -255,21 +284,33 @@ impl Heap {
         Ok(block)
     }
 
-    /// Pushes a freed block (its bitmap bit already cleared) onto `slot`'s stack, first
-    /// flushing half of a full stack to the class list.
+    /// Pushes a freed block onto `slot`'s stack, first flushing half of a full stack to the
+    /// class list. The block's bitmap bit stays set (a cached block is not on a free list), so
+    /// alloc and free from the cache write no shared line at all; a double free is told by the
+    /// bit (clear: the block is on a list) or by [`CACHED_TAG`] (confirmed by a scan of the
+    /// caches: user data could hold those bytes).
     #[inline]
     pub(super) fn free_cached(
         &self,
         slot: usize,
         block: usize,
         c: usize,
+        chunk: usize,
+        index: usize,
     ) -> Result<(), AllocError> {
+        let word = self.bitmap_word(chunk, index / 64).load(Ordering::Acquire);
+        if word & (1u64 << (index % 64)) == 0 || self.freeing_a_cached_block(block, c) {
+            return Err(AllocError::DoubleFree {
+                offset: block as u64,
+            });
+        }
         let count = self.slot_count(slot, c);
         let mut n = count.load(Ordering::Relaxed);
         if n >= DEPTH {
             self.flush_cache(slot, c, DEPTH / 2)?;
             n = count.load(Ordering::Relaxed);
         }
+        self.tag(block).store(CACHED_TAG, Ordering::Relaxed);
         self.slot_entry(slot, c, n)
             .store((block / 16) as u32, Ordering::Relaxed);
         // COMMIT: the block joins the cache.
@@ -287,9 +328,20 @@ impl Heap {
         while n < DEPTH / 2 {
             // COMMIT 1 (in pop_free): off the list; a death before COMMIT 2 leaks this block.
             // A fresh slab is carved only for an empty stack.
-            let Some((link, _)) = self.pop_free(c, layout, n == 0)? else {
+            let Some((link, block)) = self.pop_free(c, layout, n == 0)? else {
                 break;
             };
+            // A cached block counts as taken in the bitmap (a death from here to COMMIT 2
+            // leaves it "used": still one block).
+            let (chunk, index) = self.locate_small(block, c)?;
+            let mask = 1u64 << (index % 64);
+            let was = self
+                .bitmap_word(chunk, index / 64)
+                .fetch_or(mask, Ordering::AcqRel);
+            if was & mask != 0 {
+                return Err(self.corrupt(format!("block at {block} was listed free while taken")));
+            }
+            self.tag(block).store(CACHED_TAG, Ordering::Relaxed);
             self.slot_entry(slot, c, n).store(link, Ordering::Relaxed);
             // COMMIT 2: into the cache.
             count.store(n + 1, Ordering::Release);
@@ -306,9 +358,12 @@ impl Heap {
         while n > keep {
             let link = self.slot_entry(slot, c, n - 1).load(Ordering::Relaxed);
             let block = self.cached_block(link, c)?;
+            let (chunk, index) = self.locate_small(block, c)?;
             // COMMIT 1: off the cache (a death before COMMIT 2 leaks this one block).
             count.store(n - 1, Ordering::Release);
             n -= 1;
+            self.bitmap_word(chunk, index / 64)
+                .fetch_and(!(1u64 << (index % 64)), Ordering::AcqRel);
             let head = self.class_head(c).load(Ordering::Relaxed);
             self.link(block).store(head, Ordering::Relaxed);
             // COMMIT 2: onto the list.
