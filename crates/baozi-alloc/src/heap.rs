@@ -21,9 +21,9 @@
 //!
 //! | operation | under | steps | killed before the commit | after |
 //! |---|---|---|---|---|
-//! | cached alloc (≤ 1 KiB) | none: the thread's own slot | read top, **store count - 1**, set bitmap bit | nothing happened | block leaked if the bit is not yet set |
-//! | cached free | none | clear bitmap bit (detects double free), write entry, **store count + 1** | block leaked if the bit was cleared | cached |
-//! | cache refill / flush | class lock | per block: **take it out of the source** (head or count), **put it in the destination** | nothing happened | that block leaked until the second store |
+//! | cached alloc (≤ 1 KiB) | none: the thread's own slot | read top, **store count - 1**, clear the block's tag | nothing happened | block leaked (its bit stays set: counted "used") |
+//! | cached free | none | bit set and no confirmed tag (else double free), write tag and entry, **store count + 1** | block leaked ("used"), its first bytes overwritten | cached (bit still set) |
+//! | cache refill / flush | class lock | per block: **take it out of the source** (head or count), set or clear its bit, **put it in the destination** | nothing happened | that block leaked until the second store |
 //! | small alloc | class lock | read head, **store head = next**, set bitmap bit | nothing happened | block leaked if the bit is not yet set ("leaked suspect") |
 //! | small free | class lock | clear bitmap bit (detects double free), link, **store head** | block leaked if the bit was cleared | freed |
 //! | refill | class lock, then chunk lock | carving := chunk, **map[chunk] := SLAB**, carve, **store head**, carving := 0 | carving names a chunk that is not a slab: cleared | repair re-carves, or only clears the journal if the head already points into the chunk |
