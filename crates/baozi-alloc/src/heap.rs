@@ -755,9 +755,10 @@ impl Heap {
                 let c = m as usize - 1;
                 let (chunk, index) = self.locate_small(off, c)?;
                 let word = self.bitmap_word(chunk, index / 64).load(Ordering::Acquire);
-                // Free: on a list (bit clear), or in a thread cache (bit set, tagged).
-                if word & (1 << (index % 64)) == 0
-                    || (c < cache::CACHED && self.freeing_a_cached_block(off, c))
+                // Free: on a list (bit clear), or in a thread cache (bit set). The caches are
+                // scanned rather than the block's tag read: the block may be in use, and its
+                // owner writing it.
+                if word & (1 << (index % 64)) == 0 || (c < cache::CACHED && self.in_a_cache(off, c))
                 {
                     return Err(AllocError::DoubleFree { offset: off as u64 });
                 }

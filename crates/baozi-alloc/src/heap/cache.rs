@@ -257,7 +257,7 @@ impl Heap {
     /// Whether `block` (of class `c`) sits in any thread cache: the confirmation behind a
     /// [`CACHED_TAG`] found in a block being freed (user data may hold the same bytes).
     #[cold]
-    fn in_a_cache(&self, block: usize, c: usize) -> bool {
+    pub(super) fn in_a_cache(&self, block: usize, c: usize) -> bool {
         let link = (block / 16) as u32;
         (0..SLOTS).any(|slot| {
             let n = self.slot_count(slot, c).load(Ordering::Acquire).min(DEPTH);
