@@ -47,23 +47,29 @@ fn alloc_free(c: &mut Criterion) {
     for size in SIZES {
         let layout = Layout::from_size_align(size, 8).unwrap();
         g.bench_with_input(BenchmarkId::new("baozi", size), &layout, |b, &l| {
-            b.iter(|| {
-                let o = heap.alloc(black_box(l)).unwrap();
-                heap.free(black_box(o)).unwrap();
-            });
+            b.iter(|| baozi_pair(&heap, l));
         });
         g.bench_with_input(BenchmarkId::new("system", size), &layout, |b, &l| {
-            b.iter(|| {
-                // SAFETY: l has a non-zero size; the pointer is freed with the same layout.
-                unsafe {
-                    let p = System.alloc(black_box(l));
-                    assert!(!p.is_null());
-                    System.dealloc(black_box(p), l);
-                }
-            });
+            b.iter(|| system_pair(l));
         });
     }
     g.finish();
+}
+
+/// One alloc and its free from the heap.
+fn baozi_pair(heap: &Heap, l: Layout) {
+    let o = heap.alloc(black_box(l)).unwrap();
+    heap.free(black_box(o)).unwrap();
+}
+
+/// One alloc and its free from the system allocator.
+fn system_pair(l: Layout) {
+    // SAFETY: l has a non-zero size; the pointer is freed with the same layout.
+    unsafe {
+        let p = System.alloc(black_box(l));
+        assert!(!p.is_null());
+        System.dealloc(black_box(p), l);
+    }
 }
 
 /// Forks a child that runs `churn` until `stop` is set, then leaves with `_exit`.
@@ -93,33 +99,17 @@ fn alloc_free_two_processes(c: &mut Criterion) {
     for size in SIZES {
         let layout = Layout::from_size_align(size, 8).unwrap();
         stop.store(0, Ordering::Relaxed);
-        let peer = churning_peer(stop, || {
-            let o = heap.alloc(layout).unwrap();
-            heap.free(black_box(o)).unwrap();
-        });
+        let peer = churning_peer(stop, || baozi_pair(&heap, layout));
         g.bench_with_input(BenchmarkId::new("baozi", size), &layout, |b, &l| {
-            b.iter(|| {
-                let o = heap.alloc(black_box(l)).unwrap();
-                heap.free(black_box(o)).unwrap();
-            });
+            b.iter(|| baozi_pair(&heap, l));
         });
         stop.store(1, Ordering::Relaxed);
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(peer, std::ptr::null_mut(), 0) };
         stop.store(0, Ordering::Relaxed);
-        let peer = churning_peer(stop, || {
-            // SAFETY: non-zero size; freed with the same layout.
-            unsafe { System.dealloc(black_box(System.alloc(layout)), layout) };
-        });
+        let peer = churning_peer(stop, || system_pair(layout));
         g.bench_with_input(BenchmarkId::new("system", size), &layout, |b, &l| {
-            b.iter(|| {
-                // SAFETY: l has a non-zero size; the pointer is freed with the same layout.
-                unsafe {
-                    let p = System.alloc(black_box(l));
-                    assert!(!p.is_null());
-                    System.dealloc(black_box(p), l);
-                }
-            });
+            b.iter(|| system_pair(l));
         });
         stop.store(1, Ordering::Relaxed);
         // SAFETY: reaping our own child.

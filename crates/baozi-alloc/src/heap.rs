@@ -475,15 +475,7 @@ impl Heap {
             return Err(self.corrupt(format!("class {c} is empty right after a refill")));
         };
         let (chunk, index) = self.locate_small(block, c)?;
-        let mask = 1u64 << (index % 64);
-        let was = self
-            .bitmap_word(chunk, index / 64)
-            .fetch_or(mask, Ordering::AcqRel);
-        if was & mask != 0 {
-            return Err(self.corrupt(format!(
-                "block at {block} was on the free list while allocated"
-            )));
-        }
+        self.mark_taken(block, chunk, index)?;
         Ok(Offset::new(block as u64))
     }
 
@@ -680,6 +672,22 @@ impl Heap {
         // COMMIT: the block joins the free list.
         self.class_head(c)
             .store((block / 16) as u32, Ordering::Release);
+        Ok(())
+    }
+
+    /// Sets the allocation bit of a block just taken off a free list; a bit already set means
+    /// the list held an allocated block (corruption).
+    #[inline]
+    fn mark_taken(&self, block: usize, chunk: usize, index: usize) -> Result<(), AllocError> {
+        let mask = 1u64 << (index % 64);
+        let was = self
+            .bitmap_word(chunk, index / 64)
+            .fetch_or(mask, Ordering::AcqRel);
+        if was & mask != 0 {
+            return Err(self.corrupt(format!(
+                "block at {block} was on the free list while allocated"
+            )));
+        }
         Ok(())
     }
 

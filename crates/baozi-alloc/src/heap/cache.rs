@@ -334,13 +334,7 @@ impl Heap {
             // A cached block counts as taken in the bitmap (a death from here to COMMIT 2
             // leaves it "used": still one block).
             let (chunk, index) = self.locate_small(block, c)?;
-            let mask = 1u64 << (index % 64);
-            let was = self
-                .bitmap_word(chunk, index / 64)
-                .fetch_or(mask, Ordering::AcqRel);
-            if was & mask != 0 {
-                return Err(self.corrupt(format!("block at {block} was listed free while taken")));
-            }
+            self.mark_taken(block, chunk, index)?;
             self.tag(block).store(CACHED_TAG, Ordering::Relaxed);
             self.slot_entry(slot, c, n).store(link, Ordering::Relaxed);
             // COMMIT 2: into the cache.
