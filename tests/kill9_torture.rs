@@ -8,6 +8,9 @@
 //! Cases:
 //! * `crash_hook_set_after_fork_fires`, `crash_hook_each_point_leaves_queue_exact`: the hooks
 //!   work when set in a child after fork, and each point leaves exactly the expected items;
+//! * `crash_hook_during_restart_leaves_queue_usable`: a producer killed between moving an
+//!   empty ring's head to offset 0 (for a message that does not fit where the ring goes on) and
+//!   its commit;
 //! * `killed_sleeping_waiters_never_wedge_wakeups`: the glibc condvar trap (a waiter killed
 //!   asleep, another arrives, the next wake-up must reach the living), both directions;
 //! * `joinable_killed_worker_leaves_one_task_unfinished`: the documented JoinableQueue contract;
@@ -70,6 +73,10 @@ fn main() {
     support::run_main(vec![
         case("crash_hook_set_after_fork_fires", hook_set_after_fork_fires),
         case("crash_hook_each_point_leaves_queue_exact", hook_each_point),
+        case(
+            "crash_hook_during_restart_leaves_queue_usable",
+            hook_during_restart,
+        ),
         case("killed_sleeping_waiters_never_wedge_wakeups", dead_sleepers),
         case(
             "joinable_killed_worker_leaves_one_task_unfinished",
@@ -220,6 +227,60 @@ fn hook_each_point() {
     }
 }
 
+/// The restart: an empty ring whose head is at 112 gets a 1000-byte message, which fits neither
+/// before the end of the 1024-byte ring nor after a wrap marker, so the producer moves the head
+/// to 0 before its commit. Killed between the two stores (`put-before-commit`), it leaves an
+/// empty ring whose head and tail disagree; killed after its commit, the message is whole. In
+/// both cases the queue must then carry large and small messages, in order.
+fn hook_during_restart() {
+    std::env::remove_var("BAOZI_CRASH_AT");
+    for (point, committed) in [("put-before-commit:2", false), ("put-after-commit:2", true)] {
+        let q: Queue<Vec<u8>> = Queue::new(0, 1024).unwrap();
+        let victim = fork(|| {
+            set_crash_at(Some(point));
+            q.put(vec![1; 100]).unwrap();
+            assert_eq!(q.get().unwrap(), vec![1; 100]);
+            q.put(vec![2; 1000]).unwrap();
+        });
+        let exit = victim.join(Duration::from_secs(10), point);
+        assert!(exit.sigkilled(), "{point}: the hook did not fire: {exit:?}");
+        assert_eq!(q.qsize(), usize::from(committed), "{point}: qsize");
+        // The cursors' offsets (low halves, at the documented layout) show the restart: the
+        // head moved to 0; the tail is still after the first message, or after the new one.
+        let offset_at = |at: usize| {
+            let word: &std::sync::atomic::AtomicU64 =
+                q.region().get(baozi::shm::Offset::new(at as u64)).unwrap();
+            word.load(Ordering::Acquire) as u32
+        };
+        const CL: usize = baozi::shm::CACHE_LINE;
+        let (tail_off, head_off) = (offset_at(3 * CL), offset_at(4 * CL));
+        assert_eq!(head_off, 0, "{point}: the head was not moved to 0");
+        assert_eq!(
+            tail_off,
+            if committed { 1008 } else { 112 },
+            "{point}: tail"
+        );
+        fork(move || {
+            if committed {
+                assert_eq!(q.get_nowait().unwrap(), vec![2; 1000], "{point}");
+            }
+            assert!(matches!(q.get_nowait(), Err(GetError::Empty)), "{point}");
+            for round in 0..20u8 {
+                q.put(vec![round; 1000]).unwrap();
+                assert_eq!(q.get_nowait().unwrap(), vec![round; 1000], "{point}");
+                let small: Vec<Vec<u8>> = (0..5).map(|i| vec![round ^ i; 90]).collect();
+                for m in &small {
+                    q.put(m.clone()).unwrap();
+                }
+                for m in &small {
+                    assert_eq!(&q.get_nowait().unwrap(), m, "{point}");
+                }
+            }
+        })
+        .join_ok(Duration::from_secs(10), "checker");
+    }
+}
+
 /// Waits until `child` sleeps in the kernel (state `S`).
 fn wait_asleep(child: &Child, what: &str) {
     assert!(
@@ -352,7 +413,7 @@ fn notifier_died_before_notify() {
         q.region().get(baozi::shm::Offset::new(at as u64)).unwrap()
     }
     const CL: usize = baozi::shm::CACHE_LINE;
-    let (tail_at, head_at, ring_at) = (3 * CL, 4 * CL, 6 * CL);
+    let (tail_at, head_at, ring_at) = (3 * CL, 4 * CL, 7 * CL);
 
     let deadline = Duration::from_secs(3);
     let led = Ledger::new(2);

@@ -4,15 +4,19 @@
 //! offset        contents                                   written by
 //! 0             Header (baozi-shm)                         creator, once
 //! 1 line        Meta { maxsize, capacity, closed }         creator; `closed` by close()
-//! 2 lines       RawRobustMutex                             glibc
-//! 3 lines       tail: producer Cursor + not_empty WaitWord producers (cursor under the lock)
-//! 4 lines       head: consumer Cursor + not_full WaitWord  consumers (cursor under the lock)
-//! 5 lines       tasks: done count + all_done WaitWord      task_done()
-//! 6 lines       ring: `capacity` bytes of frames           producers, under the lock
+//! 2 lines       put lock: RawRobustMutex                   producers (glibc)
+//! 3 lines       tail: Cursor, not_empty WaitWord, room bound producers, under the put lock
+//! 4 lines       head: Cursor, not_full WaitWord, tail seen consumers, under the get lock (*)
+//! 5 lines       get lock: RawRobustMutex                   consumers (glibc)
+//! 6 lines       tasks: done count + all_done WaitWord      task_done()
+//! 7 lines       ring: `capacity` bytes of frames           producers, under the put lock
 //! ```
 //!
+//! (*) and by a producer, under the put lock, only while the ring is empty: see
+//! `Queue::try_put`'s restart.
+//!
 //! Each part starts on its own cache line ([`CACHE_LINE`]), so producers and consumers do not
-//! false-share their cursors.
+//! false-share their cursors or their locks: a producer and a consumer never take the same lock.
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -20,11 +24,12 @@ use baozi_shm::{LayoutHash, ObjectKind, ShmSafe, CACHE_LINE};
 use baozi_sync::{RawRobustMutex, WaitWord};
 
 pub(crate) const META_AT: usize = CACHE_LINE;
-pub(crate) const LOCK_AT: usize = 2 * CACHE_LINE;
+pub(crate) const PUT_LOCK_AT: usize = 2 * CACHE_LINE;
 pub(crate) const TAIL_AT: usize = 3 * CACHE_LINE;
 pub(crate) const HEAD_AT: usize = 4 * CACHE_LINE;
-pub(crate) const TASKS_AT: usize = 5 * CACHE_LINE;
-pub(crate) const RING_AT: usize = 6 * CACHE_LINE;
+pub(crate) const GET_LOCK_AT: usize = 5 * CACHE_LINE;
+pub(crate) const TASKS_AT: usize = 6 * CACHE_LINE;
+pub(crate) const RING_AT: usize = 7 * CACHE_LINE;
 
 /// The queue's parameters; fixed at creation except `closed` (0 → 1, never back).
 #[repr(C)]
@@ -36,16 +41,37 @@ pub(crate) struct Meta {
     pub(crate) _reserved: AtomicU32,
 }
 
-/// One side of the ring: its cursor (the commit word) and the wait word its waiters sleep on.
-///
-/// The tail side's wait word is "not empty" (getters wait on it, puts notify it); the head
-/// side's is "not full" (putters wait on it, gets notify it).
+/// The producers' side: the tail cursor (the commit word of a put), the wait word getters sleep
+/// on ("not empty"), and what producers last learned of the head, so that a put reads the
+/// consumers' line only when that runs out.
 #[repr(C)]
 #[derive(Debug)]
-pub(crate) struct Side {
-    /// A packed [`Cursor`](crate::ring::Cursor). Stored only under the lock.
+pub(crate) struct TailSide {
+    /// A packed [`Cursor`](crate::ring::Cursor). Stored only under the put lock.
     pub(crate) cursor: AtomicU64,
     pub(crate) wait: WaitWord,
+    /// An upper bound on the ring's bytes in use: exact when the head was last read, plus
+    /// every frame put since. Raised *before* each commit, so a producer killed at any instant
+    /// leaves it an upper bound.
+    pub(crate) used_bound: AtomicU32,
+    /// The head's count when it was last read: `tail.count - this` bounds the items from above,
+    /// and 0 means the ring is empty (the head never passes the tail).
+    pub(crate) seen_head_count: AtomicU32,
+}
+
+/// The consumers' side: the head cursor (the commit word of a get), the wait word putters sleep
+/// on ("not full"), and the tail as consumers last read it, so that a get reads the producers'
+/// line only when the frames it knows of run out.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct HeadSide {
+    /// A packed [`Cursor`](crate::ring::Cursor). Stored under the get lock, and by a producer
+    /// under the put lock while the ring is empty (a restart, see `Appender::restart`).
+    pub(crate) cursor: AtomicU64,
+    pub(crate) wait: WaitWord,
+    /// A packed tail cursor read earlier: the frames before its count are committed. Consumers
+    /// never take past it without reading the tail again.
+    pub(crate) seen_tail: AtomicU64,
 }
 
 /// JoinableQueue accounting: unfinished tasks = puts (the tail's count) − `done`.
@@ -61,14 +87,17 @@ pub(crate) struct Tasks {
 // checked at open and when a lock is recovered, not assumed).
 unsafe impl ShmSafe for Meta {}
 // SAFETY: as above.
-unsafe impl ShmSafe for Side {}
+unsafe impl ShmSafe for TailSide {}
+// SAFETY: as above.
+unsafe impl ShmSafe for HeadSide {}
 // SAFETY: as above.
 unsafe impl ShmSafe for Tasks {}
 
 const _: () = {
     assert!(std::mem::size_of::<Meta>() <= CACHE_LINE);
     assert!(std::mem::size_of::<RawRobustMutex>() <= CACHE_LINE);
-    assert!(std::mem::size_of::<Side>() <= CACHE_LINE);
+    assert!(std::mem::size_of::<TailSide>() <= CACHE_LINE);
+    assert!(std::mem::size_of::<HeadSide>() <= CACHE_LINE);
     assert!(std::mem::size_of::<Tasks>() <= CACHE_LINE);
 };
 
@@ -83,7 +112,10 @@ pub(crate) fn layout_hash(maxsize: u32, capacity: u32) -> u64 {
         .u64(u64::from(maxsize))
         .u64(u64::from(capacity))
         .u64(RING_AT as u64)
+        .u64(PUT_LOCK_AT as u64)
+        .u64(GET_LOCK_AT as u64)
         .u64(std::mem::size_of::<RawRobustMutex>() as u64)
-        .u64(std::mem::size_of::<Side>() as u64)
+        .u64(std::mem::size_of::<TailSide>() as u64)
+        .u64(std::mem::size_of::<HeadSide>() as u64)
         .finish()
 }

@@ -13,7 +13,7 @@ use baozi_sync::{Acquired, Deadline, RawRobustMutex, SpinPolicy, SyncError, Wait
 use crate::codec::{CodecError, Message};
 use crate::crash::{self, Point};
 use crate::error::{GetError, PutError, QueueError};
-use crate::layout::{self, Meta, Side, Tasks};
+use crate::layout::{self, HeadSide, Meta, TailSide, Tasks};
 use crate::ring::{self, Appender, Cursor};
 
 /// The byte capacity [`QueueOptions::default`] picks: 1 MiB.
@@ -259,17 +259,18 @@ impl<T> fmt::Debug for Queue<T> {
     }
 }
 
-/// Holds the queue's lock; unlocks on drop, and wakes everyone if it repaired a dead holder's
-/// state (the dead process may have been about to notify).
+/// Holds one of the queue's two locks; unlocks on drop, and wakes everyone if it repaired a
+/// dead holder's state (the dead process may have been about to notify).
 struct Locked<'a, T> {
     queue: &'a Queue<T>,
+    lock: &'a RawRobustMutex,
     repaired: bool,
 }
 
 impl<T> Drop for Locked<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: a Locked exists only while this thread holds the lock.
-        unsafe { self.queue.lock_word().unlock() };
+        // SAFETY: a Locked exists only while this thread holds `lock`.
+        unsafe { self.lock.unlock() };
         if self.repaired {
             self.queue.tail().wait.notify();
             self.queue.head().wait.notify();
@@ -357,9 +358,10 @@ impl<T: Message> Queue<T> {
             .into());
         }
         let q = Queue::wrap(region, maxsize, cap, spin);
-        let (head, tail) = (q.head_cursor(), q.tail_cursor());
-        if !ring::consistent(cap, head, tail) {
-            return Err(corrupt(format!("cursors head {head:?} tail {tail:?}")));
+        if let Some((head, tail)) = q.stable_cursors() {
+            if !ring::consistent(cap, head, tail) {
+                return Err(corrupt(format!("cursors head {head:?} tail {tail:?}")));
+            }
         }
         Ok(q)
     }
@@ -392,9 +394,12 @@ impl<T> Queue<T> {
         let q = Queue::wrap(region, maxsize, cap, spin);
         q.meta().maxsize.store(maxsize, Ordering::Relaxed);
         q.meta().capacity.store(cap, Ordering::Relaxed);
-        // SAFETY: 1. LOCK_AT is inside the region (total_len) and CACHE_LINE-aligned;
-        // 2. the region is fresh and unpublished: nobody else can reach the lock yet.
-        unsafe { RawRobustMutex::init(q.base.as_ptr().add(layout::LOCK_AT).cast())? };
+        for at in [layout::PUT_LOCK_AT, layout::GET_LOCK_AT] {
+            // SAFETY: 1. both lock offsets are inside the region (total_len) and
+            // CACHE_LINE-aligned; 2. the region is fresh and unpublished: nobody else can reach
+            // the locks yet.
+            unsafe { RawRobustMutex::init(q.base.as_ptr().add(at).cast())? };
+        }
         // Cursors and counters start at zero, as the fresh region already is.
         q.region.header()?.publish();
         Ok(q)
@@ -413,13 +418,18 @@ impl<T> Queue<T> {
     fn meta(&self) -> &Meta {
         self.part(layout::META_AT)
     }
-    fn lock_word(&self) -> &RawRobustMutex {
-        self.part(layout::LOCK_AT)
+    /// Producers' lock: the tail cursor, the ring's free space, `closed`.
+    fn put_lock(&self) -> &RawRobustMutex {
+        self.part(layout::PUT_LOCK_AT)
     }
-    fn tail(&self) -> &Side {
+    /// Consumers' lock: the head cursor and the frames between head and tail.
+    fn get_lock(&self) -> &RawRobustMutex {
+        self.part(layout::GET_LOCK_AT)
+    }
+    fn tail(&self) -> &TailSide {
         self.part(layout::TAIL_AT)
     }
-    fn head(&self) -> &Side {
+    fn head(&self) -> &HeadSide {
         self.part(layout::HEAD_AT)
     }
     fn tasks(&self) -> &Tasks {
@@ -440,6 +450,19 @@ impl<T> Queue<T> {
     }
     pub(crate) fn puts(&self) -> u32 {
         self.tail_cursor().count
+    }
+
+    /// Head and tail as they were at one instant, read without a lock (for `open`): the tail
+    /// read twice around the head, unchanged. None if puts never paused long enough to tell.
+    fn stable_cursors(&self) -> Option<(Cursor, Cursor)> {
+        for _ in 0..1000 {
+            let tail = self.tail_cursor();
+            let head = self.head_cursor();
+            if self.tail_cursor() == tail {
+                return Some((head, tail));
+            }
+        }
+        None
     }
 
     fn ring_ptr(&self, off: u32) -> *mut u8 {
@@ -469,68 +492,85 @@ impl<T> Queue<T> {
         unsafe { self.ring_ptr(off).cast::<u32>().write(v) }
     }
 
-    // --- the lock, and repair after a dead holder ---
+    // --- the locks, and repair after a dead holder ---
 
-    fn lock(&self, deadline: Option<Deadline>) -> Result<Locked<'_, T>, QueueError> {
-        match self.lock_word().lock(deadline)? {
+    fn lock<'a>(
+        &'a self,
+        lock: &'a RawRobustMutex,
+        deadline: Option<Deadline>,
+    ) -> Result<Locked<'a, T>, QueueError> {
+        match lock.lock(deadline)? {
             Acquired::Clean => Ok(Locked {
                 queue: self,
+                lock,
                 repaired: false,
             }),
             Acquired::OwnerDied => {
                 let guard = Locked {
                     queue: self,
+                    lock,
                     repaired: true,
                 };
-                self.repair()?;
+                self.repair(std::ptr::eq(lock, self.put_lock()))?;
                 // SAFETY: we hold the lock, acquired with OwnerDied.
-                unsafe { self.lock_word().mark_consistent() };
+                unsafe { lock.mark_consistent() };
                 Ok(guard)
             }
         }
     }
 
-    /// Called with the lock held after its holder died. Every update commits with one store of
-    /// a cursor, so there is nothing to roll back: a frame written but not committed lies beyond
-    /// the tail, and the head moved to 0 while the ring was empty is still empty. What remains is
-    /// to check the invariants, so corruption is reported instead of followed.
-    fn repair(&self) -> Result<(), QueueError> {
-        let (head, tail) = (self.head_cursor(), self.tail_cursor());
-        if ring::consistent(self.cap, head, tail) {
-            Ok(())
-        } else {
-            Err(QueueError::Corrupt {
+    /// Called with a lock held after its holder died; idempotent (the repairer may die too).
+    ///
+    /// Every update commits with one store of a cursor, so there is nothing to roll back: a
+    /// frame written but not committed lies beyond the tail, unseen. Two things are redone:
+    /// * with the put lock, a restart killed between moving the head to 0 and its commit left
+    ///   an empty ring whose tail is elsewhere: the tail joins the head (same count, so nobody
+    ///   sees a frame), and the producers' bounds are read afresh;
+    /// * with the get lock, the consumers' copy of the tail is read afresh.
+    ///
+    /// And the invariants are checked, so that corruption is reported instead of followed.
+    /// Tail first, then head (the order consumers use): the pair is a state the ring was in.
+    fn repair(&self, put_side: bool) -> Result<(), QueueError> {
+        let mut tail = self.tail_cursor();
+        let head = self.head_cursor();
+        if !ring::consistent(self.cap, head, tail) {
+            return Err(QueueError::Corrupt {
                 name: self.region.describe(),
                 detail: format!("after a holder died: head {head:?}, tail {tail:?}"),
-            })
+            });
         }
+        if put_side {
+            if ring::items(head, tail) == 0 && head.off != tail.off {
+                tail.off = head.off;
+                self.tail().cursor.store(tail.pack(), Ordering::Release);
+            }
+            self.refresh_room(tail);
+        } else {
+            self.head().seen_tail.store(tail.pack(), Ordering::Relaxed);
+        }
+        Ok(())
     }
 
-    // --- the two operations under the lock ---
+    /// Reads the head (the consumers' line) and stores what it says in the producers' bounds.
+    /// Returns (head count, bytes in use). Under the put lock.
+    fn refresh_room(&self, tail: Cursor) -> (u32, u32) {
+        let head = self.head_cursor();
+        let used = ring::used(self.cap, head, tail);
+        let side = self.tail();
+        side.seen_head_count.store(head.count, Ordering::Relaxed);
+        side.used_bound.store(used, Ordering::Relaxed);
+        (head.count, used)
+    }
 
-    fn try_put(
-        &self,
-        batch: &Batch<'_>,
-        lock_deadline: Option<Deadline>,
-    ) -> Result<Result<(), Refusal>, QueueError> {
-        let guard = self.lock(lock_deadline)?;
-        if self.meta().closed.load(Ordering::Relaxed) != 0 {
-            return Ok(Err(Refusal::Closed));
-        }
-        let (head, tail) = (self.head_cursor(), self.tail_cursor());
-        let n = batch.lens.len() as u32;
-        if self.maxsize != 0
-            && u64::from(ring::items(head, tail)) + u64::from(n) > u64::from(self.maxsize)
-        {
-            return Ok(Err(Refusal::NoRoom));
-        }
-        let mut appender = Appender::new(self.cap, head, tail);
+    // --- the two operations under the locks ---
+
+    /// Writes the batch's frames from `appender`'s position, or None (nothing committed, and the
+    /// bytes written lie in free space) if they do not all fit.
+    fn write_frames(&self, batch: &Batch<'_>, mut appender: Appender) -> Option<Appender> {
         let mut from = 0usize;
         for &len in batch.lens {
             let flen = ring::frame_len(len as usize).expect("checked by the caller");
-            let Some(place) = appender.place(flen) else {
-                return Ok(Err(Refusal::NoRoom));
-            };
+            let place = appender.place(flen)?;
             if let Some(m) = place.marker_at {
                 self.write_u32(m, ring::WRAP_MARKER);
             }
@@ -538,8 +578,8 @@ impl<T> Queue<T> {
             self.write_u32(place.at + 4, ring::check_word(len));
             let payload = &batch.data[from..from + len as usize];
             // SAFETY: the placement lies inside the ring's free space (Appender checked it
-            // against the cursors read under the lock); the source is our own slice, which
-            // cannot overlap the shared ring.
+            // against an upper bound of the bytes in use, taken under the put lock); the source
+            // is our own slice, which cannot overlap the shared ring.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     payload.as_ptr(),
@@ -549,24 +589,78 @@ impl<T> Queue<T> {
             }
             from += len as usize;
         }
-        crash::point(Point::PutBeforeCommit);
+        Some(appender)
+    }
+
+    fn try_put(
+        &self,
+        batch: &Batch<'_>,
+        lock_deadline: Option<Deadline>,
+    ) -> Result<Result<(), Refusal>, QueueError> {
+        let guard = self.lock(self.put_lock(), lock_deadline)?;
+        if self.meta().closed.load(Ordering::Relaxed) != 0 {
+            return Ok(Err(Refusal::Closed));
+        }
+        let side = self.tail();
+        let tail = Cursor::unpack(side.cursor.load(Ordering::Relaxed));
+        let n = batch.lens.len() as u32;
+        let first_frame = ring::frame_len(batch.lens[0] as usize).expect("checked by the caller");
+        // First from the bounds on our own line; the head (the consumers' line) is read only
+        // when they say no, or when they would wrap a frame that might start an empty ring.
+        let mut seen = side.seen_head_count.load(Ordering::Relaxed);
+        let mut used = side.used_bound.load(Ordering::Relaxed);
+        let mut fresh = false;
+        let appender = loop {
+            let in_ring = tail.count.wrapping_sub(seen);
+            let empty = in_ring == 0;
+            let items_ok =
+                self.maxsize == 0 || u64::from(in_ring) + u64::from(n) <= u64::from(self.maxsize);
+            if items_ok {
+                // An empty ring's head is at the tail's offset (a dead restart is repaired
+                // before anyone else holds the put lock), so it goes on there, or restarts.
+                let start = Appender::at(self.cap, tail.off, if empty { 0 } else { used });
+                let wraps = start.wraps(first_frame);
+                if !(empty && wraps) && (fresh || !wraps) {
+                    if let Some(a) = self.write_frames(batch, start) {
+                        break a;
+                    }
+                }
+                if empty {
+                    // "Empty" is final: nobody takes from an empty ring, and no other producer
+                    // puts while we hold the put lock. Any batch of up to `cap` bytes fits.
+                    match self.write_frames(batch, Appender::restart(self.cap)) {
+                        Some(a) => break a,
+                        None => return Ok(Err(Refusal::NoRoom)),
+                    }
+                }
+            }
+            if fresh {
+                return Ok(Err(Refusal::NoRoom));
+            }
+            (seen, used) = self.refresh_room(tail);
+            fresh = true;
+        };
         if appender.reset_head {
-            // The ring is empty, so where the head points is irrelevant until the commit below.
+            // The restart (see Appender::restart): the ring is empty until the commit below,
+            // and a consumer that sees the commit (reading the tail first) sees this store too.
             let h = Cursor {
                 off: 0,
-                count: head.count,
+                count: seen,
             };
             self.head().cursor.store(h.pack(), Ordering::Relaxed);
         }
+        // Raised before the commit, so that it stays an upper bound whenever we die.
+        side.used_bound.store(appender.used(), Ordering::Relaxed);
+        crash::point(Point::PutBeforeCommit);
         // COMMIT: from this store on, the frames exist.
         let t = Cursor {
             off: appender.end(),
             count: tail.count.wrapping_add(n),
         };
-        self.tail().cursor.store(t.pack(), Ordering::Release);
+        side.cursor.store(t.pack(), Ordering::Release);
         crash::point(Point::PutAfterCommit);
         drop(guard);
-        self.tail().wait.notify();
+        side.wait.notify();
         Ok(Ok(()))
     }
 
@@ -578,18 +672,36 @@ impl<T> Queue<T> {
         lock_deadline: Option<Deadline>,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), CodecError>,
     ) -> Result<Result<usize, Refusal>, GetFail> {
-        let guard = self.lock(lock_deadline).map_err(GetFail::Failed)?;
-        let (head, tail) = (self.head_cursor(), self.tail_cursor());
-        let avail = ring::items(head, tail);
-        if avail == 0 {
-            let closed = self.meta().closed.load(Ordering::Relaxed) != 0;
-            return Ok(Err(if closed {
-                Refusal::Closed
-            } else {
-                Refusal::NoRoom
-            }));
+        let guard = self
+            .lock(self.get_lock(), lock_deadline)
+            .map_err(GetFail::Failed)?;
+        let side = self.head();
+        let mut head = Cursor::unpack(side.cursor.load(Ordering::Acquire));
+        let want = u32::try_from(max).unwrap_or(u32::MAX);
+        // First the frames we already know are committed: no read of the producers' line
+        // unless they are fewer than asked for.
+        let mut avail = Cursor::unpack(side.seen_tail.load(Ordering::Relaxed))
+            .count
+            .wrapping_sub(head.count);
+        if avail < want {
+            // In this order: `closed` before the tail (close() stores it under the put lock
+            // after every put it lets through, so a closed queue's tail is final once `closed`
+            // is seen), and the tail before the head (a restart moves the head before its
+            // commit).
+            let closed = self.meta().closed.load(Ordering::Acquire) != 0;
+            let tail = self.tail_cursor();
+            head = self.head_cursor();
+            side.seen_tail.store(tail.pack(), Ordering::Relaxed);
+            avail = ring::items(head, tail);
+            if avail == 0 {
+                return Ok(Err(if closed {
+                    Refusal::Closed
+                } else {
+                    Refusal::NoRoom
+                }));
+            }
         }
-        let take = avail.min(u32::try_from(max).unwrap_or(u32::MAX));
+        let take = avail.min(want);
         let mut off = head.off;
         let mut taken = 0u32;
         let mut failure = None;
@@ -605,7 +717,7 @@ impl<T> Queue<T> {
                     })
                 })?;
             // SAFETY: locate checked at..at+len lies inside the ring; the frame is committed
-            // and we hold the lock, so no process writes it while this slice lives.
+            // and we hold the get lock, so no process writes it while this slice lives.
             let payload = unsafe { std::slice::from_raw_parts(self.ring_ptr(at), len as usize) };
             match sink(payload) {
                 Ok(()) => {}
@@ -630,10 +742,10 @@ impl<T> Queue<T> {
             off,
             count: head.count.wrapping_add(taken),
         };
-        self.head().cursor.store(h.pack(), Ordering::Release);
+        side.cursor.store(h.pack(), Ordering::Release);
         crash::point(Point::GetAfterCommit);
         drop(guard);
-        self.head().wait.notify();
+        side.wait.notify();
         match failure {
             Some(f) => Err(f),
             None => Ok(Ok(taken as usize)),
@@ -754,10 +866,12 @@ impl<T> Queue<T> {
     pub fn full(&self) -> bool {
         let head = self.head_cursor();
         let tail = self.tail_cursor();
-        (self.maxsize != 0 && ring::items(head, tail) >= self.maxsize)
-            || Appender::new(self.cap, head, tail)
-                .place(ring::FRAME_HEADER)
-                .is_none()
+        let items = ring::items(head, tail);
+        (self.maxsize != 0 && items >= self.maxsize)
+            || (items != 0
+                && Appender::at(self.cap, tail.off, ring::used(self.cap, head, tail))
+                    .place(ring::FRAME_HEADER)
+                    .is_none())
     }
 
     /// The item limit given at creation (0: none).
@@ -789,7 +903,7 @@ impl<T> Queue<T> {
     /// # Errors
     /// [`QueueError::Sync`] if the lock is unrecoverable.
     pub fn close(&self) -> Result<(), QueueError> {
-        let guard = self.lock(None)?;
+        let guard = self.lock(self.put_lock(), None)?;
         self.meta().closed.store(1, Ordering::Release);
         drop(guard);
         self.tail().wait.notify();

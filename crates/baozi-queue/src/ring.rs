@@ -98,11 +98,15 @@ pub(crate) struct Placement {
     pub(crate) marker_at: Option<u32>,
 }
 
-/// Plans where a batch of frames goes, from the cursors seen under the lock.
+/// Places a batch of frames, from the producer's view under the put lock: the tail's offset
+/// `pos` and an upper bound `used` on the bytes in use (a head read at some earlier time gives
+/// one: the head only moves on, which frees room).
 ///
-/// When the ring is empty the batch starts at offset 0 (the head is moved there too, which is
-/// harmless while nothing is queued), so any frame of up to `cap` bytes fits an empty ring.
-#[derive(Debug)]
+/// The ring goes on at the tail, wrapping with a marker when a frame does not fit before the end.
+/// An empty ring whose next frame does not fit before the end *restarts* at offset 0 instead
+/// ([`Appender::restart`]), so any batch of up to `cap` bytes fits an empty ring (a put never
+/// waits for room that cannot come) and an empty ring never wastes its end on a marker.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Appender {
     cap: u32,
     pos: u32,
@@ -112,22 +116,38 @@ pub(crate) struct Appender {
 }
 
 impl Appender {
-    pub(crate) fn new(cap: u32, head: Cursor, tail: Cursor) -> Self {
-        if items(head, tail) == 0 {
-            Appender {
-                cap,
-                pos: 0,
-                used: 0,
-                reset_head: head.off != 0,
-            }
-        } else {
-            Appender {
-                cap,
-                pos: tail.off,
-                used: used(cap, head, tail),
-                reset_head: false,
-            }
+    /// Goes on at `pos` with at most `used` bytes in use.
+    pub(crate) fn at(cap: u32, pos: u32, used: u32) -> Self {
+        Appender {
+            cap,
+            pos,
+            used,
+            reset_head: false,
         }
+    }
+
+    /// Starts an empty ring over at offset 0. The producer stores the head cursor with offset 0
+    /// (same count) before its commit: consumers read the tail before the head, so one that sees
+    /// the commit sees the moved head, and one that does not sees an empty ring. A producer
+    /// killed between the two stores leaves an empty ring whose head (0) and tail disagree; the
+    /// next holder of the put lock, told the holder died, moves the tail to the head.
+    pub(crate) fn restart(cap: u32) -> Self {
+        Appender {
+            cap,
+            pos: 0,
+            used: 0,
+            reset_head: true,
+        }
+    }
+
+    /// Whether a frame of `len` bytes would need a wrap marker here.
+    pub(crate) fn wraps(&self, len: u32) -> bool {
+        self.cap - self.pos < len
+    }
+
+    /// The bound on bytes in use after the placed frames.
+    pub(crate) fn used(&self) -> u32 {
+        self.used
     }
 
     /// Places a frame of `len` bytes, or None if there is no room now.
@@ -212,10 +232,12 @@ mod tests {
     }
 
     #[test]
-    fn empty_ring_starts_at_zero_and_fits_a_full_size_frame() {
-        let head = Cursor { off: 40, count: 3 };
-        let tail = Cursor { off: 40, count: 3 };
-        let mut a = Appender::new(64, head, tail);
+    fn restart_places_from_zero_and_fits_a_full_size_frame() {
+        let at = Appender::at(64, 40, 0);
+        assert!(!at.reset_head);
+        assert!(!at.wraps(24));
+        assert!(at.wraps(32));
+        let mut a = Appender::restart(64);
         assert!(a.reset_head);
         assert_eq!(
             a.place(64),
@@ -225,7 +247,30 @@ mod tests {
             })
         );
         assert_eq!(a.end(), 0);
+        assert_eq!(a.used(), 64);
         assert_eq!(a.place(8), None);
+    }
+
+    #[test]
+    fn an_upper_bound_on_used_never_places_over_it() {
+        // Tail at 48, 40 bytes in use at most (head at 8 or later): 16 + 8 free.
+        let mut a = Appender::at(64, 48, 40);
+        assert_eq!(
+            a.place(16),
+            Some(Placement {
+                at: 48,
+                marker_at: None
+            })
+        );
+        assert_eq!(a.place(16), None);
+        assert_eq!(
+            a.place(8),
+            Some(Placement {
+                at: 0,
+                marker_at: None
+            })
+        );
+        assert_eq!(a.used(), 64);
     }
 
     #[test]
@@ -233,7 +278,7 @@ mod tests {
         // One 16-byte frame at 40..56, head at 40: 8 bytes before the end, 40 at the start.
         let head = Cursor { off: 40, count: 0 };
         let tail = Cursor { off: 56, count: 1 };
-        let mut a = Appender::new(64, head, tail);
+        let mut a = Appender::at(64, tail.off, used(64, head, tail));
         assert_eq!(
             a.place(16),
             Some(Placement {

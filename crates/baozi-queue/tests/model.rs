@@ -6,7 +6,9 @@
 //! The model's byte accounting follows the documented framing rule: a message takes an 8-byte
 //! header plus its length rounded up to 8; a frame never straddles the end of the ring (when it
 //! does not fit before the end, the bytes up to the end are padding and it goes at offset 0);
-//! and whenever the ring is empty the next frame goes at offset 0.
+//! an empty ring goes on where the last frame ended if the next batch's first frame fits there
+//! before the end, and otherwise starts over at offset 0 (so a batch of up to the capacity
+//! always fits an empty ring).
 //!
 //! Single process, single thread: a blocking call is issued only when the model says it
 //! completes at once (otherwise its `_nowait` form is used), so a correct queue never blocks
@@ -57,7 +59,7 @@ struct Model {
     maxsize: u32,
     /// Queued messages, each with the bytes it took (wrap padding before it, then its frame).
     items: VecDeque<(Vec<u8>, u32)>,
-    /// Where the next frame goes (meaningful while the ring is not empty).
+    /// Where the next frame goes (also while the ring is empty: where the last one ended).
     tail: u32,
     /// Sum of the costs of the queued messages.
     used: u32,
@@ -79,16 +81,28 @@ impl Model {
     /// Where frames of these lengths go: the new tail and each one's cost, or None if there is
     /// no room for all of them now.
     fn place(&self, frames: &[u32]) -> Option<(u32, Vec<u32>)> {
-        let (mut pos, mut used) = if self.items.is_empty() {
-            (0, 0)
+        if self.items.is_empty() {
+            self.place_from(self.tail, 0, frames, true)
+                .or_else(|| self.place_from(0, 0, frames, false))
         } else {
-            (self.tail, self.used)
-        };
+            self.place_from(self.tail, self.used, frames, false)
+        }
+    }
+
+    fn place_from(
+        &self,
+        mut pos: u32,
+        mut used: u32,
+        frames: &[u32],
+        first_must_fit_before_end: bool,
+    ) -> Option<(u32, Vec<u32>)> {
         let mut costs = Vec::new();
         for &len in frames {
             let before_end = self.cap - pos;
             let (at, cost) = if len <= before_end {
                 (pos, len)
+            } else if first_must_fit_before_end && costs.is_empty() {
+                return None;
             } else {
                 (0, before_end + len)
             };
@@ -545,7 +559,7 @@ fn the_model_follows_the_framing_rule() {
     assert_eq!(m.put(&[vec![0; 40]]), PutOutcome::Ok); // 0..48
     assert_eq!(m.used_bytes(), 48);
     assert_eq!(m.get(1), GetOutcome::Items(vec![vec![0; 40]]));
-    // Empty again: the next frame goes at 0, so a 64-byte frame fits.
+    // Empty again, at 48: a 64-byte frame fits only at 0, so the ring starts over there.
     assert_eq!(m.put(&[vec![1; 56]]), PutOutcome::Ok);
     assert!(m.full());
     assert_eq!(m.put(&[vec![]]), PutOutcome::Full);
