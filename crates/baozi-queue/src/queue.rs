@@ -620,7 +620,9 @@ impl<T> Queue<T> {
                 // before anyone else holds the put lock), so it goes on there, or restarts.
                 let start = Appender::at(self.cap, tail.off, if empty { 0 } else { used });
                 let wraps = start.wraps(first_frame);
-                if !(empty && wraps) && (fresh || !wraps) {
+                // A wrap with a stale bound might hide an empty ring (which restarts instead):
+                // wrap only on a fresh look.
+                if !wraps || (fresh && !empty) {
                     if let Some(a) = self.write_frames(batch, start) {
                         break a;
                     }
