@@ -15,7 +15,7 @@
 //!   single-producer single-consumer ring whose waiters spin, or sleep on a futex at once.
 //!   `crossbeam` runs between two threads of one process.
 //! * `batch/{baozi_single,baozi_batch64}/64`: a `Queue<Pod<[u8; 64]>>` of maxsize 1024, items one
-//!   by one (`put`/`get`) or 64 at a time (`put_many`/`get_many_into`).
+//!   by one (`put`/`get`) or 64 at a time (`put_many_from`/`get_many_into`).
 //! * `contention/{baozi_m1024,baozi_m1,naive_m1024,naive_m1,pipe}/NxM`, 64 B: N producers and M
 //!   consumers on one channel, total messages per second, N×M = 1×1, 2×2, 4×4, and 8×8 / 16×16
 //!   where `nproc` reaches 8 / 16.
@@ -302,7 +302,8 @@ fn batches(c: &mut Criterion) {
                     if k == 1 {
                         q.put(Pod([FILL; 64])).expect("put");
                     } else {
-                        q.put_many(items[..k as usize].to_vec()).expect("put_many");
+                        q.put_many_from(&items[..k as usize], None)
+                            .expect("put_many_from");
                     }
                     n -= k;
                 }

@@ -140,6 +140,15 @@ enum Wait {
     Forever,
 }
 
+/// `None`: as long as it takes; zero: not at all; otherwise at most that long.
+fn wait_for(timeout: Option<Duration>) -> Wait {
+    match timeout {
+        None => Wait::Forever,
+        Some(t) if t.is_zero() => Wait::No,
+        Some(t) => Wait::timeout(t),
+    }
+}
+
 impl Wait {
     fn timeout(d: Duration) -> Self {
         Wait::Until(Deadline::after(d))
@@ -1038,6 +1047,11 @@ impl<T: Message> Queue<T> {
     }
 
     fn put_many_wait(&self, items: Vec<T>, wait: Wait) -> Result<(), PutError<Vec<T>>> {
+        self.put_refs(&items, wait).map_err(|e| e.map(|()| items))
+    }
+
+    /// Encodes `items` into this thread's reused batch buffer and puts them as one batch.
+    fn put_refs(&self, items: &[T], wait: Wait) -> Result<(), PutError<()>> {
         if items.is_empty() {
             return Ok(());
         }
@@ -1046,7 +1060,7 @@ impl<T: Message> Queue<T> {
         scratch.1.clear();
         let mut encode_error = None;
         let mut too_large = false;
-        for item in &items {
+        for item in items {
             let (data, lens) = (&mut scratch.0, &mut scratch.1);
             match item.with_encoded(|bytes| {
                 if ring::frame_len(bytes.len()).is_none() {
@@ -1081,7 +1095,33 @@ impl<T: Message> Queue<T> {
             .map_err(|f| f.with(()))
         };
         BATCH.with(|b| *b.borrow_mut() = scratch);
-        result.map_err(|e| e.map(|()| items))
+        result
+    }
+
+    /// Puts copies of all of `items` at once, as [`put_many`](Self::put_many) does, but from a
+    /// borrowed slice: nothing is moved or allocated, and the items stay with the caller. Waits
+    /// at most `timeout` for room for all of them (`None`: as long as it takes; zero: not at
+    /// all). The batch counterpart of [`get_many_into`](Self::get_many_into).
+    ///
+    /// ```
+    /// use baozi_queue::Queue;
+    /// let q: Queue<u64> = Queue::new(0, 4096)?;
+    /// let batch = [1u64, 2, 3];
+    /// q.put_many_from(&batch, None).unwrap();
+    /// let mut out = Vec::new();
+    /// q.get_many_into(&mut out, 10, None).unwrap();
+    /// assert_eq!(out, batch);
+    /// # Ok::<(), baozi_queue::QueueError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`put_many_timeout`](Self::put_many_timeout), with `()` where the batch would be.
+    pub fn put_many_from(
+        &self,
+        items: &[T],
+        timeout: Option<Duration>,
+    ) -> Result<(), PutError<()>> {
+        self.put_refs(items, wait_for(timeout))
     }
 
     /// Puts all of `items` at once — under one lock, committed together — waiting as long as
@@ -1191,16 +1231,7 @@ impl Queue<Vec<u8>> {
     /// As [`put_timeout`](Self::put_timeout); with `Some(Duration::ZERO)` it is
     /// [`put_nowait`](Self::put_nowait).
     pub fn put_bytes(&self, bytes: &[u8], timeout: Option<Duration>) -> Result<(), PutError<()>> {
-        self.put_slice(
-            bytes,
-            timeout.map_or(Wait::Forever, |t| {
-                if t.is_zero() {
-                    Wait::No
-                } else {
-                    Wait::timeout(t)
-                }
-            }),
-        )
+        self.put_slice(bytes, wait_for(timeout))
     }
 
     /// Takes the oldest message into `buf` (cleared first; its allocation is reused), waiting at
@@ -1213,13 +1244,7 @@ impl Queue<Vec<u8>> {
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<(), GetError> {
-        let wait = timeout.map_or(Wait::Forever, |t| {
-            if t.is_zero() {
-                Wait::No
-            } else {
-                Wait::timeout(t)
-            }
-        });
+        let wait = wait_for(timeout);
         buf.clear();
         self.get_frames(1, wait, &mut |bytes| {
             buf.extend_from_slice(bytes);

@@ -587,6 +587,44 @@ fn put_many_is_all_or_nothing() {
 }
 
 #[test]
+fn put_many_from_a_slice_keeps_the_items_and_is_all_or_nothing() {
+    let q: Queue<String> = Queue::new(4, 4096).unwrap();
+    let batch = [
+        "pork".to_owned(),
+        "cabbage".to_owned(),
+        "red bean".to_owned(),
+    ];
+    q.put_many_from(&batch, None).unwrap();
+    assert_eq!(batch[0], "pork", "the caller keeps its items");
+    assert_eq!(q.qsize(), 3);
+    // Room for one, not three; zero timeout: Full at once, nothing goes in.
+    let (r, elapsed) = timed(|| q.put_many_from(&batch, Some(Duration::ZERO)));
+    assert!(matches!(r, Err(PutError::Full(()))), "{r:?}");
+    assert!(elapsed < Duration::from_millis(100), "{elapsed:?}");
+    // A timeout waits, then fails.
+    let (r, elapsed) = timed(|| q.put_many_from(&batch, Some(Duration::from_millis(50))));
+    assert!(matches!(r, Err(PutError::Full(()))), "{r:?}");
+    assert!(elapsed >= Duration::from_millis(45), "{elapsed:?}");
+    // More than maxsize can never fit.
+    let five: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+    assert!(matches!(
+        q.put_many_from(&five, None),
+        Err(PutError::TooLarge { item: (), .. })
+    ));
+    assert_eq!(q.qsize(), 3);
+    // An empty slice is a no-op.
+    q.put_many_from(&[], None).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(q.get_many_into(&mut out, 10, None).unwrap(), 3);
+    assert_eq!(out, batch);
+    q.close().unwrap();
+    assert!(matches!(
+        q.put_many_from(&batch, None),
+        Err(PutError::Closed(()))
+    ));
+}
+
+#[test]
 fn put_many_is_all_or_nothing_in_bytes_too() {
     let q: Queue<Vec<u8>> = Queue::new(0, 1024).unwrap();
     q.put(vec![0; 500]).unwrap(); // 508 bytes
