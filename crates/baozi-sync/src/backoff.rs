@@ -1,8 +1,19 @@
 //! [`SpinPolicy`]: how long a waiter spins before it sleeps, adapted to what spinning achieves.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::sys;
+
+thread_local! {
+    /// Set when this thread's notify woke a sleeper; taken by its next spin.
+    static WOKE_A_SLEEPER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Records that this thread just woke a sleeping thread (see [`SpinPolicy::spin_until`]).
+pub(crate) fn note_wake_up() {
+    WOKE_A_SLEEPER.with(|w| w.set(true));
+}
 
 /// The shortest spin budget, in nanoseconds.
 const MIN_SPIN_NS: u32 = 1_000;
@@ -13,7 +24,9 @@ const MAX_SPIN_NS: u32 = 50_000;
 /// An adaptive spin budget, kept per process (per queue handle), never in shared memory.
 ///
 /// A waiter first spins — `spin_loop` hints for the first fifth of the budget, then
-/// `sched_yield`, so that on a 2-core machine a spinner never starves the peer it waits for —
+/// `sched_yield`, so that on a 2-core machine a spinner never starves the peer it waits for; a
+/// thread whose last notify woke a sleeper yields from the start, since the woken thread may be
+/// queued on its core —
 /// and sleeps on the futex only when the budget runs out. Each success (the condition came true
 /// while spinning) lengthens the budget by a quarter, each failure halves it: a peer that answers
 /// quickly is met by spinning, a slow one costs ~1 µs of spin before each sleep.
@@ -81,7 +94,15 @@ impl SpinPolicy {
             return ready();
         }
         let start = sys::monotonic_ns();
-        let yield_after = u64::from(budget / 5);
+        // A thread that has just woken a sleeper yields from the first round: the kernel often
+        // wakes the sleeper on the waker's own core, where `spin_loop` would keep it off the CPU
+        // for the first fifth of the budget (10 µs), while `sched_yield` hands it the core at once
+        // (and costs well under a microsecond when nothing else wants the core).
+        let yield_after = if WOKE_A_SLEEPER.with(|w| w.replace(false)) {
+            0
+        } else {
+            u64::from(budget / 5)
+        };
         let mut i: u32 = 0;
         loop {
             if ready() {

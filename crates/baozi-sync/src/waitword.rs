@@ -106,7 +106,9 @@ impl WaitWord {
         if self.sleepers.swap(0, Ordering::SeqCst) != 0 {
             // Wake all: sleepers re-set the flag if they must sleep again. Waking one would lose
             // the wake-up if that one was killed or timed out before acting on it.
-            sys::futex_wake(&self.seq, i32::MAX);
+            if sys::futex_wake(&self.seq, i32::MAX) > 0 {
+                crate::backoff::note_wake_up();
+            }
         }
     }
 }
