@@ -44,14 +44,17 @@
 //!
 //! # Crash safety
 //! Each put and get commits with one aligned store of a cursor, made after the copy, under a
-//! robust process-shared lock. A process killed anywhere leaves either the old or the new state;
-//! the next locker is told its predecessor died, checks the cursors, and goes on. Waiting uses
-//! futexes on sequence words, so a killed waiter cannot wedge anyone either. See `docs/DESIGN.md`.
+//! robust process-shared lock: producers share a put lock, consumers a get lock. A process
+//! killed anywhere leaves either the old or the new state; the next locker is told its
+//! predecessor died, checks the cursors, and goes on. Waiting uses futexes on sequence words, so
+//! a killed waiter cannot wedge anyone either. See `docs/DESIGN.md`.
 //!
 //! # Performance
 //! `put`/`get` with nobody waiting make no syscall and allocate nothing (for bytes, numbers and
-//! `Pod`); producer and consumer cursors live on separate cache lines; blocked callers spin
-//! adaptively before they sleep.
+//! `Pod`). A put and a get never take the same lock, and each side reads the other's cache line
+//! only when what it last saw runs out (producer and consumer state live on separate lines);
+//! blocked callers spin adaptively before they sleep. Batches ([`Queue::put_many_from`],
+//! [`Queue::get_many_into`]) pay the lock once per batch.
 //!
 //! # Features
 //! * `serde` (default): [`Serde<T>`] messages through postcard.
