@@ -503,6 +503,7 @@ impl<T> Queue<T> {
 
     // --- the locks, and repair after a dead holder ---
 
+    #[inline]
     fn lock<'a>(
         &'a self,
         lock: &'a RawRobustMutex,
@@ -514,18 +515,23 @@ impl<T> Queue<T> {
                 lock,
                 repaired: false,
             }),
-            Acquired::OwnerDied => {
-                let guard = Locked {
-                    queue: self,
-                    lock,
-                    repaired: true,
-                };
-                self.repair(std::ptr::eq(lock, self.put_lock()))?;
-                // SAFETY: we hold the lock, acquired with OwnerDied.
-                unsafe { lock.mark_consistent() };
-                Ok(guard)
-            }
+            Acquired::OwnerDied => self.recover(lock),
         }
+    }
+
+    /// The lock was acquired from a holder that died: repair, then declare it consistent.
+    #[cold]
+    #[inline(never)]
+    fn recover<'a>(&'a self, lock: &'a RawRobustMutex) -> Result<Locked<'a, T>, QueueError> {
+        let guard = Locked {
+            queue: self,
+            lock,
+            repaired: true,
+        };
+        self.repair(std::ptr::eq(lock, self.put_lock()))?;
+        // SAFETY: we hold the lock, acquired with OwnerDied.
+        unsafe { lock.mark_consistent() };
+        Ok(guard)
     }
 
     /// Called with a lock held after its holder died; idempotent (the repairer may die too).
@@ -575,6 +581,7 @@ impl<T> Queue<T> {
 
     /// Writes the batch's frames from `appender`'s position, or None (nothing committed, and the
     /// bytes written lie in free space) if they do not all fit.
+    #[inline]
     fn write_frames(&self, batch: &Batch<'_>, mut appender: Appender) -> Option<Appender> {
         let mut from = 0usize;
         for &len in batch.lens {
