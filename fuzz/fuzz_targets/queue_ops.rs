@@ -62,17 +62,24 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             4 => {
-                let n = usize::from(bytes.next().unwrap_or(0) % 10);
+                let raw = bytes.next().unwrap_or(0);
+                let n = usize::from(raw % 10);
                 let batch: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 8 * i]).collect();
-                match q.put_many_nowait(batch.clone()) {
+                // The high bit picks the borrowed-slice form; both must answer alike.
+                let got = if raw & 0x80 != 0 {
+                    q.put_many_from(&batch, Some(std::time::Duration::ZERO))
+                } else {
+                    q.put_many_nowait(batch.clone()).map_err(|e| e.map(|_| ()))
+                };
+                match got {
                     Ok(()) => {
                         // An empty batch has nothing to put, even into a closed queue.
                         assert!(n == 0 || (!closed && model.len() + n <= MAXSIZE));
                         model.extend(batch);
                     }
-                    Err(PutError::Full(_)) => assert!(!closed && model.len() + n > MAXSIZE && n <= MAXSIZE),
+                    Err(PutError::Full(())) => assert!(!closed && model.len() + n > MAXSIZE && n <= MAXSIZE),
                     Err(PutError::TooLarge { .. }) => assert!(n > MAXSIZE),
-                    Err(PutError::Closed(_)) => assert!(closed),
+                    Err(PutError::Closed(())) => assert!(closed),
                     Err(e) => panic!("unexpected {e:?}"),
                 }
             }

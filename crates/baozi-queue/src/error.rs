@@ -114,7 +114,10 @@ impl<T> PutError<T> {
         matches!(self, PutError::Full(_))
     }
 
-    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> PutError<U> {
+    /// The same error carrying `f(item)` instead of the item: for example `.map(|_| ())` to
+    /// compare the outcomes of [`Queue::put_many`](crate::Queue::put_many) (which hands the batch
+    /// back) and [`Queue::put_many_from`](crate::Queue::put_many_from) (which does not).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> PutError<U> {
         match self {
             PutError::Full(t) => PutError::Full(f(t)),
             PutError::TooLarge {
