@@ -1203,7 +1203,9 @@ impl<T: Message> Queue<T> {
     }
 
     /// Appends between 1 and `max` items to `out`, reusing its allocation; waits at most
-    /// `timeout` (`None`: as long as it takes). Returns how many were taken.
+    /// `timeout` (`None`: as long as it takes; zero: not at all, as
+    /// [`get_many_nowait`](Self::get_many_nowait)). Returns how many were taken. The batch
+    /// counterpart of [`put_many_from`](Self::put_many_from).
     ///
     /// # Errors
     /// As [`get_many_timeout`](Self::get_many_timeout).
@@ -1213,8 +1215,7 @@ impl<T: Message> Queue<T> {
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, GetError> {
-        let wait = timeout.map_or(Wait::Forever, Wait::timeout);
-        self.get_many_wait(out, max, wait)
+        self.get_many_wait(out, max, wait_for(timeout))
     }
 }
 
