@@ -347,7 +347,7 @@ fn truncated_files_are_truncated() {
 fn file_shrunk_after_creation_is_truncated() {
     // A real queue whose creator persisted it and left; the file was then cut short.
     let name = ShmName::new("bad-shrunk");
-    let mut q = Q::create(name.name(), 8, RING_BYTES).unwrap();
+    let q = Q::create(name.name(), 8, RING_BYTES).unwrap();
     q.persist();
     drop(q);
     let f = std::fs::OpenOptions::new()

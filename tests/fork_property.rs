@@ -189,7 +189,7 @@ fn run_counters(w: &Counters) -> Result<(), TestCaseError> {
             fork(move || {
                 for (i, amount) in increments(seed, count, n) {
                     cells.lock().expect("array lock")[i] += amount;
-                    total.lock().expect("value lock")[0] += amount;
+                    *total.lock().expect("value lock") += amount;
                 }
             })
         })

@@ -119,7 +119,7 @@ fn role(args: &[String]) -> i32 {
         }
         "create-persist" => {
             let count: u64 = arg(args, 2);
-            let mut q: Queue<Msg> = Queue::create(&name, 0, 4096).expect("create");
+            let q: Queue<Msg> = Queue::create(&name, 0, 4096).expect("create");
             for s in 0..count {
                 q.put(msg(s, me)).expect("put");
             }

@@ -43,6 +43,16 @@ pub enum AllocError {
         /// What was found.
         detail: String,
     },
+    /// An index past the end of an array.
+    IndexOutOfRange {
+        /// The index given.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// This thread already holds the lock of this value (through another guard, or a shared
+    /// lock taken by hand): a second guard would alias the first.
+    AlreadyLocked,
     /// The region could not be made, opened or checked.
     Shm(ShmError),
     /// A lock failed.
@@ -55,6 +65,12 @@ impl fmt::Display for AllocError {
             AllocError::OutOfMemory { requested, align } => write!(
                 f,
                 "the shared heap has no room for {requested} bytes (align {align}): free blocks or make a larger heap"
+            ),
+            AllocError::IndexOutOfRange { index, len } => {
+                write!(f, "index {index} is out of range for an array of {len}")
+            }
+            AllocError::AlreadyLocked => f.write_str(
+                "this thread already holds the value's lock: drop the other guard first",
             ),
             AllocError::InvalidLayout { size, align, reason } => {
                 write!(f, "cannot allocate {size} bytes aligned to {align}: {reason}")

@@ -35,6 +35,7 @@ use std::alloc::Layout;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use baozi_shm::{
     LayoutHash, ObjectKind, Offset, Region, ShmError, ShmSafe, CACHE_LINE, DEFAULT_READY_WAIT,
@@ -79,6 +80,8 @@ struct Meta {
     chunks: AtomicU32,
     _reserved: AtomicU32,
     data_at: AtomicU64,
+    /// A block the creator named the heap's root (0: none), for objects opened by name.
+    root: AtomicU64,
 }
 
 // SAFETY: repr(C), atomics only; values are validated at open.
@@ -156,35 +159,48 @@ pub struct HeapStats {
 /// heap.free(b)?;
 /// # Ok::<(), baozi_alloc::AllocError>(())
 /// ```
+///
+/// A `Heap` is a handle: a clone is another handle to the same heap (one atomic count, no
+/// syscall), sharing this process's mapping and thread caches. With the `serde` feature a handle
+/// is a serde value that any process of the machine can deserialise to attach to the heap.
+#[derive(Clone)]
 pub struct Heap {
+    s: Arc<HeapState>,
+}
+
+/// What every clone of a [`Heap`] handle in this process shares.
+struct HeapState {
     region: Region,
     base: NonNull<u8>,
     chunks: u32,
     data_at: usize,
     geometry: [SlabGeometry; CLASSES],
-    /// Process-unique: keys this handle's thread-cache slots in each thread.
+    /// Process-unique: keys this heap's thread-cache slots in each thread.
     id: u64,
 }
 
-// SAFETY: `base` points into `region`, owned by the heap and valid in every thread; shared state
-// is reached through atomics or under process-shared locks.
-unsafe impl Send for Heap {}
+// SAFETY: `base` points into `region`, owned by the state and valid in every thread; shared
+// state is reached through atomics or under process-shared locks.
+unsafe impl Send for HeapState {}
 // SAFETY: as above: every method may be called from several threads at once.
-unsafe impl Sync for Heap {}
+unsafe impl Sync for HeapState {}
 
 impl fmt::Debug for Heap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Heap")
-            .field("region", &self.region.describe())
-            .field("chunks", &self.chunks)
+            .field("region", &self.s.region.describe())
+            .field("chunks", &self.s.chunks)
             .finish()
     }
 }
 
 impl Drop for Heap {
-    /// Gives this thread's cache slot back to the heap (its blocks return to the class lists).
+    /// When the last handle in the process goes, gives this thread's cache slot back to the heap
+    /// (its blocks return to the class lists).
     fn drop(&mut self) {
-        self.release_my_slot();
+        if Arc::strong_count(&self.s) == 1 {
+            self.release_my_slot();
+        }
     }
 }
 
@@ -241,15 +257,47 @@ impl Heap {
     /// [`AllocError::Shm`] with the precise cause (not found, foreign object, wrong version or
     /// kind, truncated, layout mismatch, not ready).
     pub fn open(name: &str) -> Result<Heap, AllocError> {
-        Self::open_timeout(name, DEFAULT_READY_WAIT)
+        Self::from_region(Region::open(name)?, DEFAULT_READY_WAIT)
     }
 
-    /// [`open`](Self::open), waiting at most `ready_wait` for a creator still building it.
+    /// [`open`](Self::open), waiting at most `ready_wait` for the name to appear and for its
+    /// creator to build it.
     ///
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_timeout(name: &str, ready_wait: std::time::Duration) -> Result<Heap, AllocError> {
+        let start = std::time::Instant::now();
         let region = Region::open_timeout(name, ready_wait)?;
+        Self::from_region(region, ready_wait.saturating_sub(start.elapsed()))
+    }
+
+    /// Creates the named heap, or opens it if it exists: of several processes racing here,
+    /// exactly one creates it (with `size`) and the others open what it made.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    pub fn create_or_open(name: &str, size: usize) -> Result<Heap, AllocError> {
+        let chunks = Self::chunks_for(size)?;
+        let (region, created) =
+            Region::create_or_open(name, metadata_len(chunks) + chunks * CHUNK)?;
+        if created {
+            Heap::build(region, chunks)
+        } else {
+            Self::from_region(region, DEFAULT_READY_WAIT)
+        }
+    }
+
+    /// Attaches to the heap a serialised handle refers to (what `Deserialize` does with the
+    /// `serde` feature).
+    ///
+    /// # Errors
+    /// [`ShmError::Gone`] when no process holds the heap any more, and the checks of
+    /// [`open`](Self::open).
+    pub fn attach(r: &baozi_shm::RegionRef) -> Result<Heap, AllocError> {
+        Self::from_region(Region::attach(r)?, DEFAULT_READY_WAIT)
+    }
+
+    fn from_region(region: Region, ready_wait: std::time::Duration) -> Result<Heap, AllocError> {
         let who = region.describe();
         let snap =
             region
@@ -280,12 +328,14 @@ impl Heap {
         let base = NonNull::new(region.as_ptr()).expect("a mapped region is never at address 0");
         let geometry = std::array::from_fn(size_class::geometry);
         Heap {
-            region,
-            base,
-            chunks: chunks as u32,
-            data_at: metadata_len(chunks),
-            geometry,
-            id: cache::new_heap_id(),
+            s: Arc::new(HeapState {
+                region,
+                base,
+                chunks: chunks as u32,
+                data_at: metadata_len(chunks),
+                geometry,
+                id: cache::new_heap_id(),
+            }),
         }
     }
 
@@ -297,6 +347,7 @@ impl Heap {
             layout_hash(chunks as u32, data_at as u64),
             std::process::id(),
         );
+        region.header()?.set_identity(region.id(), None);
         let heap = Heap::wrap(region, chunks);
         let meta: &Meta = heap.at(META_AT);
         meta.chunks.store(chunks as u32, Ordering::Relaxed);
@@ -304,28 +355,28 @@ impl Heap {
         // SAFETY: each lock lies inside the metadata (checked by the layout constants), is
         // 8-aligned, and the region is unpublished, so nobody else can reach it yet.
         unsafe {
-            RawRobustMutex::init(heap.base.as_ptr().add(CHUNK_LOCK_AT).cast())?;
+            RawRobustMutex::init(heap.s.base.as_ptr().add(CHUNK_LOCK_AT).cast())?;
             for c in 0..CLASSES {
-                RawRobustMutex::init(heap.base.as_ptr().add(CLASSES_AT + c * CACHE_LINE).cast())?;
+                RawRobustMutex::init(heap.s.base.as_ptr().add(CLASSES_AT + c * CACHE_LINE).cast())?;
             }
         }
         for c in 0..CLASSES {
             heap.class_head(c).store(NIL, Ordering::Relaxed);
         }
         // The chunk map and journals start at zero (FREE, none) as the fresh region is.
-        heap.region.header()?.publish();
+        heap.s.region.header()?.publish();
         Ok(heap)
     }
 
     // --- shared parts ---
 
     fn at<P: ShmSafe>(&self, off: usize) -> &P {
-        debug_assert!(off + std::mem::size_of::<P>() <= self.region.len());
+        debug_assert!(off + std::mem::size_of::<P>() <= self.s.region.len());
         // SAFETY: `off` comes from the layout constants (inside the metadata, which build/open
         // sized) or from chunk/block arithmetic bounded by `chunks`; it is aligned for P (every
         // constant and block offset is a multiple of 8 or more); P is ShmSafe; the reference
         // borrows self, which owns the mapping.
-        unsafe { &*self.base.as_ptr().add(off).cast::<P>() }
+        unsafe { &*self.s.base.as_ptr().add(off).cast::<P>() }
     }
 
     fn chunk_lock(&self) -> &RawRobustMutex {
@@ -347,11 +398,11 @@ impl Heap {
         self.at(CLASSES_AT + c * CACHE_LINE + CLASS_CARVING)
     }
     fn map(&self, chunk: usize) -> &AtomicU32 {
-        debug_assert!(chunk < self.chunks as usize);
+        debug_assert!(chunk < self.s.chunks as usize);
         self.at(MAP_AT + 4 * chunk)
     }
     fn chunk_at(&self, chunk: usize) -> usize {
-        self.data_at + (chunk << CHUNK_SHIFT)
+        self.s.data_at + (chunk << CHUNK_SHIFT)
     }
     fn bitmap_word(&self, chunk: usize, word: usize) -> &AtomicU64 {
         self.at(self.chunk_at(chunk) + 8 * word)
@@ -363,7 +414,7 @@ impl Heap {
 
     fn corrupt(&self, detail: String) -> AllocError {
         AllocError::Corrupt {
-            name: self.region.describe(),
+            name: self.s.region.describe(),
             detail,
         }
     }
@@ -371,7 +422,7 @@ impl Heap {
     /// Decodes a free-list link into a block offset, checking it points at a block.
     fn block_of_link(&self, link: u32) -> Result<usize, AllocError> {
         let off = link as usize * 16;
-        if off < self.data_at || off >= self.chunk_at(self.chunks as usize) {
+        if off < self.s.data_at || off >= self.chunk_at(self.s.chunks as usize) {
             return Err(self.corrupt(format!("free-list link {link:#x} points outside the heap")));
         }
         Ok(off)
@@ -392,7 +443,7 @@ impl Heap {
                     (j & 0xffff_ffff) as usize,
                     ((j >> 32) & 0x3fff_ffff) as usize,
                 );
-                if start + n > self.chunks as usize || n == 0 {
+                if start + n > self.s.chunks as usize || n == 0 {
                     return Err(self.corrupt(format!("chunk journal {j:#x}")));
                 }
                 for chunk in start..start + n {
@@ -426,11 +477,11 @@ impl Heap {
             return Ok(());
         }
         let chunk = carving as usize - 1;
-        if chunk >= self.chunks as usize {
+        if chunk >= self.s.chunks as usize {
             return Err(self.corrupt(format!("class {c} carving journal {carving}")));
         }
         if self.map(chunk).load(Ordering::Acquire) == 1 + c as u32 {
-            let first = self.chunk_at(chunk) + self.geometry[c].data_start as usize;
+            let first = self.chunk_at(chunk) + self.s.geometry[c].data_start as usize;
             let head = self.class_head(c).load(Ordering::Acquire);
             // We are the first to hold the lock since the death, so nobody popped since: the
             // head points at the chunk's first block exactly when the carve was pushed.
@@ -532,7 +583,7 @@ impl Heap {
     /// Cuts `chunk` into blocks of class `c` and pushes them all onto the class's free list
     /// with one store. Class lock held.
     fn carve(&self, c: usize, chunk: usize) {
-        let g = self.geometry[c];
+        let g = self.s.geometry[c];
         for w in 0..g.bitmap_words as usize {
             self.bitmap_word(chunk, w).store(0, Ordering::Relaxed);
         }
@@ -554,7 +605,7 @@ impl Heap {
 
     /// First run of `n` free chunks, searching from the next-fit hint. Chunk lock held.
     fn find_free_run(&self, n: usize) -> Option<usize> {
-        let total = self.chunks as usize;
+        let total = self.s.chunks as usize;
         if n > total {
             return None;
         }
@@ -580,7 +631,7 @@ impl Heap {
     }
 
     fn alloc_large(&self, n: usize, layout: Layout) -> Result<Offset<u8>, AllocError> {
-        if n > self.chunks as usize {
+        if n > self.s.chunks as usize {
             return Err(AllocError::OutOfMemory {
                 requested: layout.size(),
                 align: layout.align(),
@@ -612,8 +663,8 @@ impl Heap {
     /// Which slab chunk and block index `block` is, for class `c`; errors for a non-block.
     #[inline]
     fn locate_small(&self, block: usize, c: usize) -> Result<(usize, usize), AllocError> {
-        let chunk = (block - self.data_at) >> CHUNK_SHIFT;
-        let g = self.geometry[c];
+        let chunk = (block - self.s.data_at) >> CHUNK_SHIFT;
+        let g = self.s.geometry[c];
         let rel = block - self.chunk_at(chunk);
         let foreign = || AllocError::ForeignOffset {
             offset: block as u64,
@@ -631,10 +682,10 @@ impl Heap {
 
     /// The chunk holding `off`, or ForeignOffset.
     fn chunk_of(&self, off: usize) -> Result<usize, AllocError> {
-        if off < self.data_at || off >= self.chunk_at(self.chunks as usize) {
+        if off < self.s.data_at || off >= self.chunk_at(self.s.chunks as usize) {
             return Err(AllocError::ForeignOffset { offset: off as u64 });
         }
-        Ok((off - self.data_at) >> CHUNK_SHIFT)
+        Ok((off - self.s.data_at) >> CHUNK_SHIFT)
     }
 
     /// Frees a block from [`alloc`](Self::alloc), in this process or any other.
@@ -719,7 +770,7 @@ impl Heap {
             return Err(AllocError::ForeignOffset { offset: off as u64 });
         }
         let n = (m & !MAP_LARGE_HEAD) as usize;
-        if n == 0 || chunk + n > self.chunks as usize {
+        if n == 0 || chunk + n > self.s.chunks as usize {
             return Err(self.corrupt(format!("chunk map {m:#x} at {chunk}")));
         }
         self.journal().store(
@@ -746,7 +797,7 @@ impl Heap {
         })?;
         self.chunk_of(off)?;
         // SAFETY: off is inside the mapping (chunk_of checked it against the data area).
-        Ok(unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off)) })
+        Ok(unsafe { NonNull::new_unchecked(self.s.base.as_ptr().add(off)) })
     }
 
     /// The usable size of the allocated block at `offset`.
@@ -770,7 +821,7 @@ impl Heap {
                 {
                     return Err(AllocError::DoubleFree { offset: off as u64 });
                 }
-                Ok(self.geometry[c].block as usize)
+                Ok(self.s.geometry[c].block as usize)
             }
             m if m & MAP_LARGE_HEAD != 0 && off == self.chunk_at(chunk) => {
                 Ok((m & !MAP_LARGE_HEAD) as usize * CHUNK)
@@ -789,12 +840,12 @@ impl Heap {
     /// [`AllocError::Corrupt`] if a free list is malformed; lock failures.
     pub fn stats(&self) -> Result<HeapStats, AllocError> {
         let mut s = HeapStats {
-            capacity: self.chunks as usize * CHUNK,
+            capacity: self.s.chunks as usize * CHUNK,
             ..HeapStats::default()
         };
         let map: Vec<u32> = {
             let _chunks = self.lock_chunks()?;
-            (0..self.chunks as usize)
+            (0..self.s.chunks as usize)
                 .map(|c| self.map(c).load(Ordering::Relaxed))
                 .collect()
         };
@@ -807,14 +858,14 @@ impl Heap {
         }
         s.free += s.free_chunks * CHUNK;
         for c in 0..CLASSES {
-            let g = self.geometry[c];
+            let g = self.s.geometry[c];
             if !map.contains(&(1 + c as u32)) && self.class_head(c).load(Ordering::Acquire) == NIL {
                 continue;
             }
             // Read this class's slabs under its lock: a chunk becomes one of them only under it
             // (and never stops being one), so the list walk below cannot outgrow them.
             let _guard = self.lock_class(c)?;
-            let slabs: Vec<usize> = (0..self.chunks as usize)
+            let slabs: Vec<usize> = (0..self.s.chunks as usize)
                 .filter(|&x| self.map(x).load(Ordering::Acquire) == 1 + c as u32)
                 .collect();
             if slabs.is_empty() {
@@ -852,13 +903,47 @@ impl Heap {
         Ok(s)
     }
 
+    /// Names `offset` the heap's root block: what a process that opens the heap by name finds
+    /// with [`root`](Self::root). Named `Value`s and `Array`s keep their block there.
+    pub fn set_root(&self, offset: Offset<u8>) {
+        let meta: &Meta = self.at(META_AT);
+        // Release: the block's contents, written before, are visible to whoever reads the root.
+        meta.root.store(offset.get(), Ordering::Release);
+    }
+
+    /// The root block set by [`set_root`](Self::set_root), if any.
+    pub fn root(&self) -> Option<Offset<u8>> {
+        let meta: &Meta = self.at(META_AT);
+        match meta.root.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(Offset::new(at)),
+        }
+    }
+
     /// The region holding the heap.
     pub fn region(&self) -> &Region {
-        &self.region
+        &self.s.region
     }
 
     /// Keeps the name in `/dev/shm` after this creator drops the heap.
-    pub fn persist(&mut self) {
-        self.region.persist();
+    pub fn persist(&self) {
+        self.s.region.persist();
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Heap {
+    /// Writes a reference to the heap (see [`Heap::attach`]).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.s.region.to_ref().serialize(s)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Heap {
+    /// Attaches to the heap the reference names.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = baozi_shm::RegionRef::deserialize(d)?;
+        Heap::attach(&r).map_err(serde::de::Error::custom)
     }
 }

@@ -47,6 +47,7 @@
 
 mod array;
 mod boxed;
+mod cells;
 mod error;
 mod heap;
 mod size_class;
@@ -57,4 +58,6 @@ pub use array::{Array, RawArray};
 pub use boxed::ShmBox;
 pub use error::AllocError;
 pub use heap::{Heap, HeapStats, MAX_HEAP};
-pub use value::{Guard, RawValue, Value};
+pub use array::Guard;
+pub use cells::SharedLock;
+pub use value::{RawValue, Value, ValueGuard};

@@ -1,224 +1,230 @@
-//! [`Value`] and [`RawValue`]: one shared number or struct, with or without its own lock.
+//! [`Value`] and [`RawValue`]: one shared number or struct, with or without a lock.
 
-use std::alloc::Layout;
 use std::fmt;
-use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 
 use baozi_shm::Offset;
-use baozi_sync::{Acquired, RawRobustMutex};
+#[allow(unused_imports)] // RLock: named in the docs
+use baozi_sync::{Lock, RLock};
 use bytemuck::Pod;
 
+use crate::cells::{Cells, Held, LockChoice, SharedLock};
 use crate::error::AllocError;
 use crate::heap::Heap;
 
-/// A lock and `len` values of `T` in one heap block: the shared part of [`Value`] and
-/// [`Array`](crate::Array).
-pub(crate) struct Locked<'h, T: Pod> {
-    heap: &'h Heap,
-    offset: Offset<u8>,
-    base: NonNull<u8>,
+/// The suffix of the lock that a named value or array keeps beside it (`NAME.lock`).
+pub(crate) const LOCK_SUFFIX: &str = ".lock";
+
+/// Makes named cells: a heap named `name` with the block as its root, and a lock `NAME.lock`
+/// (none for raw kinds).
+pub(crate) fn create_named<T: Pod>(
+    name: &str,
     len: usize,
-    owner_pid: u32,
-    _value: PhantomData<T>,
+    fill: impl Fn(usize) -> T,
+    locked: bool,
+) -> Result<Cells<T>, AllocError> {
+    let lock = if locked {
+        LockChoice::Given(SharedLock::Lock(Lock::create(&format!(
+            "{name}{LOCK_SUFFIX}"
+        ))?))
+    } else {
+        LockChoice::None
+    };
+    let heap = Cells::<T>::named_heap(name, len)?;
+    let cells = Cells::new_in(&heap, len, fill, lock, false)?;
+    heap.set_root(cells.offset());
+    Ok(cells)
 }
 
-/// Where the values start after the lock.
-fn values_at<T>() -> usize {
-    std::mem::size_of::<RawRobustMutex>().next_multiple_of(std::mem::align_of::<T>().max(8))
+/// Opens named cells made by [`create_named`].
+pub(crate) fn open_named<T: Pod>(name: &str, locked: bool) -> Result<Cells<T>, AllocError> {
+    let heap = Heap::open(name)?;
+    let root = heap.root().ok_or_else(|| AllocError::Corrupt {
+        name: heap.region().describe(),
+        detail: "a heap with no root block: not a named Value or Array".to_owned(),
+    })?;
+    let lock = if locked {
+        Some(SharedLock::Lock(Lock::open(&format!("{name}{LOCK_SUFFIX}"))?))
+    } else {
+        None
+    };
+    Cells::attach(heap, root, None, lock)
 }
 
-impl<'h, T: Pod> Locked<'h, T> {
-    pub(crate) fn new_in(
-        heap: &'h Heap,
-        len: usize,
-        fill: impl Fn(usize) -> T,
-        with_lock: bool,
-    ) -> Result<Self, AllocError> {
-        let lock_len = if with_lock { values_at::<T>() } else { 0 };
-        let bytes = std::mem::size_of::<T>()
-            .checked_mul(len)
-            .and_then(|b| b.checked_add(lock_len))
-            .ok_or(AllocError::InvalidLayout {
-                size: usize::MAX,
-                align: 8,
-                reason: "array length overflows",
-            })?;
-        let align = std::mem::align_of::<T>().max(8);
-        let layout = Layout::from_size_align(bytes.max(1), align).map_err(|_| {
-            AllocError::InvalidLayout {
-                size: bytes,
-                align,
-                reason: "size overflows",
-            }
-        })?;
-        let offset = heap.alloc(layout)?;
-        let base = heap.ptr(offset)?;
-        let me: Locked<'h, T> = Locked {
-            heap,
-            offset,
-            base,
-            len,
-            owner_pid: std::process::id(),
-            _value: PhantomData,
-        };
-        if with_lock {
-            // SAFETY: the block is ours and starts with room for the lock, 8-aligned; nobody
-            // else knows the block yet.
-            unsafe { RawRobustMutex::init(base.as_ptr().cast())? };
-        }
-        for i in 0..len {
-            // SAFETY: element i is inside the block (bytes computed above) and aligned for T.
-            unsafe { me.elem(i, with_lock).write(fill(i)) };
-        }
-        Ok(me)
-    }
-
-    pub(crate) fn elem(&self, i: usize, with_lock: bool) -> *mut T {
-        debug_assert!(i < self.len.max(1)); // elem(0) of an empty array: its end, never read
-        let at = if with_lock { values_at::<T>() } else { 0 };
-        self.base
-            .as_ptr()
-            .wrapping_add(at)
-            .cast::<T>()
-            .wrapping_add(i)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    pub(crate) fn offset(&self) -> Offset<u8> {
-        self.offset
-    }
-
-    fn raw_lock(&self) -> &RawRobustMutex {
-        // SAFETY: the block starts with the lock, initialised in new_in (only called for
-        // locked kinds), and lives as long as self.
-        unsafe { &*self.base.as_ptr().cast::<RawRobustMutex>() }
-    }
-
-    /// Locks. A holder that died leaves a valid `T` (any bytes are a valid Pod value), so the
-    /// lock is marked consistent at once and the guard reports it.
-    pub(crate) fn lock(&self) -> Result<Guard<'_, T>, AllocError> {
-        let lock = self.raw_lock();
-        let acquired = lock.lock(None)?;
-        let recovered = acquired == Acquired::OwnerDied;
-        if recovered {
-            // SAFETY: we hold the lock after EOWNERDEAD.
-            unsafe { lock.mark_consistent() };
-        }
-        let values = self.elem(0, true);
-        Ok(Guard {
-            lock,
-            values,
-            len: self.len,
-            recovered,
-            _not_send: PhantomData,
-        })
+/// Removes the names of a named value or array (the heap and its lock).
+pub(crate) fn unlink_named(name: &str) -> Result<(), AllocError> {
+    baozi_shm::Region::unlink(name)?;
+    match baozi_shm::Region::unlink(&format!("{name}{LOCK_SUFFIX}")) {
+        Ok(()) | Err(baozi_shm::ShmError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
-impl<T: Pod> Drop for Locked<'_, T> {
-    fn drop(&mut self) {
-        if self.owner_pid == std::process::id() {
-            let freed = self.heap.free(self.offset);
-            debug_assert!(freed.is_ok() || std::thread::panicking(), "free: {freed:?}");
-        }
-    }
+/// Holds the lock of a [`Value`]; dereferences to the value and releases the lock on drop.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ValueGuard<'a, T: Pod> {
+    held: Held<'a, T>,
 }
 
-/// Holds the lock of a [`Value`] or [`Array`](crate::Array); unlocks on drop. Dereferences to
-/// the values as a slice.
-pub struct Guard<'a, T: Pod> {
-    lock: &'a RawRobustMutex,
-    values: *mut T,
-    len: usize,
-    recovered: bool,
-    _not_send: PhantomData<*const ()>,
-}
-
-impl<T: Pod> Guard<'_, T> {
-    /// Whether the previous holder died holding the lock: the values may be half updated by
-    /// it (each element is still a valid `T`). The lock itself is already usable again.
+impl<T: Pod> ValueGuard<'_, T> {
+    /// Whether the previous holder died holding the lock: the value may be half updated by it
+    /// (it is still a valid `T`). The lock itself is already usable again.
     pub fn recovered(&self) -> bool {
-        self.recovered
+        self.held.recovered
     }
 }
 
-impl<T: Pod> Deref for Guard<'_, T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        // SAFETY: values..values+len is the block's element area, initialised, and the lock we
-        // hold keeps every other well-behaved user out.
-        unsafe { std::slice::from_raw_parts(self.values, self.len) }
+impl<T: Pod> Deref for ValueGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: element 0 is inside the block, initialised and aligned; the lock we hold keeps
+        // every other well-behaved user out.
+        unsafe { &*self.held.cells.elem(0) }
     }
 }
 
-impl<T: Pod> DerefMut for Guard<'_, T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in deref; &mut self makes this the only access through this guard.
-        unsafe { std::slice::from_raw_parts_mut(self.values, self.len) }
+impl<T: Pod> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in deref; &mut self makes this the only access through this guard, and a
+        // second guard cannot exist in this thread (the lock refuses re-entry).
+        unsafe { &mut *self.held.cells.elem(0) }
     }
 }
 
-impl<T: Pod> Drop for Guard<'_, T> {
-    fn drop(&mut self) {
-        // SAFETY: a guard exists only while this thread holds the lock.
-        unsafe { self.lock.unlock() };
-    }
-}
-
-impl<T: Pod + fmt::Debug> fmt::Debug for Guard<'_, T> {
+impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Guard")
-            .field("values", &&**self)
-            .field("recovered", &self.recovered)
+        f.debug_struct("ValueGuard")
+            .field("value", &**self)
+            .field("recovered", &self.recovered())
             .finish()
     }
 }
 
-/// A shared `T` with its own robust lock, as Python's `multiprocessing.Value`.
+/// A shared `T` with a robust lock, as Python's `multiprocessing.Value`.
 ///
 /// [`get`](Self::get) and [`set`](Self::set) take the lock for one read or write;
 /// [`lock`](Self::lock) holds it for a read-modify-write (Python's
-/// `with v.get_lock(): v.value += 1`). If a holder is killed, the next locker gets the lock
-/// (and [`Guard::recovered`] says so): it never hangs.
+/// `with v.get_lock(): v.value += 1` is `*v.lock()? += 1`). If a holder is killed, the next
+/// locker gets the lock (and [`ValueGuard::recovered`] says so): it never hangs.
+///
+/// A `Value` is a handle: a clone is another handle to the same value, to move into a
+/// `Process` closure or a thread. With the `serde` feature it is also a serde value that any
+/// process of the machine can deserialise (a pool task's argument or result, part of a message).
 ///
 /// ```
-/// use baozi_alloc::{Heap, Value};
-/// let heap = Heap::anonymous(1 << 20)?;
-/// let counter = Value::new_in(&heap, 0u64)?;
-/// // SAFETY (of the example): the children only touch shared memory and leave with _exit.
-/// let kids: Vec<_> = (0..4).map(|_| match unsafe { libc::fork() } {
-///     0 => {
-///         for _ in 0..1000 {
-///             counter.lock().unwrap()[0] += 1;
-///         }
-///         unsafe { libc::_exit(0) }
-///     }
-///     pid => pid,
-/// }).collect();
-/// for pid in kids {
-///     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-/// }
-/// assert_eq!(counter.get()?, 4000);
+/// use baozi_alloc::Value;
+/// let counter = Value::new(0u64)?;
+/// let c = counter.clone(); // what a Process closure would capture
+/// std::thread::spawn(move || *c.lock().unwrap() += 41).join().unwrap();
+/// *counter.lock()? += 1;
+/// assert_eq!(counter.get()?, 42);
 /// # Ok::<(), baozi_alloc::AllocError>(())
 /// ```
-pub struct Value<'h, T: Pod> {
-    inner: Locked<'h, T>,
+///
+/// # Where the value lives
+///
+/// * [`Value::new`]: in shared memory of its own, freed when the last process holding it lets go
+///   (even if they are all killed). It can outlive its creator.
+/// * [`Value::new_in`]: in a [`Heap`] you share among many values. Its block is freed when the last
+///   handle *in the process that made it* is dropped; handles in other processes are references
+///   that stay valid while the creator keeps one (Python's rule for its shared heap).
+/// * [`Value::create`] / [`Value::open`]: by name, for unrelated programs.
+pub struct Value<T: Pod> {
+    cells: Cells<T>,
 }
 
-impl<'h, T: Pod> Value<'h, T> {
-    /// A new value in `heap`.
+impl<T: Pod> Clone for Value<T> {
+    /// Another handle to the same value.
+    fn clone(&self) -> Self {
+        Value {
+            cells: self.cells.clone(),
+        }
+    }
+}
+
+impl<T: Pod> Value<T> {
+    /// A new value in shared memory of its own, with its own lock.
+    ///
+    /// # Errors
+    /// [`AllocError::Shm`] / [`AllocError::Sync`] when the mapping or the lock cannot be made.
+    pub fn new(value: T) -> Result<Self, AllocError> {
+        let heap = Cells::<T>::own_heap(1)?;
+        Ok(Value {
+            cells: Cells::new_in(&heap, 1, |_| value, LockChoice::Own, false)?,
+        })
+    }
+
+    /// A new value guarded by `lock` (Python's `Value(t, v, lock=lock)`): several values may share
+    /// one [`Lock`] or [`RLock`].
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_lock(value: T, lock: impl Into<SharedLock>) -> Result<Self, AllocError> {
+        let heap = Cells::<T>::own_heap(1)?;
+        Ok(Value {
+            cells: Cells::new_in(&heap, 1, |_| value, LockChoice::Given(lock.into()), false)?,
+        })
+    }
+
+    /// A new value in `heap`, with its own lock.
+    ///
+    /// # Errors
+    /// [`AllocError::OutOfMemory`]; the lock's errors.
+    pub fn new_in(heap: &Heap, value: T) -> Result<Self, AllocError> {
+        Ok(Value {
+            cells: Cells::new_in(heap, 1, |_| value, LockChoice::Own, true)?,
+        })
+    }
+
+    /// A new value in `heap`, guarded by `lock`.
     ///
     /// # Errors
     /// [`AllocError::OutOfMemory`].
-    pub fn new_in(heap: &'h Heap, value: T) -> Result<Self, AllocError> {
+    pub fn with_lock_in(
+        heap: &Heap,
+        value: T,
+        lock: impl Into<SharedLock>,
+    ) -> Result<Self, AllocError> {
         Ok(Value {
-            inner: Locked::new_in(heap, 1, |_| value, true)?,
+            cells: Cells::new_in(heap, 1, |_| value, LockChoice::Given(lock.into()), true)?,
         })
+    }
+
+    /// Creates the named value `/dev/shm/baozi-NAME` (with its lock `NAME.lock`), for unrelated
+    /// processes to [`open`](Self::open). The names go when this creator drops its last handle.
+    ///
+    /// # Errors
+    /// [`ShmError::AlreadyExists`](baozi_shm::ShmError::AlreadyExists) and the other naming
+    /// errors.
+    pub fn create(name: &str, value: T) -> Result<Self, AllocError> {
+        Ok(Value {
+            cells: create_named(name, 1, |_| value, true)?,
+        })
+    }
+
+    /// Opens a named value made by [`create`](Self::create), checking its type.
+    ///
+    /// # Errors
+    /// [`ShmError::NotFound`](baozi_shm::ShmError::NotFound),
+    /// [`ShmError::TypeMismatch`](baozi_shm::ShmError::TypeMismatch) when it holds another `T`,
+    /// and the other checks of [`Heap::open`].
+    pub fn open(name: &str) -> Result<Self, AllocError> {
+        let cells = open_named::<T>(name, true)?;
+        if cells.len() != 1 {
+            return Err(AllocError::Corrupt {
+                name: name.to_owned(),
+                detail: format!("an array of {}, not a value", cells.len()),
+            });
+        }
+        Ok(Value { cells })
+    }
+
+    /// Removes the names of a named value; processes holding it keep it.
+    ///
+    /// # Errors
+    /// [`ShmError::NotFound`](baozi_shm::ShmError::NotFound).
+    pub fn unlink(name: &str) -> Result<(), AllocError> {
+        unlink_named(name)
     }
 
     /// Reads the value under the lock.
@@ -226,7 +232,7 @@ impl<'h, T: Pod> Value<'h, T> {
     /// # Errors
     /// Lock failures ([`AllocError::Sync`]).
     pub fn get(&self) -> Result<T, AllocError> {
-        Ok(self.inner.lock()?[0])
+        Ok(*self.lock()?)
     }
 
     /// Writes the value under the lock.
@@ -234,25 +240,38 @@ impl<'h, T: Pod> Value<'h, T> {
     /// # Errors
     /// Lock failures ([`AllocError::Sync`]).
     pub fn set(&self, value: T) -> Result<(), AllocError> {
-        self.inner.lock()?[0] = value;
+        *self.lock()? = value;
         Ok(())
     }
 
-    /// Holds the lock; the guard is a one-element slice (`guard[0]` is the value).
+    /// Holds the lock; the guard dereferences to the value.
     ///
     /// # Errors
-    /// Lock failures ([`AllocError::Sync`]).
-    pub fn lock(&self) -> Result<Guard<'_, T>, AllocError> {
-        self.inner.lock()
+    /// Lock failures ([`AllocError::Sync`]); [`AllocError::AlreadyLocked`] when this thread holds
+    /// the lock already (through another guard, or a shared lock taken by hand).
+    pub fn lock(&self) -> Result<ValueGuard<'_, T>, AllocError> {
+        Ok(ValueGuard {
+            held: self.cells.lock()?,
+        })
+    }
+
+    /// The lock in use (Python's `get_lock()`), to take by hand or to give to another value.
+    pub fn get_lock(&self) -> &SharedLock {
+        self.cells.shared_lock().expect("a Value always has a lock")
+    }
+
+    /// The heap holding the value.
+    pub fn heap(&self) -> &Heap {
+        self.cells.heap()
     }
 
     /// The block's offset in the heap.
     pub fn offset(&self) -> Offset<u8> {
-        self.inner.offset()
+        self.cells.offset()
     }
 }
 
-impl<T: Pod + fmt::Debug> fmt::Debug for Value<'_, T> {
+impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Value")
             .field("value", &self.get().ok())
@@ -262,53 +281,139 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Value<'_, T> {
 
 /// A shared `T` with no lock, as Python's `RawValue`: bring your own synchronisation. Reads and
 /// writes are single volatile copies; a `T` wider than the machine word can be read torn while
-/// another process writes it.
+/// another process writes it. A handle, like [`Value`].
 ///
 /// ```
-/// use baozi_alloc::{Heap, RawValue};
-/// let heap = Heap::anonymous(1 << 20)?;
-/// let v = RawValue::new_in(&heap, 1.5f64)?;
+/// use baozi_alloc::RawValue;
+/// let v = RawValue::new(1.5f64)?;
 /// v.set(2.5);
-/// assert_eq!(v.get(), 2.5);
+/// assert_eq!(v.clone().get(), 2.5);
 /// # Ok::<(), baozi_alloc::AllocError>(())
 /// ```
-pub struct RawValue<'h, T: Pod> {
-    inner: Locked<'h, T>,
+pub struct RawValue<T: Pod> {
+    cells: Cells<T>,
 }
 
-impl<'h, T: Pod> RawValue<'h, T> {
-    /// A new value in `heap`.
+impl<T: Pod> Clone for RawValue<T> {
+    /// Another handle to the same value.
+    fn clone(&self) -> Self {
+        RawValue {
+            cells: self.cells.clone(),
+        }
+    }
+}
+
+impl<T: Pod> RawValue<T> {
+    /// A new value in shared memory of its own.
+    ///
+    /// # Errors
+    /// [`AllocError::Shm`] when the mapping cannot be made.
+    pub fn new(value: T) -> Result<Self, AllocError> {
+        let heap = Cells::<T>::own_heap(1)?;
+        Ok(RawValue {
+            cells: Cells::new_in(&heap, 1, |_| value, LockChoice::None, false)?,
+        })
+    }
+
+    /// A new value in `heap` (freed when the last handle in this process is dropped).
     ///
     /// # Errors
     /// [`AllocError::OutOfMemory`].
-    pub fn new_in(heap: &'h Heap, value: T) -> Result<Self, AllocError> {
+    pub fn new_in(heap: &Heap, value: T) -> Result<Self, AllocError> {
         Ok(RawValue {
-            inner: Locked::new_in(heap, 1, |_| value, false)?,
+            cells: Cells::new_in(heap, 1, |_| value, LockChoice::None, true)?,
+        })
+    }
+
+    /// Creates the named value `/dev/shm/baozi-NAME`.
+    ///
+    /// # Errors
+    /// As [`Value::create`].
+    pub fn create(name: &str, value: T) -> Result<Self, AllocError> {
+        Ok(RawValue {
+            cells: create_named(name, 1, |_| value, false)?,
+        })
+    }
+
+    /// Opens a named raw value, checking its type.
+    ///
+    /// # Errors
+    /// As [`Value::open`].
+    pub fn open(name: &str) -> Result<Self, AllocError> {
+        Ok(RawValue {
+            cells: open_named(name, false)?,
         })
     }
 
     /// Reads the value.
     pub fn get(&self) -> T {
         // SAFETY: element 0 is inside the block and aligned; any bytes are a valid Pod T.
-        unsafe { self.inner.elem(0, false).read_volatile() }
+        unsafe { self.cells.elem(0).read_volatile() }
     }
 
     /// Writes the value.
     pub fn set(&self, value: T) {
         // SAFETY: as in get.
-        unsafe { self.inner.elem(0, false).write_volatile(value) }
+        unsafe { self.cells.elem(0).write_volatile(value) }
+    }
+
+    /// The heap holding the value.
+    pub fn heap(&self) -> &Heap {
+        self.cells.heap()
     }
 
     /// The block's offset in the heap.
     pub fn offset(&self) -> Offset<u8> {
-        self.inner.offset()
+        self.cells.offset()
     }
 }
 
-impl<T: Pod + fmt::Debug> fmt::Debug for RawValue<'_, T> {
+impl<T: Pod + fmt::Debug> fmt::Debug for RawValue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RawValue")
             .field("value", &self.get())
             .finish()
+    }
+}
+
+#[cfg(feature = "serde")]
+mod serde_impls {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Pod, RawValue, Value};
+    use crate::cells::{Cells, CellsRef};
+
+    impl<T: Pod> Serialize for Value<T> {
+        /// Writes a reference (heap, block, lock), not the value.
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.cells.to_ref().serialize(s)
+        }
+    }
+
+    impl<'de, T: Pod> Deserialize<'de> for Value<T> {
+        /// Attaches to the value, checking its type.
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let cells = Cells::from_ref(CellsRef::deserialize(d)?).map_err(D::Error::custom)?;
+            if cells.shared_lock().is_none() {
+                return Err(D::Error::custom("a RawValue's handle read as a Value"));
+            }
+            Ok(Value { cells })
+        }
+    }
+
+    impl<T: Pod> Serialize for RawValue<T> {
+        /// Writes a reference (heap, block), not the value.
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.cells.to_ref().serialize(s)
+        }
+    }
+
+    impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
+        /// Attaches to the value, checking its type.
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let cells = Cells::from_ref(CellsRef::deserialize(d)?).map_err(D::Error::custom)?;
+            Ok(RawValue { cells })
+        }
     }
 }

@@ -475,7 +475,7 @@ fn value_counter() {
             fork(move || {
                 gate.wait();
                 for _ in 0..INCREMENTS {
-                    counter.lock().unwrap()[0] += 1;
+                    *counter.lock().unwrap() += 1;
                 }
             })
         })

@@ -125,7 +125,7 @@ fn value_holder_killed() {
     let holder = fork(|| {
         let mut g = v.lock().unwrap();
         let mut h = a.lock().unwrap();
-        g[0] = 42;
+        *g = 42;
         h[1] = 20;
         // SAFETY: raise has no memory-safety preconditions; we die holding both locks.
         unsafe { libc::raise(libc::SIGKILL) };
@@ -137,7 +137,7 @@ fn value_holder_killed() {
     {
         let g = v.lock().unwrap();
         assert!(g.recovered(), "the dead holder's lock was not reported");
-        assert_eq!(g[0], 42);
+        assert_eq!(*g, 42);
         let h = a.lock().unwrap();
         assert!(h.recovered());
         assert_eq!(&h[..], &[1, 20, 3]);
@@ -171,7 +171,7 @@ fn value_counter_with_kills() {
         fork(move || {
             while book.word(0).load(Ordering::Relaxed) == 0 {
                 let mut g = v.lock().unwrap();
-                g[0] += 1;
+                *g += 1;
                 book.word(1 + slot).fetch_add(1, Ordering::SeqCst);
                 drop(g);
             }

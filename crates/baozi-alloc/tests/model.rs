@@ -714,8 +714,7 @@ fn value_and_raw_value_round_trip() {
     {
         let mut g = v.lock().unwrap();
         assert!(!g.recovered());
-        assert_eq!(g.len(), 1);
-        g[0] *= 7;
+        *g *= 7;
     }
     assert_eq!(v.get().unwrap(), 42);
     let p = Value::new_in(
@@ -727,7 +726,7 @@ fn value_and_raw_value_round_trip() {
         },
     )
     .unwrap();
-    p.lock().unwrap()[0].tag = 9;
+    p.lock().unwrap().tag = 9;
     assert_eq!(p.get().unwrap().tag, 9);
     let r = RawValue::new_in(&heap, 1.5f64).unwrap();
     assert_eq!(r.get(), 1.5);

@@ -23,6 +23,13 @@ pub enum QueueError {
         /// What was found.
         detail: String,
     },
+    /// `create_or_open` found the queue with other parameters than it was asked for.
+    Mismatch {
+        /// The queue.
+        name: String,
+        /// What differs.
+        detail: String,
+    },
     /// [`task_done`](crate::JoinableQueue::task_done) was called more times than items were put.
     TaskDoneTooManyTimes,
     /// [`join_timeout`](crate::JoinableQueue::join_timeout) ran out with tasks unfinished.
@@ -42,6 +49,9 @@ impl fmt::Display for QueueError {
                     f,
                     "queue {name} is corrupt ({detail}): unlink it and create it again"
                 )
+            }
+            QueueError::Mismatch { name, detail } => {
+                write!(f, "queue {name} does not match: {detail}")
             }
             QueueError::TaskDoneTooManyTimes => {
                 f.write_str("task_done() called more times than items were put")

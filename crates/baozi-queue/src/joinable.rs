@@ -38,6 +38,15 @@ pub struct JoinableQueue<T = Vec<u8>> {
     queue: Queue<T>,
 }
 
+impl<T> Clone for JoinableQueue<T> {
+    /// Another handle to the same queue.
+    fn clone(&self) -> Self {
+        JoinableQueue {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
 impl<T> Deref for JoinableQueue<T> {
     type Target = Queue<T>;
     fn deref(&self) -> &Queue<T> {
@@ -68,6 +77,26 @@ impl<T: Message> JoinableQueue<T> {
     /// As [`Queue::open`].
     pub fn open(name: &str) -> Result<Self, QueueError> {
         Queue::open(name).map(Self::from)
+    }
+
+    /// As [`Queue::open_timeout`].
+    ///
+    /// # Errors
+    /// As [`Queue::open_timeout`].
+    pub fn open_timeout(name: &str, wait: Duration) -> Result<Self, QueueError> {
+        Queue::open_timeout(name, wait).map(Self::from)
+    }
+
+    /// As [`Queue::create_or_open`].
+    ///
+    /// # Errors
+    /// As [`Queue::create_or_open`].
+    pub fn create_or_open(
+        name: &str,
+        maxsize: usize,
+        capacity_bytes: usize,
+    ) -> Result<Self, QueueError> {
+        Queue::create_or_open(name, maxsize, capacity_bytes).map(Self::from)
     }
 }
 

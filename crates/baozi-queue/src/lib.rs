@@ -67,6 +67,8 @@
 mod codec;
 mod crash;
 mod error;
+#[cfg(feature = "serde")]
+mod handle;
 mod joinable;
 mod layout;
 mod queue;

@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use baozi_shm::{ObjectKind, Region, ShmError, DEFAULT_READY_WAIT};
+use baozi_shm::{ObjectKind, Region, ShmError, TypeTag, DEFAULT_READY_WAIT};
 use baozi_sync::{Acquired, Deadline, RawRobustMutex, SpinPolicy, SyncError, WaitWord};
 
 use crate::codec::{CodecError, Message};
@@ -38,6 +38,7 @@ pub struct QueueOptions {
     maxsize: usize,
     capacity: usize,
     spin: bool,
+    replace_stale: bool,
 }
 
 impl Default for QueueOptions {
@@ -47,6 +48,7 @@ impl Default for QueueOptions {
             maxsize: 0,
             capacity: DEFAULT_CAPACITY,
             spin: true,
+            replace_stale: false,
         }
     }
 }
@@ -81,7 +83,19 @@ impl QueueOptions {
         self
     }
 
-    /// Builds a queue shared with children forked after this call.
+    /// Whether [`create`](Self::create) and [`create_or_open`](Self::create_or_open) first remove
+    /// a leftover of the same name that no process has mapped or open (its creator was killed
+    /// before it could unlink it, say by Ctrl-C). Default false: an existing name is an error.
+    /// See [`Region::unlink_if_stale`].
+    #[must_use]
+    pub fn replace_stale(mut self, replace: bool) -> Self {
+        self.replace_stale = replace;
+        self
+    }
+
+    /// Builds a queue shared with children forked after this call, and with any process its
+    /// handle is given to (a clone, a [`Process`](https://docs.rs/baozi-process) argument, a
+    /// serialised handle).
     ///
     /// # Errors
     /// [`QueueError::Shm`] with [`ShmError::InvalidSize`] for an out-of-range size, or the
@@ -100,8 +114,40 @@ impl QueueOptions {
     /// [`ShmError::InvalidName`], [`ShmError::PermissionDenied`].
     pub fn create<T: Message>(&self, name: &str) -> Result<Queue<T>, QueueError> {
         let (maxsize, cap) = self.checked()?;
+        if self.replace_stale {
+            Region::unlink_if_stale(name)?;
+        }
         let region = Region::create(name, layout::total_len(cap))?;
         Queue::build(region, maxsize, cap, self.spin)
+    }
+
+    /// Creates the named queue, or opens it if it exists: of several processes racing here,
+    /// exactly one creates it and the others open what it made (waiting up to
+    /// [`DEFAULT_READY_WAIT`] for it to be built). The creator owns the name.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create) and [`Queue::open`]; [`QueueError::Mismatch`] when the
+    /// existing queue has another `maxsize` or capacity than these options ask for.
+    pub fn create_or_open<T: Message>(&self, name: &str) -> Result<Queue<T>, QueueError> {
+        let (maxsize, cap) = self.checked()?;
+        if self.replace_stale {
+            Region::unlink_if_stale(name)?;
+        }
+        let (region, created) = Region::create_or_open(name, layout::total_len(cap))?;
+        if created {
+            return Queue::build(region, maxsize, cap, self.spin);
+        }
+        let q: Queue<T> = Queue::from_region(region, DEFAULT_READY_WAIT, self.spin)?;
+        if (q.maxsize, q.cap) != (maxsize, cap) {
+            return Err(QueueError::Mismatch {
+                name: q.region.describe(),
+                detail: format!(
+                    "it exists with maxsize {} and {} bytes of ring; asked for maxsize {maxsize} and {cap} bytes",
+                    q.maxsize, q.cap
+                ),
+            });
+        }
+        Ok(q)
     }
 
     fn checked(&self) -> Result<(u32, u32), QueueError> {
@@ -241,6 +287,15 @@ thread_local! {
 /// assert!(matches!(q.get_nowait(), Err(GetError::Empty)));
 /// # Ok::<(), baozi_queue::QueueError>(())
 /// ```
+///
+/// # Handles
+///
+/// A `Queue` is a handle: [`clone`](Clone::clone) gives another handle to the same queue (no
+/// syscall), to move into a thread or a [`Process`](https://docs.rs/baozi-process). With the
+/// `serde` feature a handle is also a serde value: serialising it writes a reference, and
+/// deserialising it in any process of the machine attaches to the same queue, so a queue can be
+/// a pool task's argument or travel inside a message. Opening or attaching checks the message
+/// type ([`ShmError::TypeMismatch`]).
 pub struct Queue<T = Vec<u8>> {
     region: Region,
     /// Base address of the region in this process (owned by `region`).
@@ -256,6 +311,19 @@ pub struct Queue<T = Vec<u8>> {
 unsafe impl<T> Send for Queue<T> {}
 // SAFETY: as above: every method is safe to call from several threads at once.
 unsafe impl<T> Sync for Queue<T> {}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            region: self.region.clone(),
+            base: self.base,
+            cap: self.cap,
+            maxsize: self.maxsize,
+            spin: self.spin.clone(),
+            _type: PhantomData,
+        }
+    }
+}
 
 impl<T> fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -330,7 +398,48 @@ impl<T: Message> Queue<T> {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_with(name: &str, ready_wait: Duration, spin: bool) -> Result<Self, QueueError> {
-        let region = Region::open_timeout(name, ready_wait)?;
+        let region = Region::open(name)?;
+        Self::from_region(region, ready_wait, spin)
+    }
+
+    /// Opens a named queue, waiting up to `wait` for the name to appear and for its creator to
+    /// build it: for a consumer that may start before its producer.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open); [`ShmError::NotFound`] when the name did not appear in time.
+    pub fn open_timeout(name: &str, wait: Duration) -> Result<Self, QueueError> {
+        let start = std::time::Instant::now();
+        let region = Region::open_timeout(name, wait)?;
+        Self::from_region(region, wait.saturating_sub(start.elapsed()), true)
+    }
+
+    /// As [`QueueOptions::create_or_open`] with these sizes: exactly one of several racing
+    /// processes creates the queue, the others open it.
+    ///
+    /// # Errors
+    /// As [`QueueOptions::create_or_open`].
+    pub fn create_or_open(
+        name: &str,
+        maxsize: usize,
+        capacity_bytes: usize,
+    ) -> Result<Self, QueueError> {
+        QueueOptions::new()
+            .maxsize(maxsize)
+            .capacity(capacity_bytes)
+            .create_or_open(name)
+    }
+
+    /// Attaches to the queue a serialised handle refers to (what `Deserialize` does).
+    ///
+    /// # Errors
+    /// [`ShmError::Gone`] when no process holds the queue any more, the checks of
+    /// [`open`](Self::open), and [`ShmError::TypeMismatch`].
+    pub fn attach(r: &baozi_shm::RegionRef) -> Result<Self, QueueError> {
+        Self::from_region(Region::attach(r)?, DEFAULT_READY_WAIT, true)
+    }
+
+    /// Checks the queue in `region` (any route: name, reference) and wraps it.
+    fn from_region(region: Region, ready_wait: Duration, spin: bool) -> Result<Self, QueueError> {
         let who = region.describe();
         let snap = region.header()?.wait_ready(
             &who,
@@ -350,6 +459,7 @@ impl<T: Message> Queue<T> {
         let maxsize = meta.maxsize.load(Ordering::Relaxed);
         let cap = meta.capacity.load(Ordering::Relaxed);
         snap.check_layout(&who, layout::layout_hash(maxsize, cap))?;
+        snap.check_type(&who, TypeTag::of::<T>())?;
         let corrupt = |detail: String| QueueError::Corrupt {
             name: who.clone(),
             detail,
@@ -400,6 +510,9 @@ impl<T> Queue<T> {
             layout::layout_hash(maxsize, cap),
             std::process::id(),
         );
+        region
+            .header()?
+            .set_identity(region.id(), Some(TypeTag::of::<T>()));
         let q = Queue::wrap(region, maxsize, cap, spin);
         q.meta().maxsize.store(maxsize, Ordering::Relaxed);
         q.meta().capacity.store(cap, Ordering::Relaxed);
@@ -939,8 +1052,8 @@ impl<T> Queue<T> {
         &self.region
     }
 
-    /// Keeps the name in `/dev/shm` after this creator drops the queue.
-    pub fn persist(&mut self) {
+    /// Keeps the name in `/dev/shm` after this creator drops its last handle to the queue.
+    pub fn persist(&self) {
         self.region.persist();
     }
 

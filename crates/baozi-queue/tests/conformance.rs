@@ -1432,7 +1432,7 @@ fn creator_drop_unlinks_the_name() {
 #[test]
 fn persist_keeps_the_name_until_unlinked() {
     let name = NameGuard::new();
-    let mut q: Queue<String> = Queue::create(&name.0, 3, 4096).unwrap();
+    let q: Queue<String> = Queue::create(&name.0, 3, 4096).unwrap();
     q.put("kept".to_owned()).unwrap();
     q.persist();
     drop(q);

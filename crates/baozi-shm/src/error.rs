@@ -97,6 +97,24 @@ pub enum ShmError {
         /// The checksum computed from the object's parameters by this build.
         expected: u64,
     },
+    /// The object holds another type than the one it was opened as (a `Queue<u32>` opened as a
+    /// `Queue<String>`). See [`TypeTag`](crate::TypeTag) for what is compared.
+    TypeMismatch {
+        /// The object.
+        name: String,
+        /// The creator's type, as recorded in the object.
+        found: String,
+        /// The type asked for, with its size and alignment.
+        expected: String,
+    },
+    /// The object a handle refers to no longer exists: every process that held it has dropped
+    /// it or exited, and it had no name (or its name was removed).
+    Gone {
+        /// The object.
+        name: String,
+        /// Its identity.
+        id: crate::ObjectId,
+    },
     /// The header's state word or parameters hold values no baozi build writes: the object is corrupt.
     Corrupt {
         /// The object.
@@ -180,6 +198,14 @@ impl fmt::Display for ShmError {
             ShmError::LayoutMismatch { name, found, expected } => write!(
                 f,
                 "{name} has layout checksum {found:#x}, expected {expected:#x}: it is corrupt, or was made for another type or architecture"
+            ),
+            ShmError::TypeMismatch { name, found, expected } => write!(
+                f,
+                "{name} holds {found}, not {expected}: open it with the type it was created with"
+            ),
+            ShmError::Gone { name, id } => write!(
+                f,
+                "{name} (object {id}) no longer exists: every process that held it has let it go; keep a handle alive in some process while others attach"
             ),
             ShmError::Corrupt { name, detail } => write!(
                 f,

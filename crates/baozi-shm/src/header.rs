@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::ShmError;
+use crate::identity::{ObjectId, TypeTag, TYPE_NAME_MAX};
 use crate::pad::CACHE_LINE;
 use crate::shm_safe::ShmSafe;
 
@@ -22,10 +23,14 @@ use crate::shm_safe::ShmSafe;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"baoziSHM");
 
 /// The format version this build writes and reads. Bump it whenever any shared layout changes.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: the header grew to 128 bytes with the object's identity and its contents' type.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The size of [`Header`] in bytes; object bodies start at or after it.
-pub const HEADER_SIZE: usize = 64;
+pub const HEADER_SIZE: usize = 128;
+
+const _: () = assert!(HEADER_SIZE <= CACHE_LINE, "bodies start one cache line in");
 
 /// How long [`Header::wait_ready`] waits by default for a creator to finish.
 pub const DEFAULT_READY_WAIT: Duration = Duration::from_secs(2);
@@ -87,7 +92,21 @@ impl fmt::Debug for ObjectKind {
     }
 }
 
-/// The `#[repr(C)]` header at offset 0 of every shared object (64 bytes).
+/// The `#[repr(C)]` header at offset 0 of every shared object (128 bytes).
+///
+/// | offset | field                | meaning                                               |
+/// |--------|----------------------|-------------------------------------------------------|
+/// | 0      | `magic`              | [`MAGIC`]                                             |
+/// | 8      | `version`            | [`FORMAT_VERSION`]                                    |
+/// | 12     | `kind`               | [`ObjectKind`]                                        |
+/// | 16     | `total_size`         | bytes of the object, header included                  |
+/// | 24     | `layout_hash`        | [`LayoutHash`] of the object's parameters             |
+/// | 32     | `creator_pid`        | the creating process                                  |
+/// | 36     | `state`              | empty → initialising → ready                          |
+/// | 40     | `object_id`          | the [`ObjectId`] (low, high)                          |
+/// | 56     | `type_hash`          | [`TypeTag::checksum`] of the contents, 0 if untyped   |
+/// | 64     | `type_name_len`      | bytes of `type_name` used                             |
+/// | 72     | `type_name`          | the type's name, cut to [`TYPE_NAME_MAX`] bytes       |
 #[repr(C)]
 #[derive(Debug)]
 pub struct Header {
@@ -99,7 +118,11 @@ pub struct Header {
     creator_pid: AtomicU32,
     /// `STATE_EMPTY` → `STATE_INITIALISING` → `STATE_READY`, each written only by the creator.
     state: AtomicU32,
-    _reserved: [AtomicU64; 3],
+    object_id: [AtomicU64; 2],
+    type_hash: AtomicU64,
+    type_name_len: AtomicU32,
+    _reserved: AtomicU32,
+    type_name: [AtomicU64; TYPE_NAME_MAX / 8],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
@@ -122,6 +145,33 @@ pub struct HeaderSnapshot {
     pub layout_hash: u64,
     /// The pid of the process that created the object.
     pub creator_pid: u32,
+    /// The object's identity (0 when its creator did not set one).
+    pub object_id: ObjectId,
+    /// The [`TypeTag::checksum`] of its contents; 0 for an untyped object.
+    pub type_hash: u64,
+    /// The contents' type name as the creator saw it (cut to [`TYPE_NAME_MAX`] bytes).
+    pub type_name: TypeName,
+}
+
+/// A type name as stored in a header: at most [`TYPE_NAME_MAX`] bytes of UTF-8.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TypeName {
+    len: u8,
+    bytes: [u8; TYPE_NAME_MAX],
+}
+
+impl TypeName {
+    /// The name (lossy where a cut split a character or the bytes are garbage).
+    pub fn to_string_lossy(&self) -> String {
+        let len = usize::from(self.len).min(TYPE_NAME_MAX);
+        String::from_utf8_lossy(&self.bytes[..len]).into_owned()
+    }
+}
+
+impl fmt::Debug for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string_lossy())
+    }
 }
 
 impl Header {
@@ -137,6 +187,28 @@ impl Header {
         self.layout_hash.store(layout_hash, Ordering::Relaxed);
         self.creator_pid.store(creator_pid, Ordering::Relaxed);
         self.state.store(STATE_INITIALISING, Ordering::Relaxed);
+    }
+
+    /// Records the object's identity and the type of its contents (between
+    /// [`begin`](Self::begin) and [`publish`](Self::publish)); `None` for an untyped object.
+    pub fn set_identity(&self, id: ObjectId, contents: Option<TypeTag>) {
+        // Relaxed: published by the Release in `publish`, like `begin`'s stores.
+        let [low, high] = id.halves();
+        self.object_id[0].store(low, Ordering::Relaxed);
+        self.object_id[1].store(high, Ordering::Relaxed);
+        let (hash, name) = contents.map_or((0, ""), |t| (t.checksum(), t.name()));
+        self.type_hash.store(hash, Ordering::Relaxed);
+        let mut cut = name.len().min(TYPE_NAME_MAX);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut bytes = [0u8; TYPE_NAME_MAX];
+        bytes[..cut].copy_from_slice(&name.as_bytes()[..cut]);
+        for (word, chunk) in self.type_name.iter().zip(bytes.chunks_exact(8)) {
+            let chunk: [u8; 8] = chunk.try_into().expect("chunks of 8");
+            word.store(u64::from_le_bytes(chunk), Ordering::Relaxed);
+        }
+        self.type_name_len.store(cut as u32, Ordering::Relaxed);
     }
 
     /// Publishes the object: after this, openers may use it.
@@ -160,7 +232,22 @@ impl Header {
             total_size: self.total_size.load(Ordering::Relaxed),
             layout_hash: self.layout_hash.load(Ordering::Relaxed),
             creator_pid: self.creator_pid.load(Ordering::Relaxed),
+            object_id: ObjectId::from_halves(
+                self.object_id[0].load(Ordering::Relaxed),
+                self.object_id[1].load(Ordering::Relaxed),
+            ),
+            type_hash: self.type_hash.load(Ordering::Relaxed),
+            type_name: self.type_name(),
         }
+    }
+
+    fn type_name(&self) -> TypeName {
+        let mut bytes = [0u8; TYPE_NAME_MAX];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&self.type_name) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let len = self.type_name_len.load(Ordering::Relaxed).min(TYPE_NAME_MAX as u32) as u8;
+        TypeName { len, bytes }
     }
 
     /// Waits up to `wait` for the object to be published, then checks it is a `kind` of this
@@ -254,6 +341,27 @@ impl Header {
 }
 
 impl HeaderSnapshot {
+    /// Checks that the object holds `expected` (a queue's message type, a value's element
+    /// type).
+    ///
+    /// # Errors
+    /// [`ShmError::TypeMismatch`] naming both types.
+    pub fn check_type(&self, name: &str, expected: TypeTag) -> Result<(), ShmError> {
+        if self.type_hash == expected.checksum() {
+            return Ok(());
+        }
+        let found = if self.type_hash == 0 {
+            "no type (an untyped object)".to_owned()
+        } else {
+            self.type_name.to_string_lossy()
+        };
+        Err(ShmError::TypeMismatch {
+            name: name.to_owned(),
+            found,
+            expected: format!("{expected:?}"),
+        })
+    }
+
     /// Checks the creator's layout checksum against `expected`, computed by the opener from the
     /// parameters it read out of the object.
     ///

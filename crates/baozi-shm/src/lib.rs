@@ -51,6 +51,7 @@
 
 mod error;
 mod header;
+mod identity;
 mod offset;
 mod pad;
 mod region;
@@ -59,10 +60,13 @@ mod sys;
 
 pub use error::ShmError;
 pub use header::{
-    Header, HeaderSnapshot, LayoutHash, ObjectKind, DEFAULT_READY_WAIT, FORMAT_VERSION,
+    Header, HeaderSnapshot, LayoutHash, ObjectKind, TypeName, DEFAULT_READY_WAIT, FORMAT_VERSION,
     HEADER_SIZE, MAGIC,
 };
+pub use identity::{ObjectId, TypeTag, TYPE_NAME_MAX};
 pub use offset::Offset;
 pub use pad::{CachePadded, CACHE_LINE};
-pub use region::{list, os_name, Region, ShmEntry, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX};
+pub use region::{
+    list, os_name, Region, RegionRef, ShmEntry, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX,
+};
 pub use shm_safe::ShmSafe;

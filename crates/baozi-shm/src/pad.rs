@@ -2,24 +2,13 @@
 
 use std::ops::Deref;
 
-/// The alignment [`CachePadded`] uses on this architecture, in bytes.
+/// The alignment [`CachePadded`] uses, in bytes: 128 on every architecture.
 ///
-/// 128 on x86-64, aarch64 and powerpc64, where the adjacent-line prefetcher pulls cache lines in
-/// pairs; 64 elsewhere. Because it changes the layout of shared objects, it is part of every
-/// object's layout checksum: a region made by a build with another value is refused on open.
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "powerpc64"
-))]
+/// 128 is the line pair that x86-64's adjacent-line prefetcher pulls in, and aarch64's and
+/// powerpc64's line; on machines with 64-byte lines it only costs padding. It is also where an
+/// object's body starts after the 128-byte [`Header`](crate::Header), so one value everywhere keeps
+/// the layouts simple. It is part of every object's layout checksum.
 pub const CACHE_LINE: usize = 128;
-/// The alignment [`CachePadded`] uses on this architecture, in bytes.
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "powerpc64"
-)))]
-pub const CACHE_LINE: usize = 64;
 
 /// A value aligned and padded to [`CACHE_LINE`], so that two of them never share a cache line.
 ///
@@ -30,22 +19,7 @@ pub const CACHE_LINE: usize = 64;
 /// use std::sync::atomic::AtomicU64;
 /// assert_eq!(std::mem::size_of::<CachePadded<AtomicU64>>(), CACHE_LINE);
 /// ```
-#[cfg_attr(
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "powerpc64"
-    ),
-    repr(C, align(128))
-)]
-#[cfg_attr(
-    not(any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "powerpc64"
-    )),
-    repr(C, align(64))
-)]
+#[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub struct CachePadded<T> {
     value: T,

@@ -49,6 +49,15 @@ pub struct SpinPolicy {
     budget_ns: AtomicU32,
 }
 
+impl Clone for SpinPolicy {
+    /// A policy with this one's current budget, learning on its own from then on.
+    fn clone(&self) -> Self {
+        SpinPolicy {
+            budget_ns: AtomicU32::new(self.budget_ns()),
+        }
+    }
+}
+
 impl Default for SpinPolicy {
     fn default() -> Self {
         Self::new()

@@ -133,6 +133,7 @@ const _: () = assert!(std::mem::size_of::<BarrierBody>() <= CACHE_LINE);
 /// }
 /// # Ok::<(), baozi_sync::SyncError>(())
 /// ```
+#[derive(Clone)]
 pub struct Barrier {
     region: Region,
     /// A process-private copy of the party count, checked on open.
@@ -204,7 +205,21 @@ impl Barrier {
     /// [`SyncError::WrongPrimitive`] if `name` is another primitive; [`SyncError::Shm`] with the
     /// precise cause otherwise.
     pub fn open(name: &str) -> Result<Self, SyncError> {
-        let (region, snap) = object::open(name, &PRIMITIVE)?;
+        Self::open_from(name)
+    }
+
+    /// Attaches to the barrier a serialised handle refers to (what `Deserialize` does with the
+    /// `serde` feature): any process of the machine can, the ones that did not inherit it too.
+    ///
+    /// # Errors
+    /// [`ShmError::Gone`](baozi_shm::ShmError::Gone) when no process holds it any more, and the
+    /// checks of `open`.
+    pub fn attach(r: &baozi_shm::RegionRef) -> Result<Self, SyncError> {
+        Self::open_from(r)
+    }
+
+    fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
+        let (region, snap) = object::open(src, &PRIMITIVE)?;
         object::check_size(&region, &snap, TOTAL_LEN)?;
         let body: &BarrierBody = region.get(Offset::new(BODY_AT as u64))?;
         let parties = body.parties.load(Ordering::Relaxed);

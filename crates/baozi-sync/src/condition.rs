@@ -207,6 +207,7 @@ struct Suspect {
 /// }
 /// # Ok::<(), baozi_sync::SyncError>(())
 /// ```
+#[derive(Clone)]
 pub struct Condition {
     region: Region,
     /// A process-private copy of the slot count, checked against the region on open.
@@ -320,7 +321,21 @@ impl Condition {
     /// [`SyncError::WrongPrimitive`] if `name` is another primitive; [`SyncError::Shm`] with the
     /// precise cause otherwise.
     pub fn open(name: &str) -> Result<Self, SyncError> {
-        let (region, snap) = object::open(name, &PRIMITIVE)?;
+        Self::open_from(name)
+    }
+
+    /// Attaches to the condition a serialised handle refers to (what `Deserialize` does with the
+    /// `serde` feature): any process of the machine can, the ones that did not inherit it too.
+    ///
+    /// # Errors
+    /// [`ShmError::Gone`](baozi_shm::ShmError::Gone) when no process holds it any more, and the
+    /// checks of `open`.
+    pub fn attach(r: &baozi_shm::RegionRef) -> Result<Self, SyncError> {
+        Self::open_from(r)
+    }
+
+    fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
+        let (region, snap) = object::open(src, &PRIMITIVE)?;
         if (snap.total_size as usize) < SLOTS_AT {
             object::check_size(&region, &snap, SLOTS_AT)?;
         }

@@ -74,6 +74,7 @@ const _: () = assert!(std::mem::size_of::<EventBody>() <= CACHE_LINE);
 /// assert!(ready.is_set());
 /// # Ok::<(), baozi_sync::SyncError>(())
 /// ```
+#[derive(Clone)]
 pub struct Event {
     region: Region,
 }
@@ -115,7 +116,21 @@ impl Event {
     /// [`SyncError::WrongPrimitive`] if `name` is another primitive; [`SyncError::Shm`] with the
     /// precise cause otherwise.
     pub fn open(name: &str) -> Result<Self, SyncError> {
-        let (region, snap) = object::open(name, &PRIMITIVE)?;
+        Self::open_from(name)
+    }
+
+    /// Attaches to the event a serialised handle refers to (what `Deserialize` does with the
+    /// `serde` feature): any process of the machine can, the ones that did not inherit it too.
+    ///
+    /// # Errors
+    /// [`ShmError::Gone`](baozi_shm::ShmError::Gone) when no process holds it any more, and the
+    /// checks of `open`.
+    pub fn attach(r: &baozi_shm::RegionRef) -> Result<Self, SyncError> {
+        Self::open_from(r)
+    }
+
+    fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
+        let (region, snap) = object::open(src, &PRIMITIVE)?;
         object::check_size(&region, &snap, TOTAL_LEN)?;
         Ok(Event { region })
     }

@@ -78,6 +78,8 @@ mod condition;
 mod deadline;
 mod error;
 mod event;
+#[cfg(feature = "serde")]
+mod handle;
 mod lock;
 mod mutex;
 mod object;

@@ -58,6 +58,16 @@ pub struct ShmMutex<T: ShmSafe> {
     _value: PhantomData<T>,
 }
 
+impl<T: ShmSafe> Clone for ShmMutex<T> {
+    /// Another handle to the same mutex.
+    fn clone(&self) -> Self {
+        ShmMutex {
+            region: self.region.clone(),
+            _value: PhantomData,
+        }
+    }
+}
+
 impl<T: ShmSafe> fmt::Debug for ShmMutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShmMutex")
@@ -101,7 +111,21 @@ impl<T: ShmSafe> ShmMutex<T> {
     /// [`SyncError::Shm`] with the precise cause: not found, foreign object, wrong version or kind,
     /// another `T` (layout mismatch), truncated, not ready.
     pub fn open(name: &str) -> Result<Self, SyncError> {
-        let region = Region::open(name)?;
+        Self::open_from(name)
+    }
+
+    /// Attaches to the mutex a serialised handle refers to (what `Deserialize` does with the
+    /// `serde` feature): any process of the machine can, the ones that did not inherit it too.
+    ///
+    /// # Errors
+    /// [`ShmError::Gone`](baozi_shm::ShmError::Gone) when no process holds it any more, and the
+    /// checks of `open`.
+    pub fn attach(r: &baozi_shm::RegionRef) -> Result<Self, SyncError> {
+        Self::open_from(r)
+    }
+
+    fn open_from(src: impl crate::object::Source) -> Result<Self, SyncError> {
+        let region = src.region()?;
         let snap = region.header()?.wait_ready(
             &region.describe(),
             region.len() as u64,
@@ -109,6 +133,7 @@ impl<T: ShmSafe> ShmMutex<T> {
             DEFAULT_READY_WAIT,
         )?;
         snap.check_layout(&region.describe(), Self::layout_hash())?;
+        snap.check_type(&region.describe(), baozi_shm::TypeTag::of::<T>())?;
         if snap.total_size != Self::total_len() as u64 {
             return Err(baozi_shm::ShmError::Truncated {
                 name: region.describe(),
@@ -135,6 +160,7 @@ impl<T: ShmSafe> ShmMutex<T> {
             Self::layout_hash(),
             std::process::id(),
         );
+        header.set_identity(region.id(), Some(baozi_shm::TypeTag::of::<T>()));
         // SAFETY: 1. LOCK_AT..LOCK_AT+size and VALUE_AT..VALUE_AT+size lie inside the region
         // (total_len) and are aligned (CACHE_LINE multiples, T not over-aligned);
         // 2. the region is fresh and unpublished, so nobody else touches these bytes yet.

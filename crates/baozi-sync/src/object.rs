@@ -10,7 +10,8 @@
 //! Layout: the 64-byte header at 0, the body from [`BODY_AT`] (one cache line in) onwards.
 
 use baozi_shm::{
-    HeaderSnapshot, LayoutHash, ObjectKind, Region, ShmError, CACHE_LINE, DEFAULT_READY_WAIT,
+    HeaderSnapshot, LayoutHash, ObjectKind, Region, RegionRef, ShmError, CACHE_LINE,
+    DEFAULT_READY_WAIT,
 };
 
 use crate::error::SyncError;
@@ -38,6 +39,24 @@ impl Primitive {
             h = h.u64(fact);
         }
         h.finish()
+    }
+}
+
+/// Where an existing primitive is found: by name, or by a reference a handle wrote.
+pub(crate) trait Source {
+    /// Maps the region.
+    fn region(self) -> Result<Region, ShmError>;
+}
+
+impl Source for &str {
+    fn region(self) -> Result<Region, ShmError> {
+        Region::open(self)
+    }
+}
+
+impl Source for &RegionRef {
+    fn region(self) -> Result<Region, ShmError> {
+        Region::attach(self)
     }
 }
 
@@ -71,6 +90,7 @@ pub(crate) fn build(
         prim.layout_hash(),
         std::process::id(),
     );
+    header.set_identity(region.id(), None);
     init(&region)?;
     header.publish();
     Ok(region)
@@ -82,8 +102,11 @@ pub(crate) fn build(
 /// # Errors
 /// [`SyncError::Shm`] (not found, foreign, wrong version or kind, truncated, not ready, layout
 /// mismatch), [`SyncError::WrongPrimitive`] when it is another baozi-sync primitive.
-pub(crate) fn open(name: &str, prim: &Primitive) -> Result<(Region, HeaderSnapshot), SyncError> {
-    let region = Region::open(name)?;
+pub(crate) fn open(
+    src: impl Source,
+    prim: &Primitive,
+) -> Result<(Region, HeaderSnapshot), SyncError> {
+    let region = src.region()?;
     let describe = region.describe();
     let snap = region.header()?.wait_ready(
         &describe,

@@ -64,6 +64,7 @@ pub(crate) static PRIMITIVE: Primitive = Primitive {
 /// assert!(!rlock.is_owned());
 /// # Ok::<(), baozi_sync::SyncError>(())
 /// ```
+#[derive(Clone)]
 pub struct RLock {
     region: Region,
 }
@@ -108,7 +109,21 @@ impl RLock {
     /// [`SyncError::WrongPrimitive`] if `name` is another primitive; [`SyncError::Shm`] with the
     /// precise cause otherwise.
     pub fn open(name: &str) -> Result<Self, SyncError> {
-        let (region, snap) = object::open(name, &PRIMITIVE)?;
+        Self::open_from(name)
+    }
+
+    /// Attaches to the lock a serialised handle refers to (what `Deserialize` does with the
+    /// `serde` feature): any process of the machine can, the ones that did not inherit it too.
+    ///
+    /// # Errors
+    /// [`ShmError::Gone`](baozi_shm::ShmError::Gone) when no process holds it any more, and the
+    /// checks of `open`.
+    pub fn attach(r: &baozi_shm::RegionRef) -> Result<Self, SyncError> {
+        Self::open_from(r)
+    }
+
+    fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
+        let (region, snap) = object::open(src, &PRIMITIVE)?;
         object::check_size(&region, &snap, OWNED_LOCK_LEN)?;
         Ok(RLock { region })
     }

@@ -64,6 +64,7 @@ const WAIT_AT: usize = BODY_AT + CACHE_LINE;
 const TOTAL_LEN: usize = BODY_AT + 2 * CACHE_LINE;
 
 /// What `Semaphore` and `BoundedSemaphore` share.
+#[derive(Clone)]
 struct Core {
     region: Region,
     /// A process-private copy of the limit, checked on open.
@@ -94,8 +95,8 @@ impl Core {
         })
     }
 
-    fn open(name: &str, prim: &Primitive) -> Result<Self, SyncError> {
-        let (region, snap) = object::open(name, prim)?;
+    fn open(src: impl object::Source, prim: &Primitive) -> Result<Self, SyncError> {
+        let (region, snap) = object::open(src, prim)?;
         object::check_size(&region, &snap, TOTAL_LEN)?;
         let count: &Count = region.get(Offset::new(COUNT_AT as u64))?;
         let limit = count.limit.load(Ordering::Relaxed);
@@ -291,6 +292,7 @@ macro_rules! semaphore_api {
 /// assert!(!sem.try_acquire());
 /// # Ok::<(), baozi_sync::SyncError>(())
 /// ```
+#[derive(Clone)]
 pub struct Semaphore {
     core: Core,
 }
@@ -354,6 +356,19 @@ impl Semaphore {
         })
     }
 
+    /// Attaches to the semaphore a serialised handle refers to (what `Deserialize` does with the
+    /// `serde` feature): any process of the machine can, the ones that did not inherit it too.
+    ///
+    /// # Errors
+    /// [`ShmError::Gone`](baozi_shm::ShmError::Gone) when no process holds it any more, and the
+    /// checks of `open`.
+    pub fn attach(r: &baozi_shm::RegionRef) -> Result<Self, SyncError> {
+        Ok(Semaphore {
+            core: Core::open(r, &SEMAPHORE)?,
+        })
+    }
+
+
     /// Gives one unit back (increments the value) and wakes a waiter, if any.
     ///
     /// # Errors
@@ -393,6 +408,7 @@ semaphore_api!(Semaphore, "Semaphore");
 /// assert!(matches!(sem.release(), Err(SyncError::ReleasedTooManyTimes { limit: 2 })));
 /// # Ok::<(), baozi_sync::SyncError>(())
 /// ```
+#[derive(Clone)]
 pub struct BoundedSemaphore {
     core: Core,
 }
@@ -453,6 +469,19 @@ impl BoundedSemaphore {
             core: Core::open(name, &BOUNDED_SEMAPHORE)?,
         })
     }
+
+    /// Attaches to the semaphore a serialised handle refers to (what `Deserialize` does with the
+    /// `serde` feature): any process of the machine can, the ones that did not inherit it too.
+    ///
+    /// # Errors
+    /// [`ShmError::Gone`](baozi_shm::ShmError::Gone) when no process holds it any more, and the
+    /// checks of `open`.
+    pub fn attach(r: &baozi_shm::RegionRef) -> Result<Self, SyncError> {
+        Ok(BoundedSemaphore {
+            core: Core::open(r, &BOUNDED_SEMAPHORE)?,
+        })
+    }
+
 
     /// Gives one unit back and wakes a waiter, if any.
     ///

@@ -118,7 +118,7 @@ impl Heap {
         if let (Some(generation), Ok((id, g, slot))) =
             (baozi_sync::fork_generation(), LAST.try_with(Cell::get))
         {
-            if id == self.id && g == generation {
+            if id == self.s.id && g == generation {
                 return (slot != NO_SLOT).then_some(slot as usize);
             }
         }
@@ -136,7 +136,7 @@ impl Heap {
             .try_with(|m| {
                 m.borrow()
                     .iter()
-                    .find(|e| e.0 == self.id && e.1 == generation)
+                    .find(|e| e.0 == self.s.id && e.1 == generation)
                     .map(|e| e.2)
             })
             .ok()?;
@@ -144,7 +144,7 @@ impl Heap {
             Some(slot) => slot,
             None => self.claim_slot(me, generation)?,
         };
-        let _ = LAST.try_with(|l| l.set((self.id, generation, slot)));
+        let _ = LAST.try_with(|l| l.set((self.s.id, generation, slot)));
         (slot != NO_SLOT).then_some(slot as usize)
     }
 
@@ -155,8 +155,8 @@ impl Heap {
         let entry = slot.map_or(NO_SLOT, |s| s as u32);
         let recorded = MINE.try_with(|m| {
             let mut m = m.borrow_mut();
-            m.retain(|e| e.0 != self.id);
-            m.push((self.id, generation, entry));
+            m.retain(|e| e.0 != self.s.id);
+            m.push((self.s.id, generation, entry));
         });
         if recorded.is_err() {
             if let Some(s) = slot {
@@ -275,7 +275,7 @@ impl Heap {
     #[inline]
     fn cached_block(&self, link: u32, c: usize) -> Result<usize, AllocError> {
         let block = self.block_of_link(link)?;
-        let chunk = (block - self.data_at) >> CHUNK_SHIFT;
+        let chunk = (block - self.s.data_at) >> CHUNK_SHIFT;
         if self.map(chunk).load(Ordering::Acquire) != 1 + c as u32 {
             return Err(self.corrupt(format!(
                 "thread cache entry {link:#x} is not a class {c} block"
@@ -403,14 +403,14 @@ impl Heap {
             return; // no slot was ever claimed in this process
         };
         let _ = LAST.try_with(|l| {
-            if l.get().0 == self.id {
+            if l.get().0 == self.s.id {
                 l.set((0, u64::MAX, NO_SLOT));
             }
         });
         let entry = MINE
             .try_with(|m| {
                 let mut m = m.borrow_mut();
-                let pos = m.iter().position(|e| e.0 == self.id)?;
+                let pos = m.iter().position(|e| e.0 == self.s.id)?;
                 Some(m.swap_remove(pos))
             })
             .ok()

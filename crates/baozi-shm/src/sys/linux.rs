@@ -42,12 +42,25 @@ pub(crate) fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
 
 /// The size of the file behind `fd`, from `fstat`.
 pub(crate) fn file_size(fd: &OwnedFd) -> io::Result<u64> {
+    file_stat(fd).map(|(_, size)| size)
+}
+
+/// `((device, inode), size)` of the file behind `fd`, from `fstat`.
+pub(crate) fn file_stat(fd: &OwnedFd) -> io::Result<((u64, u64), u64)> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is valid for writes of one `stat`; `fd` is open.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstat succeeded, so it initialised `st`.
     let st = unsafe { st.assume_init() };
-    Ok(st.st_size as u64)
+    Ok(((st.st_dev, st.st_ino), st.st_size as u64))
+}
+
+/// `memfd_create(name, MFD_CLOEXEC)`: an anonymous file, shareable by descriptor.
+pub(crate) fn memfd_create(name: &CString) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by memfd_create, is open, and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED [| MAP_ANONYMOUS], fd, 0)`.
