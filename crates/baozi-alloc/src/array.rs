@@ -191,7 +191,9 @@ impl<T: Pod> Array<T> {
 
     /// The lock in use (Python's `get_lock()`).
     pub fn get_lock(&self) -> &SharedLock {
-        self.cells.shared_lock().expect("an Array always has a lock")
+        self.cells
+            .shared_lock()
+            .expect("an Array always has a lock")
     }
 
     /// Element `i`, read under the lock.

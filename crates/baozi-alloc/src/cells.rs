@@ -267,7 +267,7 @@ impl<T: Pod> Cells<T> {
             return Err(AllocError::Shm(ShmError::TypeMismatch {
                 name: format!("{who} block {}", offset.get()),
                 found: format!("another element type (checksum {found_type:#x})"),
-                expected: format!("{:?}", TypeTag::of::<T>()),
+                expected: TypeTag::of::<T>().name(),
             }));
         }
         let found_len = usize::try_from(found_len).map_err(|_| gone("length".into()))?;

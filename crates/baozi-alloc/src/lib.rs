@@ -54,10 +54,10 @@ mod size_class;
 mod sys;
 mod value;
 
+pub use array::Guard;
 pub use array::{Array, RawArray};
 pub use boxed::ShmBox;
+pub use cells::SharedLock;
 pub use error::AllocError;
 pub use heap::{Heap, HeapStats, MAX_HEAP};
-pub use array::Guard;
-pub use cells::SharedLock;
 pub use value::{RawValue, Value, ValueGuard};

@@ -44,7 +44,9 @@ pub(crate) fn open_named<T: Pod>(name: &str, locked: bool) -> Result<Cells<T>, A
         detail: "a heap with no root block: not a named Value or Array".to_owned(),
     })?;
     let lock = if locked {
-        Some(SharedLock::Lock(Lock::open(&format!("{name}{LOCK_SUFFIX}"))?))
+        Some(SharedLock::Lock(Lock::open(&format!(
+            "{name}{LOCK_SUFFIX}"
+        ))?))
     } else {
         None
     };

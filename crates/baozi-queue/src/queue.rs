@@ -312,6 +312,13 @@ unsafe impl<T> Send for Queue<T> {}
 // SAFETY: as above: every method is safe to call from several threads at once.
 unsafe impl<T> Sync for Queue<T> {}
 
+/// The type a queue of `T` records: none for raw bytes (`Vec<u8>`), which is the untyped view:
+/// a bytes queue may be opened with any message type (each message is still decoded and checked
+/// on `get`), and any queue may be opened as `Queue<Vec<u8>>` to see its raw frames.
+fn message_tag<T>() -> Option<TypeTag> {
+    (std::any::type_name::<T>() != std::any::type_name::<Vec<u8>>()).then(TypeTag::of::<T>)
+}
+
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
@@ -398,7 +405,7 @@ impl<T: Message> Queue<T> {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_with(name: &str, ready_wait: Duration, spin: bool) -> Result<Self, QueueError> {
-        let region = Region::open(name)?;
+        let region = Region::open_with(name, Duration::ZERO, ready_wait)?;
         Self::from_region(region, ready_wait, spin)
     }
 
@@ -459,7 +466,9 @@ impl<T: Message> Queue<T> {
         let maxsize = meta.maxsize.load(Ordering::Relaxed);
         let cap = meta.capacity.load(Ordering::Relaxed);
         snap.check_layout(&who, layout::layout_hash(maxsize, cap))?;
-        snap.check_type(&who, TypeTag::of::<T>())?;
+        if let (Some(tag), true) = (message_tag::<T>(), snap.type_hash != 0) {
+            snap.check_type(&who, tag)?;
+        }
         let corrupt = |detail: String| QueueError::Corrupt {
             name: who.clone(),
             detail,
@@ -512,7 +521,7 @@ impl<T> Queue<T> {
         );
         region
             .header()?
-            .set_identity(region.id(), Some(TypeTag::of::<T>()));
+            .set_identity(region.id(), message_tag::<T>());
         let q = Queue::wrap(region, maxsize, cap, spin);
         q.meta().maxsize.store(maxsize, Ordering::Relaxed);
         q.meta().capacity.store(cap, Ordering::Relaxed);

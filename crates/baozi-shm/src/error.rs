@@ -104,8 +104,8 @@ pub enum ShmError {
         name: String,
         /// The creator's type, as recorded in the object.
         found: String,
-        /// The type asked for, with its size and alignment.
-        expected: String,
+        /// The type asked for.
+        expected: &'static str,
     },
     /// The object a handle refers to no longer exists: every process that held it has dropped
     /// it or exited, and it had no name (or its name was removed).

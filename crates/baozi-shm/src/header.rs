@@ -246,7 +246,10 @@ impl Header {
         for (chunk, word) in bytes.chunks_exact_mut(8).zip(&self.type_name) {
             chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
         }
-        let len = self.type_name_len.load(Ordering::Relaxed).min(TYPE_NAME_MAX as u32) as u8;
+        let len = self
+            .type_name_len
+            .load(Ordering::Relaxed)
+            .min(TYPE_NAME_MAX as u32) as u8;
         TypeName { len, bytes }
     }
 
@@ -358,7 +361,7 @@ impl HeaderSnapshot {
         Err(ShmError::TypeMismatch {
             name: name.to_owned(),
             found,
-            expected: format!("{expected:?}"),
+            expected: expected.name(),
         })
     }
 

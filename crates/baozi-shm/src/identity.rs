@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A 128-bit identity, unique among the objects of one machine for all practical purposes:
 /// random bits from the OS (through `RandomState`'s seed), the clock, the pid and a counter.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectId(u128);
+pub struct ObjectId([u64; 2]);
 
 impl ObjectId {
     /// A fresh identity.
@@ -34,27 +34,27 @@ impl ObjectId {
         h.write_u32(std::process::id());
         let random = h.finish();
         let low = nanos ^ (u64::from(std::process::id()) << 40) ^ n.rotate_left(20);
-        ObjectId((u128::from(random) << 64) | u128::from(low))
+        ObjectId([low, random])
     }
 
     /// The identity from its 128 bits (as [`raw`](Self::raw) gave them).
     pub const fn from_raw(raw: u128) -> ObjectId {
-        ObjectId(raw)
+        ObjectId([raw as u64, (raw >> 64) as u64])
     }
 
     /// The 128 bits.
     pub const fn raw(self) -> u128 {
-        self.0
+        (self.0[0] as u128) | ((self.0[1] as u128) << 64)
     }
 
     /// The two 64-bit halves as stored in a header (low, high).
     pub(crate) fn halves(self) -> [u64; 2] {
-        [self.0 as u64, (self.0 >> 64) as u64]
+        self.0
     }
 
     /// From the halves stored in a header.
     pub(crate) fn from_halves(low: u64, high: u64) -> ObjectId {
-        ObjectId(u128::from(low) | (u128::from(high) << 64))
+        ObjectId([low, high])
     }
 }
 
@@ -66,7 +66,7 @@ impl Default for ObjectId {
 
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:032x}", self.raw())
     }
 }
 
@@ -134,6 +134,10 @@ impl TypeTag {
 
 impl fmt::Debug for TypeTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TypeTag({}, size {}, align {})", self.name, self.size, self.align)
+        write!(
+            f,
+            "TypeTag({}, size {}, align {})",
+            self.name, self.size, self.align
+        )
     }
 }

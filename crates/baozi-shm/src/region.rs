@@ -315,7 +315,24 @@ impl Region {
         Self::open_inner(name, wait, wait)
     }
 
-    fn open_inner(name: &str, name_wait: Duration, size_wait: Duration) -> Result<Region, ShmError> {
+    /// [`open`](Self::open) with both waits chosen: up to `name_wait` for the name to appear,
+    /// then up to `size_wait` for its creator to size it.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with(
+        name: &str,
+        name_wait: Duration,
+        size_wait: Duration,
+    ) -> Result<Region, ShmError> {
+        Self::open_inner(name, name_wait, size_wait)
+    }
+
+    fn open_inner(
+        name: &str,
+        name_wait: Duration,
+        size_wait: Duration,
+    ) -> Result<Region, ShmError> {
         let os = os_name(name)?;
         let cname = c_name(&os);
         let display = format!("/dev/shm/{os}");
@@ -351,7 +368,15 @@ impl Region {
         if let Some(map) = cached(file, len) {
             return Ok(Region { map });
         }
-        let map = Mapping::map(fd, file, len, ObjectId::from_raw(0), Some(os), false, &display)?;
+        let map = Mapping::map(
+            fd,
+            file,
+            len,
+            ObjectId::from_raw(0),
+            Some(os),
+            false,
+            &display,
+        )?;
         let region = Region { map };
         Ok(region)
     }

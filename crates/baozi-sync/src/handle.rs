@@ -26,7 +26,15 @@ macro_rules! serde_handle {
     )*};
 }
 
-serde_handle!(Lock, RLock, Event, Barrier, Condition, Semaphore, BoundedSemaphore);
+serde_handle!(
+    Lock,
+    RLock,
+    Event,
+    Barrier,
+    Condition,
+    Semaphore,
+    BoundedSemaphore
+);
 
 impl<T: ShmSafe> Serialize for ShmMutex<T> {
     /// Writes a reference to the mutex (see [`ShmMutex::attach`]).

@@ -368,7 +368,6 @@ impl Semaphore {
         })
     }
 
-
     /// Gives one unit back (increments the value) and wakes a waiter, if any.
     ///
     /// # Errors
@@ -481,7 +480,6 @@ impl BoundedSemaphore {
             core: Core::open(r, &BOUNDED_SEMAPHORE)?,
         })
     }
-
 
     /// Gives one unit back and wakes a waiter, if any.
     ///
