@@ -374,7 +374,6 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
 
 #[cfg(feature = "serde")]
 mod serde_impls {
-    use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::{Array, Pod, RawArray};
@@ -390,9 +389,12 @@ mod serde_impls {
     impl<'de, T: Pod> Deserialize<'de> for Array<T> {
         /// Attaches to the array, checking its element type and length.
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let cells = Cells::from_ref(CellsRef::deserialize(d)?).map_err(D::Error::custom)?;
+            let cells =
+                Cells::from_ref(CellsRef::deserialize(d)?).map_err(baozi_shm::attach_failed)?;
             if cells.shared_lock().is_none() {
-                return Err(D::Error::custom("a RawArray's handle read as an Array"));
+                return Err(baozi_shm::attach_failed(
+                    "a RawArray's handle read as an Array",
+                ));
             }
             Ok(Array { cells })
         }
@@ -408,7 +410,8 @@ mod serde_impls {
     impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
         /// Attaches to the array, checking its element type and length.
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let cells = Cells::from_ref(CellsRef::deserialize(d)?).map_err(D::Error::custom)?;
+            let cells =
+                Cells::from_ref(CellsRef::deserialize(d)?).map_err(baozi_shm::attach_failed)?;
             Ok(RawArray { cells })
         }
     }

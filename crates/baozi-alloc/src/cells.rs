@@ -246,12 +246,11 @@ impl<T: Pod> Cells<T> {
                 detail,
             })
         };
-        let usable = heap.usable_size(offset).map_err(|_| {
-            gone(format!(
-                "no live block at offset {}: the value was freed by the process that made it",
-                offset.get()
-            ))
-        })?;
+        let freed = || AllocError::Freed {
+            heap: who.clone(),
+            offset: offset.get(),
+        };
+        let usable = heap.usable_size(offset).map_err(|_| freed())?;
         if usable < 16 {
             return Err(gone(format!("block at {} is too small", offset.get())));
         }

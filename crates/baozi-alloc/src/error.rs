@@ -50,6 +50,14 @@ pub enum AllocError {
         /// The array's length.
         len: usize,
     },
+    /// A handle to a value or array in a shared heap was attached after the process that made it
+    /// freed it (its last handle there was dropped), or it names something else.
+    Freed {
+        /// The heap.
+        heap: String,
+        /// The block's offset.
+        offset: u64,
+    },
     /// This thread already holds the lock of this value (through another guard, or a shared
     /// lock taken by hand): a second guard would alias the first.
     AlreadyLocked,
@@ -69,6 +77,10 @@ impl fmt::Display for AllocError {
             AllocError::IndexOutOfRange { index, len } => {
                 write!(f, "index {index} is out of range for an array of {len}")
             }
+            AllocError::Freed { heap, offset } => write!(
+                f,
+                "no value at offset {offset} of {heap} any more: a value in a shared heap lives while the process that made it holds a handle; make it with Value::new (or Array::zeroed) to let it outlive its creator"
+            ),
             AllocError::AlreadyLocked => f.write_str(
                 "this thread already holds the value's lock: drop the other guard first",
             ),

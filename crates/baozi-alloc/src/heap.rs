@@ -944,6 +944,6 @@ impl<'de> serde::Deserialize<'de> for Heap {
     /// Attaches to the heap the reference names.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = baozi_shm::RegionRef::deserialize(d)?;
-        Heap::attach(&r).map_err(serde::de::Error::custom)
+        Heap::attach(&r).map_err(baozi_shm::attach_failed)
     }
 }

@@ -380,7 +380,6 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawValue<T> {
 
 #[cfg(feature = "serde")]
 mod serde_impls {
-    use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::{Pod, RawValue, Value};
@@ -396,9 +395,12 @@ mod serde_impls {
     impl<'de, T: Pod> Deserialize<'de> for Value<T> {
         /// Attaches to the value, checking its type.
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let cells = Cells::from_ref(CellsRef::deserialize(d)?).map_err(D::Error::custom)?;
+            let cells =
+                Cells::from_ref(CellsRef::deserialize(d)?).map_err(baozi_shm::attach_failed)?;
             if cells.shared_lock().is_none() {
-                return Err(D::Error::custom("a RawValue's handle read as a Value"));
+                return Err(baozi_shm::attach_failed(
+                    "a RawValue's handle read as a Value",
+                ));
             }
             Ok(Value { cells })
         }
@@ -414,7 +416,8 @@ mod serde_impls {
     impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
         /// Attaches to the value, checking its type.
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let cells = Cells::from_ref(CellsRef::deserialize(d)?).map_err(D::Error::custom)?;
+            let cells =
+                Cells::from_ref(CellsRef::deserialize(d)?).map_err(baozi_shm::attach_failed)?;
             Ok(RawValue { cells })
         }
     }

@@ -169,8 +169,12 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Message for Serde<T> {
         Ok(r)
     }
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        postcard::from_bytes(bytes)
-            .map(Serde)
-            .map_err(|e| CodecError::new(e.to_string()))
+        postcard::from_bytes(bytes).map(Serde).map_err(|e| {
+            // A handle inside the message that did not attach says why (postcard drops it).
+            match baozi_shm::take_attach_error() {
+                Some(why) => CodecError::new(format!("{e}: {why}")),
+                None => CodecError::new(e.to_string()),
+            }
+        })
     }
 }

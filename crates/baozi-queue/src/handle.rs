@@ -1,6 +1,5 @@
 //! Queue handles as serde values: serialising writes a [`RegionRef`], deserialising attaches.
 
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use baozi_shm::RegionRef;
@@ -20,7 +19,7 @@ impl<'de, T: Message> Deserialize<'de> for Queue<T> {
     /// Attaches to the queue the reference names, checking its message type.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = RegionRef::deserialize(d)?;
-        Queue::attach(&r).map_err(D::Error::custom)
+        Queue::attach(&r).map_err(baozi_shm::attach_failed)
     }
 }
 

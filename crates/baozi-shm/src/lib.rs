@@ -66,7 +66,10 @@ pub use header::{
 pub use identity::{ObjectId, TypeTag, TYPE_NAME_MAX};
 pub use offset::Offset;
 pub use pad::{CachePadded, CACHE_LINE};
+#[cfg(feature = "serde")]
+pub use region::attach_failed;
 pub use region::{
-    list, os_name, Region, RegionRef, ShmEntry, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX,
+    list, os_name, take_attach_error, Region, RegionRef, ShmEntry, LINGER, LINGER_MAX,
+    MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX,
 };
 pub use shm_safe::ShmSafe;

@@ -182,6 +182,25 @@ fn c_name(os_name: &str) -> CString {
     CString::new(format!("/{os_name}")).expect("validated name has no NUL")
 }
 
+/// How long a process keeps a region it made a [`RegionRef`] to: see [`Region::to_ref`].
+pub const LINGER: Duration = Duration::from_secs(10);
+
+/// The most regions a process keeps lingering; the oldest goes first.
+pub const LINGER_MAX: usize = 256;
+
+/// Keeps `map` alive for [`LINGER`] (refreshing it if it is already lingering).
+fn linger(map: &Arc<Mapping>) {
+    use std::collections::VecDeque;
+    static LINGERING: Mutex<VecDeque<(Instant, Arc<Mapping>)>> = Mutex::new(VecDeque::new());
+    let now = Instant::now();
+    let mut list = LINGERING.lock().unwrap_or_else(|p| p.into_inner());
+    list.retain(|(at, m)| now.duration_since(*at) < LINGER && !Arc::ptr_eq(m, map));
+    if list.len() >= LINGER_MAX {
+        list.pop_front();
+    }
+    list.push_back((now, Arc::clone(map)));
+}
+
 /// The mappings this process has, by backing file, so that attaching an object the process
 /// already maps (a queue passed to the same worker twice) shares the mapping instead of making
 /// another.
@@ -382,7 +401,13 @@ impl Region {
     }
 
     /// A reference to this region that another process can [`attach`](Self::attach) to.
+    ///
+    /// Making a reference keeps this process's mapping for at least [`LINGER`] more (of at most
+    /// [`LINGER_MAX`] recent objects), even if every handle here is dropped meanwhile: so a
+    /// handle that is sent and then dropped (a pool task's result, a message put by a process
+    /// that then lets go) still attaches on the other side, while this process lives.
     pub fn to_ref(&self) -> RegionRef {
+        linger(&self.map);
         RegionRef {
             id: self.map.id.raw(),
             name: self.map.name.clone(),
@@ -671,6 +696,47 @@ fn open_proc_fd(path: &str, want: FileKey) -> io::Result<Option<OwnedFd>> {
         Ok(file) => Ok(check_file(OwnedFd::from(file), want)),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(e),
         Err(_) => Ok(None),
+    }
+}
+
+thread_local! {
+    static ATTACH_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Why the last handle this thread tried to deserialise did not attach, if one failed since the
+/// last call (and clears it).
+///
+/// Serde formats may drop a custom error's text (postcard's `SerdeDeCustom` does), so the typed
+/// reason — [`ShmError::Gone`], [`ShmError::TypeMismatch`], ... — would be lost on the way out of
+/// `Deserialize`. baozi's own codecs (queue messages, pool arguments and results) add it to the
+/// error they report; code that deserialises handles with another format can ask here.
+pub fn take_attach_error() -> Option<String> {
+    ATTACH_ERROR.with(|e| e.borrow_mut().take())
+}
+
+/// Records `e` as the reason a handle did not attach (see [`take_attach_error`]) and turns it
+/// into the deserialiser's error: what every handle's `Deserialize` returns on failure.
+#[cfg(feature = "serde")]
+pub fn attach_failed<E: serde::de::Error>(e: impl fmt::Display) -> E {
+    let text = e.to_string();
+    ATTACH_ERROR.with(|slot| *slot.borrow_mut() = Some(text.clone()));
+    E::custom(text)
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Region {
+    /// Writes a [`RegionRef`] (see [`Region::to_ref`]).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_ref().serialize(s)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Region {
+    /// Attaches to the region (see [`Region::attach`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = RegionRef::deserialize(d)?;
+        Region::attach(&r).map_err(attach_failed)
     }
 }
 

@@ -1,6 +1,5 @@
 //! Sync handles as serde values: serialising writes a [`RegionRef`], deserialising attaches.
 
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use baozi_shm::{RegionRef, ShmSafe};
@@ -20,7 +19,7 @@ macro_rules! serde_handle {
             /// Attaches to the object the reference names, checking that it is this primitive.
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let r = RegionRef::deserialize(d)?;
-                <$ty>::attach(&r).map_err(D::Error::custom)
+                <$ty>::attach(&r).map_err(baozi_shm::attach_failed)
             }
         }
     )*};
@@ -47,6 +46,6 @@ impl<'de, T: ShmSafe> Deserialize<'de> for ShmMutex<T> {
     /// Attaches to the mutex the reference names, checking its value type.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = RegionRef::deserialize(d)?;
-        ShmMutex::attach(&r).map_err(D::Error::custom)
+        ShmMutex::attach(&r).map_err(baozi_shm::attach_failed)
     }
 }

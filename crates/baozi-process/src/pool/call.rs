@@ -77,8 +77,10 @@ fn each<T: DeserializeOwned, R: Serialize>(
     args: &[u8],
     mut call: impl FnMut(T) -> R,
 ) -> Result<Vec<u8>, Failure> {
-    let items: Vec<T> = postcard::from_bytes(args)
-        .map_err(|e| Failure::Codec(format!("the task's arguments did not decode: {e}")))?;
+    let items: Vec<T> = postcard::from_bytes(args).map_err(|e| {
+        let why = baozi_shm::take_attach_error().map_or(String::new(), |w| format!(": {w}"));
+        Failure::Codec(format!("the task's arguments did not decode: {e}{why}"))
+    })?;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         match panic::catch_unwind(AssertUnwindSafe(|| call(item))) {

@@ -325,8 +325,10 @@ fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, ProcessError> {
 
 /// A worker's encoded results.
 fn decode_chunk<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, ProcessError> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| ProcessError::Codec(format!("the task's result did not decode: {e}")))
+    postcard::from_bytes(bytes).map_err(|e| {
+        let why = baozi_shm::take_attach_error().map_or(String::new(), |w| format!(": {w}"));
+        ProcessError::Codec(format!("the task's result did not decode: {e}{why}"))
+    })
 }
 
 impl Pool {
