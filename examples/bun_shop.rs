@@ -8,7 +8,6 @@
 //! cargo run --release --example bun_shop
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use baozi::process::current_process;
@@ -46,8 +45,8 @@ const BAKERS: u32 = 2;
 const PACE: Duration = Duration::from_millis(150);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Shared with the children forked below: they get the same mapping.
-    let counter: Arc<Queue<Serde<Bun>>> = Arc::new(Queue::new(1, 4096)?);
+    // A handle: each process below gets a clone (Python's `args=(q,)`).
+    let counter: Queue<Serde<Bun>> = Queue::new(1, 4096)?;
     println!(
         "包子铺 opens: a counter that holds {} bun, {BAKERS} bakers, 1 eater",
         counter.maxsize()
@@ -55,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut shop = Vec::new();
     for baker in 1..=BAKERS {
-        let counter = Arc::clone(&counter);
+        let counter = counter.clone();
         let p = Process::builder()
             .name(format!("baker-{baker}"))
             .spawn_fn(move || {
@@ -84,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let total = BAKERS as usize * Filling::MENU.len();
     let eater = Process::builder().name("eater").spawn_fn({
-        let counter = Arc::clone(&counter);
+        let counter = counter.clone();
         move || -> Result<(), String> {
             let me = current_process();
             let mut next_seq = vec![0u32; BAKERS as usize + 1];

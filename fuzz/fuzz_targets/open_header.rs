@@ -20,6 +20,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(q.used_bytes() <= q.capacity_bytes());
         let _ = (q.empty(), q.full(), q.is_closed(), q.max_message_len());
     }
+    // As a typed queue: the header's type words are checked too (a typed error, never garbage).
+    if let Ok(q) = Queue::<baozi_queue::Pod<u64>>::open_with(&name, Duration::ZERO, false) {
+        assert!(q.qsize() <= q.capacity_bytes() / 8);
+    }
     // The same bytes as a heap: a typed error, or a heap whose lock-free answers are sane.
     if let Ok(heap) = baozi_alloc::Heap::open_timeout(&name, Duration::ZERO) {
         let _ = heap.usable_size(baozi_shm::Offset::new(0));
