@@ -37,7 +37,7 @@ pub(crate) fn run(name: String, daemon: bool, parent: sys::Pid, body: impl FnOnc
         }
     }
     let code = panic::catch_unwind(AssertUnwindSafe(move || {
-        current::enter_child(name);
+        current::enter_child(name, daemon);
         body()
     }))
     .unwrap_or(PANIC_EXIT);

@@ -1,6 +1,6 @@
 //! What a process knows about itself: its name, pid, parent pid, and the CPU count.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::sys;
@@ -11,6 +11,22 @@ static NAME: Mutex<Option<String>> = Mutex::new(None);
 /// Counter for default names `Process-N`, per process: reset to zero in every child.
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether this process is a daemon: set in a child started with the daemon flag.
+static DAEMON: AtomicBool = AtomicBool::new(false);
+
+/// Whether the calling process is a daemon (the main process is not).
+pub(crate) fn is_daemon() -> bool {
+    DAEMON.load(Ordering::Relaxed)
+}
+
+/// This process's name, as [`current_process`] gives it.
+pub(crate) fn name() -> String {
+    NAME.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| "MainProcess".to_owned())
+}
+
 /// The next default name, `Process-1`, `Process-2`, ... counted in this process.
 pub(crate) fn next_default_name() -> String {
     // Relaxed: only uniqueness within this process matters, which fetch_add gives at any ordering.
@@ -18,9 +34,11 @@ pub(crate) fn next_default_name() -> String {
     format!("Process-{n}")
 }
 
-/// Called first thing in a forked child: take the child's name, restart the name counter.
-pub(crate) fn enter_child(name: String) {
+/// Called first thing in a forked child: take the child's name and daemon flag, restart the
+/// name counter.
+pub(crate) fn enter_child(name: String, daemon: bool) {
     COUNTER.store(0, Ordering::Relaxed);
+    DAEMON.store(daemon, Ordering::Relaxed);
     *NAME.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
 }
 

@@ -120,7 +120,8 @@ impl fmt::Debug for Process {
 #[derive(Clone, Debug, Default)]
 pub struct Builder {
     name: Option<String>,
-    daemon: bool,
+    /// `None`: the creating process's own flag (Python's default).
+    daemon: Option<bool>,
     result_capacity: Option<usize>,
 }
 
@@ -128,7 +129,8 @@ pub struct Builder {
 pub const DEFAULT_RESULT_CAPACITY: usize = 1 << 20;
 
 impl Builder {
-    /// Default options: name `Process-N`, not a daemon, 1 MiB result slot.
+    /// Default options: name `Process-N`, daemon as the calling process (so not a daemon in
+    /// the main process), 1 MiB result slot.
     pub fn new() -> Self {
         Self::default()
     }
@@ -140,12 +142,14 @@ impl Builder {
     }
 
     /// A daemon child is killed when its parent dies (`PR_SET_PDEATHSIG` = SIGKILL) and when its
-    /// `Process` is dropped. Default `false`.
+    /// `Process` is dropped. Default: the flag of the process that makes the `Process`
+    /// (`false` in the main process; `true` in a daemon, as in Python — though a daemon may not
+    /// [`start`](Process::start) children at all).
     ///
     /// The kernel sends the signal when the *thread* that forked the child exits, so start
     /// daemons from a thread that lives as long as they should (the main thread).
     pub fn daemon(mut self, daemon: bool) -> Self {
-        self.daemon = daemon;
+        self.daemon = Some(daemon);
         self
     }
 
@@ -185,7 +189,7 @@ impl Builder {
     pub(crate) fn make(self, target: Target) -> Process {
         Process {
             name: self.name.unwrap_or_else(current::next_default_name),
-            daemon: self.daemon,
+            daemon: self.daemon.unwrap_or_else(current::is_daemon),
             state: Mutex::new(State::Initial(Some(target))),
         }
     }
@@ -242,8 +246,15 @@ impl Process {
     /// # Errors
     ///
     /// [`ProcessError::AlreadyStarted`] on a second call, [`ProcessError::Fork`] when `fork`
-    /// fails (the process can then be started again).
+    /// fails (the process can then be started again), [`ProcessError::DaemonicParent`] when
+    /// the calling process is a daemon: a daemonic process may not have children (Python's
+    /// rule: a daemon is killed without a chance to join them).
     pub fn start(&self) -> Result<(), ProcessError> {
+        if current::is_daemon() {
+            return Err(ProcessError::DaemonicParent {
+                name: current::name(),
+            });
+        }
         let mut state = self.lock();
         let target = match &mut *state {
             State::Initial(t) => t.take(),

@@ -220,7 +220,14 @@ impl PoolBuilder {
     }
 
     /// Maps the queues, forks the spawner, which forks the workers, and starts the parent's
-    /// result thread. Returns without waiting for the workers to be up.
+    /// result thread. Returns once every worker has been forked (not waiting for the
+    /// initializers): when a fork fails, the workers already started are stopped and the error
+    /// is returned, as Python's `Pool()` raises.
+    ///
+    /// A *replacement* worker (after a death, or `maxtasksperchild`) that cannot be forked
+    /// later leaves its slot empty: the pool runs on with the workers it has, and once none is
+    /// left it is [broken](ProcessError::PoolBroken) with the fork's error, so that no task
+    /// waits for a worker that will never come.
     ///
     /// Call it before the program starts threads of its own, as for
     /// [`Process::start`](crate::Process::start): the spawner is forked from the calling
@@ -231,7 +238,9 @@ impl PoolBuilder {
     /// [`ProcessError::Invalid`] for 0 processes, a `maxtasksperchild` of 0 or a queue below its
     /// minimum,
     /// [`ProcessError::PoolSetup`] when a queue cannot be mapped (an out-of-range capacity) or
-    /// the pipe cannot be made, [`ProcessError::Fork`].
+    /// the pipe cannot be made, [`ProcessError::Fork`] when the spawner or a worker cannot be
+    /// forked (e.g. `EAGAIN` under `RLIMIT_NPROC`), [`ProcessError::DaemonicParent`] in a
+    /// daemonic process (a pool worker, for one).
     pub fn build(self) -> Result<Pool, ProcessError> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 || processes > u32::MAX as usize {
@@ -280,18 +289,11 @@ impl PoolBuilder {
             .name("PoolSpawner")
             .spawn_fn(move || spawner.run());
         spawner.start()?;
-        let mut requests = File::from(write_end);
-        for slot in 0..processes as u32 {
-            use std::io::Write;
-            requests
-                .write_all(&Request::Spawn(slot).encode())
-                .map_err(setup("ask the spawner for workers"))?;
-        }
         let shared = Arc::new(Shared::new(
             inboxes,
             results,
             spawner,
-            requests,
+            File::from(write_end),
             self.maxtasksperchild,
         ));
         let for_thread = Arc::clone(&shared);
@@ -299,11 +301,20 @@ impl PoolBuilder {
             .name("baozi-pool-results".into())
             .spawn(move || parent::result_thread(for_thread))
             .map_err(setup("start the pool's result thread"))?;
-        Ok(Pool {
+        // The workers are asked for once the thread is up: a process limit then fails a
+        // worker's fork, which Pool::new reports, rather than the thread's start.
+        shared.lock().spawn_all();
+        let pool = Pool {
             shared,
             thread: Mutex::new(Some(thread)),
             processes,
-        })
+        };
+        if let Err(e) = pool.shared.wait_started() {
+            // Python's Pool() stops the workers it had started and raises.
+            pool.terminate();
+            return Err(e);
+        }
+        Ok(pool)
     }
 }
 
@@ -317,16 +328,37 @@ fn setup<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-/// A chunk of items as the bytes a worker decodes.
+/// A chunk of items as the bytes a worker decodes. A `Serialize` that panics is an
+/// [`ProcessError::Encode`] too (its message is on stderr, by the panic hook).
 fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, ProcessError> {
-    postcard::to_allocvec(items)
-        .map_err(|e| ProcessError::Codec(format!("the task's arguments did not encode: {e}")))
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        postcard::to_allocvec(items)
+    })) {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(ProcessError::Encode(format!(
+            "the task's arguments did not encode in the parent: {e}"
+        ))),
+        Err(p) => Err(ProcessError::Encode(format!(
+            "the task's arguments did not encode in the parent: their Serialize panicked: {}",
+            crate::child::panic_message(&*p)
+        ))),
+    }
 }
 
-/// A worker's encoded results.
+/// A worker's encoded results. A `Deserialize` that panics is a [`ProcessError::Decode`] too:
+/// it may run on the pool's result thread (for an `on_ready` callback), and its caller must
+/// still get an outcome.
 fn decode_chunk<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, ProcessError> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| ProcessError::Codec(format!("the task's result did not decode: {e}")))
+    match std::panic::catch_unwind(|| postcard::from_bytes::<Vec<R>>(bytes)) {
+        Ok(Ok(items)) => Ok(items),
+        Ok(Err(e)) => Err(ProcessError::Decode(format!(
+            "the task's result did not decode in the parent: {e}"
+        ))),
+        Err(p) => Err(ProcessError::Decode(format!(
+            "the task's result did not decode in the parent: its Deserialize panicked: {}",
+            crate::child::panic_message(&*p)
+        ))),
+    }
 }
 
 impl Pool {
@@ -374,7 +406,7 @@ impl Pool {
     ///
     /// [`ProcessError::PoolClosed`] after [`close`](Pool::close),
     /// [`ProcessError::PoolTerminated`], [`ProcessError::PoolBroken`],
-    /// [`ProcessError::TaskTooLarge`], [`ProcessError::Codec`].
+    /// [`ProcessError::TaskTooLarge`], [`ProcessError::Encode`].
     pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>, ProcessError>
     where
         A: Serialize + DeserializeOwned,
