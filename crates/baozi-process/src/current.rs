@@ -36,9 +36,10 @@ pub(crate) fn next_default_name() -> String {
 
 /// Called first thing in a forked child: take the child's name and daemon flag, restart the
 /// name counter.
-pub(crate) fn enter_child(name: String, daemon: bool) {
+pub(crate) fn enter_child(name: String, daemon: bool, parent: sys::Pid, parent_name: String) {
     COUNTER.store(0, Ordering::Relaxed);
     DAEMON.store(daemon, Ordering::Relaxed);
+    crate::family::enter_child(parent, parent_name);
     *NAME.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
 }
 
@@ -47,6 +48,7 @@ pub(crate) fn enter_child(name: String, daemon: bool) {
 pub struct CurrentProcess {
     name: String,
     pid: i32,
+    daemon: bool,
 }
 
 impl CurrentProcess {
@@ -60,25 +62,39 @@ impl CurrentProcess {
     pub fn pid(&self) -> i32 {
         self.pid
     }
+
+    /// Whether this process is a daemon: it was started with [`Builder::daemon`](crate::Builder::daemon)
+    /// (or by a daemon's default). A daemon may not start children.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Always `true`: the process asking is running (as Python's `current_process().is_alive()`).
+    pub fn is_alive(&self) -> bool {
+        true
+    }
+
+    /// Always `None`: a running process has no exit code yet (as in Python).
+    pub fn exitcode(&self) -> Option<i32> {
+        None
+    }
 }
 
-/// The calling process: its name and pid.
+/// The calling process: its name, pid and daemon flag.
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(baozi_process::current_process().name(), "MainProcess");
-/// assert_eq!(baozi_process::current_process().pid() as u32, std::process::id());
+/// let me = baozi_process::current_process();
+/// assert_eq!(me.name(), "MainProcess");
+/// assert_eq!(me.pid() as u32, std::process::id());
+/// assert!(me.is_alive() && !me.is_daemon() && me.exitcode().is_none());
 /// ```
 pub fn current_process() -> CurrentProcess {
-    let name = NAME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .unwrap_or_else(|| "MainProcess".to_owned());
     CurrentProcess {
-        name,
+        name: name(),
         pid: sys::getpid(),
+        daemon: is_daemon(),
     }
 }
 

@@ -139,6 +139,8 @@ pub enum ProcessError {
         /// Why.
         reason: String,
     },
+    /// [`wait`](crate::wait) could not poll its objects.
+    Wait(io::Error),
     /// No result came within the time given ([`IMap::next_timeout`](crate::IMap::next_timeout)).
     Timeout,
 }
@@ -234,6 +236,7 @@ impl fmt::Display for ProcessError {
             ProcessError::PoolTerminated => f.write_str("the pool was terminated"),
             ProcessError::PoolBroken { reason } => write!(f, "the pool is broken: {reason}"),
             ProcessError::Timeout => f.write_str("no result within the time given"),
+            ProcessError::Wait(_) => f.write_str("cannot wait on the objects: poll failed"),
         }
     }
 }
@@ -241,7 +244,7 @@ impl fmt::Display for ProcessError {
 impl std::error::Error for ProcessError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ProcessError::Fork(e) => Some(e),
+            ProcessError::Fork(e) | ProcessError::Wait(e) => Some(e),
             ProcessError::Os { source, .. } => Some(source),
             ProcessError::ResultSlot(e) => Some(e),
             ProcessError::PoolSetup { source, .. } => Some(&**source),

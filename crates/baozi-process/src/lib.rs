@@ -84,16 +84,20 @@
 mod child;
 mod current;
 mod error;
+mod family;
 mod handle;
 mod pool;
 mod process;
 mod sys;
+mod wait;
 
 pub use current::{cpu_count, current_process, parent_pid, CurrentProcess};
 pub use error::ProcessError;
+pub use family::{active_children, parent_process, ActiveChild, ParentProcess};
 pub use handle::{spawn, JoinHandle};
 pub use pool::{
     AsyncResult, Chunked, IMap, Pool, PoolBuilder, DEFAULT_RESULTS_CAPACITY, DEFAULT_TASK_CAPACITY,
     MIN_RESULTS_CAPACITY, MIN_TASK_CAPACITY,
 };
-pub use process::{Builder, IntoExitCode, Process, DEFAULT_RESULT_CAPACITY};
+pub use process::{Builder, IntoExitCode, Process, ProcessBody, DEFAULT_RESULT_CAPACITY};
+pub use wait::{wait, Waitable};
