@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use baozi_shm::{Offset, Region};
-use baozi_sync::{Barrier, Lock, RLock, SyncError};
+use baozi_sync::{Acquired, Barrier, Lock, RLock, SyncError};
 
 /// Forks a child that runs `body` and leaves with `_exit(body())` (101 on a panic).
 fn fork_child(body: impl FnOnce() -> i32) -> libc::pid_t {
@@ -64,10 +64,10 @@ fn locked_and_holder_in_debug() {
     let step: &AtomicU64 = go.get(Offset::new(0)).unwrap();
     assert!(!lock.locked() && !rlock.locked());
     let child = fork_child(|| {
-        lock.acquire().unwrap();
-        rlock.acquire().unwrap();
-        rlock.acquire().unwrap();
-        rlock.acquire().unwrap();
+        assert_eq!(lock.acquire().unwrap(), Acquired::Clean);
+        assert_eq!(rlock.acquire().unwrap(), Acquired::Clean);
+        assert_eq!(rlock.acquire().unwrap(), Acquired::Clean);
+        assert_eq!(rlock.acquire().unwrap(), Acquired::Clean);
         step.store(1, Ordering::SeqCst);
         while step.load(Ordering::SeqCst) != 2 {
             std::thread::sleep(Duration::from_millis(1));
@@ -97,7 +97,7 @@ fn locked_and_holder_in_debug() {
     kill9(child);
     assert_eq!(reap(child), -libc::SIGKILL);
     assert!(!rlock.locked(), "{rlock:?}");
-    assert!(rlock.acquire().is_ok());
+    assert_eq!(rlock.acquire().unwrap(), Acquired::OwnerDied);
     rlock.mark_consistent().unwrap();
     assert!(rlock.locked());
     rlock.release().unwrap();
