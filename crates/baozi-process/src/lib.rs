@@ -36,7 +36,10 @@
 //! * [`spawn`], [`Builder::spawn`], [`JoinHandle`];
 //! * [`Pool`] (Python's `multiprocessing.Pool`), [`PoolBuilder`], [`AsyncResult`], [`IMap`],
 //!   [`Chunked`]: a worker that dies fails only the task it was running, never hangs the caller;
-//! * [`current_process`], [`parent_pid`], [`cpu_count`];
+//! * [`Process::sentinel`] and [`wait`] over [`Waitable`] objects (Python's
+//!   `multiprocessing.connection.wait`); [`ProcessBody`] (a `Process` subclass's `run`);
+//! * [`current_process`], [`parent_process`], [`active_children`], [`parent_pid`],
+//!   [`cpu_count`];
 //! * [`ProcessError`], the crate's one error type.
 //!
 //! # Passing closures across fork
@@ -75,6 +78,10 @@
 //! back to sleeping 1 to 20 ms between checks. A daemon child gets `PR_SET_PDEATHSIG` = SIGKILL
 //! and checks right after that its parent is still alive, so it never outlives the thread that
 //! forked it.
+//!
+//! As in Python, a [`Process`] made inside a daemon is a daemon by default, and a daemon may not
+//! start children: [`Process::start`] there is [`ProcessError::DaemonicParent`] (a daemon is
+//! killed with its parent and could not join them). Pool workers are daemons.
 //!
 //! Linux only.
 

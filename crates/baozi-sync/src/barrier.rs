@@ -31,7 +31,7 @@ pub(crate) static PRIMITIVE: Primitive = Primitive {
 ///
 /// | bits    | field     | meaning                                                       |
 /// |---------|-----------|---------------------------------------------------------------|
-/// | 0..16   | `count`   | arrivals in the current cycle                                 |
+/// | 0..16   | `count`   | arrivals in the current cycle (`parties` while its action runs) |
 /// | 16      | `broken`  | the current cycle is broken (abort, or a waiter timed out)    |
 /// | 17..32  | `history` | bit k: cycle `cycle - 1 - k` ended by `reset` (1) or by all parties arriving (0) |
 /// | 32..64  | `cycle`   | how many cycles have ended (wrapping)                         |
@@ -107,6 +107,11 @@ const _: () = assert!(std::mem::size_of::<BarrierBody>() <= CACHE_LINE);
 /// cycles (possible only when more threads than `parties` share the barrier) reports its cycle
 /// as released even if it was reset.
 ///
+/// Python's `Barrier(parties, action, timeout)`: [`with_action`](Self::with_action) gives a
+/// handle an action that the process completing a cycle runs before the release, once per
+/// cycle; [`with_timeout`](Self::with_timeout) gives [`wait`](Self::wait) a default timeout,
+/// kept in the shared memory for every process.
+///
 /// **A party killed** (even by `kill -9`):
 /// * *after* it arrived (while it waits, or after it woke) counts as arrived: the cycle
 ///   completes when the others arrive, and they are released normally.
@@ -114,6 +119,8 @@ const _: () = assert!(std::mem::size_of::<BarrierBody>() <= CACHE_LINE);
 ///   [`wait_timeout`](Self::wait_timeout) they get `BrokenBarrier` when the timeout passes;
 ///   plain [`wait`](Self::wait) waits for ever (as in Python), unless someone calls
 ///   [`abort`](Self::abort). So give `wait_timeout` a bound wherever a party can die.
+/// * *while it runs the action* leaves the cycle unreleased, as a party that never arrived: the
+///   others' timeouts break it.
 ///
 /// ```
 /// use baozi_sync::Barrier;

@@ -75,8 +75,13 @@ pub const DEFAULT_RESULTS_CAPACITY: usize = 16 << 20;
 ///
 /// # Failures
 ///
-/// * A task that panics: its caller gets [`ProcessError::TaskPanicked`] with the message; the
-///   worker goes on.
+/// * A task that panics: its caller gets [`ProcessError::TaskPanicked`] with the message, the
+///   worker's `file:line`, and its backtrace when `RUST_BACKTRACE` asks for one (Python's
+///   `RemoteTraceback`); the worker goes on. Arguments or results that serde cannot handle:
+///   [`ProcessError::Encode`] / [`ProcessError::Decode`], saying which side.
+/// * A call of several tasks ([`map`](Pool::map) and its kin) reports its first failure (in
+///   input order) only once every one of its tasks has ended, as Python's does: none of them
+///   still runs when the caller has the error.
 /// * A worker that dies (SIGKILL, abort, a segfault, `exit`): the caller of the task it was
 ///   running gets [`ProcessError::WorkerDied`] with its pid and signal, within a moment; tasks
 ///   queued behind it run on another worker; a new worker replaces it.
@@ -450,8 +455,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// The first failing chunk in input order (see [`AsyncResult::get`]), or a submission
-    /// error (see [`apply_async`](Pool::apply_async)).
+    /// The first failing chunk in input order, once every chunk has ended (see
+    /// [`AsyncResult::get`]), or a submission error (see [`apply_async`](Pool::apply_async)).
     pub fn map<A, R>(
         &self,
         f: fn(A) -> R,
@@ -528,6 +533,13 @@ impl Pool {
     ///
     /// [`ProcessError::PoolClosed`], [`ProcessError::PoolTerminated`],
     /// [`ProcessError::PoolBroken`] at once; the iterator's items carry the per-chunk errors.
+    ///
+    /// # Panics
+    ///
+    /// When the input iterator panics, `next()` panics with the same payload at that place,
+    /// after yielding every result before it (Python raises the input's exception there); the
+    /// iteration ends. (The panic hook prints the message when the input is read, a little
+    /// ahead.)
     pub fn imap<A, R, I>(
         &self,
         f: fn(A) -> R,
