@@ -316,6 +316,23 @@ fn failed_worker_start_fails_pool_new() -> Result<(), String> {
     Ok(())
 }
 
+/// Pool::new waits for the workers' forks, but an initializer that panics meanwhile still
+/// gives a pool (that reports itself broken), never an error from `build` or a hang.
+fn broken_initializer_while_starting() -> Result<(), String> {
+    for _ in 0..5 {
+        let pool = Pool::builder()
+            .processes(8)
+            .initializer(|| panic!("no yeast"))
+            .build()
+            .map_err(e)?;
+        match pool.apply(sqr, 2) {
+            Err(ProcessError::PoolBroken { reason }) => check!(reason.contains("no yeast")),
+            other => return Err(format!("{other:?}")),
+        }
+    }
+    Ok(())
+}
+
 /// Part 2: a task's panic carries the worker's location always, and its backtrace when
 /// RUST_BACKTRACE asks for one in the worker.
 fn task_panic_carries_the_worker_side() -> Result<(), String> {
@@ -373,6 +390,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "failed_worker_start_fails_pool_new",
         failed_worker_start_fails_pool_new,
+    ),
+    (
+        "broken_initializer_while_starting",
+        broken_initializer_while_starting,
     ),
     (
         "task_panic_carries_the_worker_side",

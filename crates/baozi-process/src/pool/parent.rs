@@ -243,21 +243,16 @@ impl Shared {
 
     /// Waits until the spawner has reported every slot's first worker (as Python's `Pool()`
     /// starts its workers before it returns), or the pool has ended. The error is the first
-    /// fork that failed.
+    /// fork that failed. A pool broken meanwhile for another reason (an initializer that
+    /// panicked, the spawner's death) is returned as it is: it says so on every use, as it
+    /// would have a moment later.
     pub(crate) fn wait_started(&self) -> Result<(), ProcessError> {
         let st = self.lock();
         let (st, _) = self.wait_until(st, None, |st| {
             st.first_reports.iter().all(|&r| r) || !matches!(st.phase, Phase::Running)
         });
         match &st.startup_failure {
-            None => match &st.phase {
-                Phase::Broken(reason) if !st.first_reports.iter().all(|&r| r) => {
-                    Err(ProcessError::PoolBroken {
-                        reason: reason.clone(),
-                    })
-                }
-                _ => Ok(()),
-            },
+            None => Ok(()),
             Some((errno, _)) if *errno != 0 => Err(ProcessError::Fork(
                 std::io::Error::from_raw_os_error(*errno),
             )),
