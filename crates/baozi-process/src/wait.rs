@@ -70,8 +70,9 @@ impl<T: AsFd> Waitable for T {
 /// slow.start()?;
 /// assert_eq!(wait(&[&slow, &quick], None)?, [1]);
 /// assert!(wait(&[&slow], Some(Duration::from_millis(10)))?.is_empty());
-/// slow.kill()?;
-/// assert_eq!(wait(&[&slow, &quick], Some(Duration::from_secs(10)))?, [0, 1]);
+/// slow.kill()?; // does not wait: the death is seen by the next wait
+/// assert_eq!(wait(&[&slow], Some(Duration::from_secs(10)))?, [0]);
+/// assert_eq!(wait(&[&slow, &quick], None)?, [0, 1]);
 /// # quick.join()?; slow.join()?;
 /// # Ok::<(), baozi_process::ProcessError>(())
 /// ```
