@@ -251,10 +251,9 @@ fn tasks_of(uid: u32) -> usize {
     n
 }
 
-/// Defect 4: with forks failing (RLIMIT_NPROC), `Pool::new` fails with the error and stops the
-/// workers already started.
-fn failed_worker_start_fails_pool_new() -> Result<(), String> {
-    // Root is exempt from RLIMIT_NPROC: the case process becomes `nobody` first.
+/// Root is exempt from RLIMIT_NPROC: the case process becomes `nobody` first. `false` (and a
+/// note) where it cannot: a user namespace without `nobody` mapped.
+fn unprivileged() -> bool {
     // SAFETY: plain syscalls on this (single-threaded) case process.
     unsafe {
         if libc::getuid() == 0 {
@@ -263,13 +262,64 @@ fn failed_worker_start_fails_pool_new() -> Result<(), String> {
                 && libc::setresgid(nobody, nobody, nobody) == 0
                 && libc::setresuid(nobody, nobody, nobody) == 0;
             if !dropped {
-                // A user namespace without `nobody` mapped: RLIMIT_NPROC cannot bite here.
                 println!(
                     "    skipped: root cannot become nobody here, and root ignores RLIMIT_NPROC"
                 );
-                return Ok(());
+                return false;
             }
         }
+    }
+    true
+}
+
+/// The parent of `pid`, from /proc.
+fn ppid_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Defect 4, later: a replacement worker that cannot be forked leaves its slot empty, the pool
+/// runs on with the others, and with none left it breaks (the fork's error in the reason)
+/// instead of leaving a task waiting for a worker that never comes.
+fn replacement_fork_failure_breaks_pool_when_none_left() -> Result<(), String> {
+    if !unprivileged() {
+        return Ok(());
+    }
+    let pool = Pool::builder()
+        .processes(2)
+        .maxtasksperchild(1)
+        .build()
+        .map_err(e)?;
+    let pids = pool.worker_pids();
+    check!(pids.len() == 2, "{pids:?}");
+    let spawner = ppid_of(pids[0]).ok_or("no spawner")?;
+    // From now on the spawner cannot fork: RLIMIT_NPROC 1 for a user with several tasks.
+    let one = libc::rlimit {
+        rlim_cur: 1,
+        rlim_max: 1,
+    };
+    // SAFETY: a valid rlimit, for a process of the same user.
+    check!(unsafe { libc::prlimit(spawner, libc::RLIMIT_NPROC, &one, std::ptr::null_mut()) } == 0);
+    // Each worker runs one task, exits, and cannot be replaced.
+    check!(pool.apply(sqr, 3).map_err(e)? == 9);
+    check!(pool.apply(sqr, 4).map_err(e)? == 16);
+    let t = Instant::now();
+    match pool.apply(sqr, 5) {
+        Err(ProcessError::PoolBroken { reason }) => {
+            check!(reason.contains("fork"), "{reason}")
+        }
+        other => return Err(format!("{other:?}")),
+    }
+    check!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    Ok(())
+}
+
+/// Defect 4: with forks failing (RLIMIT_NPROC), `Pool::new` fails with the error and stops the
+/// workers already started.
+fn failed_worker_start_fails_pool_new() -> Result<(), String> {
+    if !unprivileged() {
+        return Ok(());
     }
     // SAFETY: getuid touches no memory.
     let uid = unsafe { libc::getuid() };
@@ -390,6 +440,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "failed_worker_start_fails_pool_new",
         failed_worker_start_fails_pool_new,
+    ),
+    (
+        "replacement_fork_failure_breaks_pool_when_none_left",
+        replacement_fork_failure_breaks_pool_when_none_left,
     ),
     (
         "broken_initializer_while_starting",
