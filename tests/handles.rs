@@ -222,7 +222,7 @@ fn touch(h: &Handles, tag: &str) -> Result<(), String> {
         .heap
         .alloc(std::alloc::Layout::from_size_align(64, 8).unwrap())
         .unwrap();
-    // SAFETY (of the test): the block is ours, 64 bytes.
+    // SAFETY: the block was just allocated for us, 64 bytes, and nobody else knows it.
     unsafe { h.heap.ptr(block).unwrap().as_ptr().write_bytes(0xab, 64) };
     *h.value.lock().unwrap() += 1;
     h.raw_value.set(7);
@@ -488,8 +488,7 @@ fn type_mismatch() {
     // By handle: the reference says which queue, the header says what it holds.
     let bytes = postcard::to_allocvec(&q).unwrap();
     let e = postcard::from_bytes::<Queue<Serde<u64>>>(&bytes)
-        .err()
-        .expect("a String queue read as a u64 queue");
+        .expect_err("a String queue read as a u64 queue");
     let why = baozi::shm::take_attach_error().expect("the reason is kept");
     assert!(why.contains("holds alloc::string::String"), "{e}: {why}");
     // The untyped view still opens it: raw bytes are always readable.

@@ -26,7 +26,13 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 ///
 /// `body` returns the exit code; a panic out of it (already printed on stderr by the panic
 /// hook) becomes [`PANIC_EXIT`].
-pub(crate) fn run(name: String, daemon: bool, parent: sys::Pid, body: impl FnOnce() -> i32) -> ! {
+pub(crate) fn run(
+    name: String,
+    daemon: bool,
+    parent: sys::Pid,
+    parent_name: String,
+    body: impl FnOnce() -> i32,
+) -> ! {
     if daemon {
         // A daemon must not outlive its parent. PR_SET_PDEATHSIG only covers a parent that dies
         // *after* the prctl, so check that the parent is still the one that forked us.
@@ -37,7 +43,7 @@ pub(crate) fn run(name: String, daemon: bool, parent: sys::Pid, body: impl FnOnc
         }
     }
     let code = panic::catch_unwind(AssertUnwindSafe(move || {
-        current::enter_child(name);
+        current::enter_child(name, daemon, parent, parent_name);
         body()
     }))
     .unwrap_or(PANIC_EXIT);

@@ -1,6 +1,6 @@
 //! What a process knows about itself: its name, pid, parent pid, and the CPU count.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::sys;
@@ -11,6 +11,22 @@ static NAME: Mutex<Option<String>> = Mutex::new(None);
 /// Counter for default names `Process-N`, per process: reset to zero in every child.
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether this process is a daemon: set in a child started with the daemon flag.
+static DAEMON: AtomicBool = AtomicBool::new(false);
+
+/// Whether the calling process is a daemon (the main process is not).
+pub(crate) fn is_daemon() -> bool {
+    DAEMON.load(Ordering::Relaxed)
+}
+
+/// This process's name, as [`current_process`] gives it.
+pub(crate) fn name() -> String {
+    NAME.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| "MainProcess".to_owned())
+}
+
 /// The next default name, `Process-1`, `Process-2`, ... counted in this process.
 pub(crate) fn next_default_name() -> String {
     // Relaxed: only uniqueness within this process matters, which fetch_add gives at any ordering.
@@ -18,9 +34,12 @@ pub(crate) fn next_default_name() -> String {
     format!("Process-{n}")
 }
 
-/// Called first thing in a forked child: take the child's name, restart the name counter.
-pub(crate) fn enter_child(name: String) {
+/// Called first thing in a forked child: take the child's name and daemon flag, restart the
+/// name counter.
+pub(crate) fn enter_child(name: String, daemon: bool, parent: sys::Pid, parent_name: String) {
     COUNTER.store(0, Ordering::Relaxed);
+    DAEMON.store(daemon, Ordering::Relaxed);
+    crate::family::enter_child(parent, parent_name);
     *NAME.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
 }
 
@@ -29,6 +48,7 @@ pub(crate) fn enter_child(name: String) {
 pub struct CurrentProcess {
     name: String,
     pid: i32,
+    daemon: bool,
 }
 
 impl CurrentProcess {
@@ -42,25 +62,39 @@ impl CurrentProcess {
     pub fn pid(&self) -> i32 {
         self.pid
     }
+
+    /// Whether this process is a daemon: it was started with [`Builder::daemon`](crate::Builder::daemon)
+    /// (or by a daemon's default). A daemon may not start children.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Always `true`: the process asking is running (as Python's `current_process().is_alive()`).
+    pub fn is_alive(&self) -> bool {
+        true
+    }
+
+    /// Always `None`: a running process has no exit code yet (as in Python).
+    pub fn exitcode(&self) -> Option<i32> {
+        None
+    }
 }
 
-/// The calling process: its name and pid.
+/// The calling process: its name, pid and daemon flag.
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(baozi_process::current_process().name(), "MainProcess");
-/// assert_eq!(baozi_process::current_process().pid() as u32, std::process::id());
+/// let me = baozi_process::current_process();
+/// assert_eq!(me.name(), "MainProcess");
+/// assert_eq!(me.pid() as u32, std::process::id());
+/// assert!(me.is_alive() && !me.is_daemon() && me.exitcode().is_none());
 /// ```
 pub fn current_process() -> CurrentProcess {
-    let name = NAME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .unwrap_or_else(|| "MainProcess".to_owned());
     CurrentProcess {
-        name,
+        name: name(),
         pid: sys::getpid(),
+        daemon: is_daemon(),
     }
 }
 

@@ -78,8 +78,18 @@ pub enum ProcessError {
         /// Why.
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
-    /// A pool task panicked; the message is the panic's. The worker survived and goes on.
-    TaskPanicked(String),
+    /// A pool task panicked. The worker survived and goes on. Like Python's `RemoteTraceback`,
+    /// the error carries the worker's side: where it panicked and, when `RUST_BACKTRACE` (or
+    /// `RUST_LIB_BACKTRACE`) asks for it in the worker, the worker's backtrace.
+    TaskPanicked {
+        /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
+        message: String,
+        /// `file:line:column` of the panic in the worker, when the pool's panic hook saw it.
+        location: Option<String>,
+        /// The worker's backtrace at the panic, when backtraces are enabled there (as
+        /// [`std::backtrace::Backtrace::capture`] decides); cut to fit the results queue.
+        backtrace: Option<String>,
+    },
     /// The pool worker running the task died before it delivered a result. Only this task
     /// failed: tasks queued behind it went to other workers, and a new worker took its place.
     WorkerDied {
@@ -104,8 +114,19 @@ pub enum ProcessError {
         /// The most a result may take ([`PoolBuilder::results_capacity`](crate::PoolBuilder::results_capacity) less framing).
         max: usize,
     },
-    /// Arguments or results did not encode or decode (serde).
-    Codec(String),
+    /// A task's arguments (in the parent) or result (in the worker) did not encode (serde):
+    /// the message says which, and the serializer's error. Nothing was run with them.
+    Encode(String),
+    /// A task's arguments (in the worker) or result (in the parent) did not decode (serde),
+    /// or the type's `Deserialize` panicked: the message says which.
+    Decode(String),
+    /// [`start`](crate::Process::start) was called in a daemonic process: a daemon may not
+    /// have children (Python's rule, since a daemon is killed without joining them). Start
+    /// the process from a non-daemon, or make the caller a non-daemon.
+    DaemonicParent {
+        /// The calling (daemonic) process's name.
+        name: String,
+    },
     /// The pool was closed: it takes no new tasks.
     PoolClosed,
     /// [`Pool::join`](crate::Pool::join) was called on a running pool: call `close` or
@@ -118,6 +139,8 @@ pub enum ProcessError {
         /// Why.
         reason: String,
     },
+    /// [`wait`](crate::wait) could not poll its objects.
+    Wait(io::Error),
     /// No result came within the time given ([`IMap::next_timeout`](crate::IMap::next_timeout)).
     Timeout,
 }
@@ -162,7 +185,21 @@ impl fmt::Display for ProcessError {
             }
             ProcessError::Invalid { what } => write!(f, "invalid argument: {what}"),
             ProcessError::PoolSetup { what, .. } => write!(f, "cannot set up the pool: cannot {what}"),
-            ProcessError::TaskPanicked(m) => write!(f, "the task panicked: {m}"),
+            ProcessError::TaskPanicked {
+                message,
+                location,
+                backtrace,
+            } => {
+                f.write_str("the task panicked in a pool worker")?;
+                if let Some(at) = location {
+                    write!(f, " at {at}")?;
+                }
+                write!(f, ": {message}")?;
+                if let Some(bt) = backtrace {
+                    write!(f, "\n\nworker backtrace:\n{bt}")?;
+                }
+                Ok(())
+            }
             ProcessError::WorkerDied {
                 pid,
                 signal,
@@ -187,7 +224,11 @@ impl fmt::Display for ProcessError {
                 f,
                 "the task's result takes {len} bytes, more than the results queue holds ({max}): use smaller chunks or a larger results_capacity"
             ),
-            ProcessError::Codec(m) => f.write_str(m),
+            ProcessError::Encode(m) | ProcessError::Decode(m) => f.write_str(m),
+            ProcessError::DaemonicParent { name } => write!(
+                f,
+                "process {name} is a daemon, and a daemonic process may not start children: start them from a non-daemon"
+            ),
             ProcessError::PoolClosed => f.write_str("the pool is closed: it takes no new tasks"),
             ProcessError::PoolRunning => {
                 f.write_str("the pool is still running: call close() or terminate() before join()")
@@ -195,6 +236,7 @@ impl fmt::Display for ProcessError {
             ProcessError::PoolTerminated => f.write_str("the pool was terminated"),
             ProcessError::PoolBroken { reason } => write!(f, "the pool is broken: {reason}"),
             ProcessError::Timeout => f.write_str("no result within the time given"),
+            ProcessError::Wait(_) => f.write_str("cannot wait on the objects: poll failed"),
         }
     }
 }
@@ -202,7 +244,7 @@ impl fmt::Display for ProcessError {
 impl std::error::Error for ProcessError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ProcessError::Fork(e) => Some(e),
+            ProcessError::Fork(e) | ProcessError::Wait(e) => Some(e),
             ProcessError::Os { source, .. } => Some(source),
             ProcessError::ResultSlot(e) => Some(e),
             ProcessError::PoolSetup { source, .. } => Some(&**source),

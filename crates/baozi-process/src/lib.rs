@@ -36,7 +36,10 @@
 //! * [`spawn`], [`Builder::spawn`], [`JoinHandle`];
 //! * [`Pool`] (Python's `multiprocessing.Pool`), [`PoolBuilder`], [`AsyncResult`], [`IMap`],
 //!   [`Chunked`]: a worker that dies fails only the task it was running, never hangs the caller;
-//! * [`current_process`], [`parent_pid`], [`cpu_count`];
+//! * [`Process::sentinel`] and [`wait`] over [`Waitable`] objects (Python's
+//!   `multiprocessing.connection.wait`); [`ProcessBody`] (a `Process` subclass's `run`);
+//! * [`current_process`], [`parent_process`], [`active_children`], [`parent_pid`],
+//!   [`cpu_count`];
 //! * [`ProcessError`], the crate's one error type.
 //!
 //! # Passing closures across fork
@@ -76,6 +79,10 @@
 //! and checks right after that its parent is still alive, so it never outlives the thread that
 //! forked it.
 //!
+//! As in Python, a [`Process`] made inside a daemon is a daemon by default, and a daemon may not
+//! start children: [`Process::start`] there is [`ProcessError::DaemonicParent`] (a daemon is
+//! killed with its parent and could not join them). Pool workers are daemons.
+//!
 //! Linux only.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -84,16 +91,20 @@
 mod child;
 mod current;
 mod error;
+mod family;
 mod handle;
 mod pool;
 mod process;
 mod sys;
+mod wait;
 
 pub use current::{cpu_count, current_process, parent_pid, CurrentProcess};
 pub use error::ProcessError;
+pub use family::{active_children, parent_process, ActiveChild, ParentProcess};
 pub use handle::{spawn, JoinHandle};
 pub use pool::{
     AsyncResult, Chunked, IMap, Pool, PoolBuilder, DEFAULT_RESULTS_CAPACITY, DEFAULT_TASK_CAPACITY,
     MIN_RESULTS_CAPACITY, MIN_TASK_CAPACITY,
 };
-pub use process::{Builder, IntoExitCode, Process, DEFAULT_RESULT_CAPACITY};
+pub use process::{Builder, IntoExitCode, Process, ProcessBody, DEFAULT_RESULT_CAPACITY};
+pub use wait::{wait, Waitable};

@@ -3,12 +3,14 @@
 
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::child;
 use crate::current;
 use crate::error::ProcessError;
+use crate::family;
 use crate::handle::JoinHandle;
 use crate::sys;
 
@@ -47,6 +49,26 @@ impl<T: IntoExitCode, E: fmt::Debug> IntoExitCode for Result<T, E> {
                 1
             }
         }
+    }
+}
+
+/// A type that is a process's body: Python's `Process` subclass that overrides `run`.
+///
+/// The value is moved into the child at the fork (it is there as the parent made it, see the
+/// crate doc's "Passing closures across fork") and [`run`](ProcessBody::run) is called there;
+/// its output is the exit code ([`IntoExitCode`]). Start one with [`Process::from_body`] or
+/// [`Builder::body`]. A closure does the same job; a type names it, carries its own state and
+/// may give the process its name.
+pub trait ProcessBody: Send + 'static {
+    /// What `run` returns: `()`, an `i32` exit code, or a `Result` (see [`IntoExitCode`]).
+    type Output: IntoExitCode;
+
+    /// The child's work; runs in the child, once.
+    fn run(self) -> Self::Output;
+
+    /// The process's name, unless the builder gives one (default: `Process-N`).
+    fn name(&self) -> Option<String> {
+        None
     }
 }
 
@@ -101,6 +123,9 @@ pub struct Process {
     name: String,
     daemon: bool,
     state: Mutex<State>,
+    /// The child's pidfd from its start to the drop of this `Process` (kept after the child is
+    /// reaped, so that [`sentinel`](Process::sentinel) can lend it for as long as `self`).
+    sentinel: OnceLock<Arc<OwnedFd>>,
 }
 
 impl fmt::Debug for Process {
@@ -120,7 +145,8 @@ impl fmt::Debug for Process {
 #[derive(Clone, Debug, Default)]
 pub struct Builder {
     name: Option<String>,
-    daemon: bool,
+    /// `None`: the creating process's own flag (Python's default).
+    daemon: Option<bool>,
     result_capacity: Option<usize>,
 }
 
@@ -128,7 +154,8 @@ pub struct Builder {
 pub const DEFAULT_RESULT_CAPACITY: usize = 1 << 20;
 
 impl Builder {
-    /// Default options: name `Process-N`, not a daemon, 1 MiB result slot.
+    /// Default options: name `Process-N`, daemon as the calling process (so not a daemon in
+    /// the main process), 1 MiB result slot.
     pub fn new() -> Self {
         Self::default()
     }
@@ -140,12 +167,14 @@ impl Builder {
     }
 
     /// A daemon child is killed when its parent dies (`PR_SET_PDEATHSIG` = SIGKILL) and when its
-    /// `Process` is dropped. Default `false`.
+    /// `Process` is dropped. Default: the flag of the process that makes the `Process`
+    /// (`false` in the main process; `true` in a daemon, as in Python — though a daemon may not
+    /// [`start`](Process::start) children at all).
     ///
     /// The kernel sends the signal when the *thread* that forked the child exits, so start
     /// daemons from a thread that lives as long as they should (the main thread).
     pub fn daemon(mut self, daemon: bool) -> Self {
-        self.daemon = daemon;
+        self.daemon = Some(daemon);
         self
     }
 
@@ -164,6 +193,15 @@ impl Builder {
         R: IntoExitCode,
     {
         self.make(Box::new(move || f().into_exit_code()))
+    }
+
+    /// A [`Process`] that will run `body` (see [`Process::from_body`]); the builder's name,
+    /// if set, wins over the body's.
+    pub fn body<B: ProcessBody>(mut self, body: B) -> Process {
+        if self.name.is_none() {
+            self.name = body.name();
+        }
+        self.spawn_fn(move || body.run())
     }
 
     /// Starts a child running `f` and returns a handle whose [`join`](JoinHandle::join) gives
@@ -185,8 +223,9 @@ impl Builder {
     pub(crate) fn make(self, target: Target) -> Process {
         Process {
             name: self.name.unwrap_or_else(current::next_default_name),
-            daemon: self.daemon,
+            daemon: self.daemon.unwrap_or_else(current::is_daemon),
             state: Mutex::new(State::Initial(Some(target))),
+            sentinel: OnceLock::new(),
         }
     }
 }
@@ -204,6 +243,30 @@ impl Process {
         R: IntoExitCode,
     {
         Builder::new().spawn_fn(f)
+    }
+
+    /// A process that will run `body` (Python's `Process` subclass with its own `run`); not
+    /// started yet. Its name is the body's [`name`](ProcessBody::name), if it gives one.
+    ///
+    /// ```
+    /// use baozi_process::{Process, ProcessBody};
+    ///
+    /// struct Steamer { baskets: i32 }
+    ///
+    /// impl ProcessBody for Steamer {
+    ///     type Output = i32;
+    ///     fn run(self) -> i32 { self.baskets * 2 }
+    ///     fn name(&self) -> Option<String> { Some("steamer".into()) }
+    /// }
+    ///
+    /// let p = Process::from_body(Steamer { baskets: 4 });
+    /// assert_eq!(p.name(), "steamer");
+    /// p.start()?;
+    /// assert_eq!(p.join()?, 8);
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    pub fn from_body<B: ProcessBody>(body: B) -> Process {
+        Builder::new().body(body)
     }
 
     /// Options: name, daemon.
@@ -242,8 +305,15 @@ impl Process {
     /// # Errors
     ///
     /// [`ProcessError::AlreadyStarted`] on a second call, [`ProcessError::Fork`] when `fork`
-    /// fails (the process can then be started again).
+    /// fails (the process can then be started again), [`ProcessError::DaemonicParent`] when
+    /// the calling process is a daemon: a daemonic process may not have children (Python's
+    /// rule: a daemon is killed without a chance to join them).
     pub fn start(&self) -> Result<(), ProcessError> {
+        if current::is_daemon() {
+            return Err(ProcessError::DaemonicParent {
+                name: current::name(),
+            });
+        }
         let mut state = self.lock();
         let target = match &mut *state {
             State::Initial(t) => t.take(),
@@ -257,6 +327,7 @@ impl Process {
         let parent = sys::getpid();
         // Everything the child needs is made before the fork.
         let name = self.name.clone();
+        let parent_name = current::name();
         // SAFETY: the child runs only `child::run`, which runs the closure under catch_unwind and
         // leaves with _exit; what the closure may do is the caller's part (crate doc).
         match unsafe { sys::fork() } {
@@ -264,11 +335,15 @@ impl Process {
                 *state = State::Initial(Some(target));
                 Err(ProcessError::Fork(e))
             }
-            Ok(sys::Forked::Child) => child::run(name, self.daemon, parent, target),
+            Ok(sys::Forked::Child) => child::run(name, self.daemon, parent, parent_name, target),
             Ok(sys::Forked::Parent(pid)) => {
-                drop(name);
+                drop((name, parent_name));
                 // Any failure (ENOSYS before 5.3, EMFILE) falls back to sleep-polling.
                 let pidfd = sys::pidfd_open(pid).ok().map(Arc::new);
+                if let Some(fd) = &pidfd {
+                    let _ = self.sentinel.set(Arc::clone(fd));
+                }
+                family::register(pid, &self.name, self.daemon, pidfd.clone());
                 *state = State::Running { pid, parent, pidfd };
                 Ok(())
             }
@@ -295,6 +370,7 @@ impl Process {
                 match sys::try_reap(pid) {
                     Ok(Some(code)) => {
                         *state = State::Exited { pid, code };
+                        family::unregister(pid);
                         Ok(Ok(code))
                     }
                     Ok(None) => Ok(Err(pidfd.clone())),
@@ -367,6 +443,44 @@ impl Process {
         match &*self.lock() {
             State::Running { pidfd, .. } => pidfd.clone(),
             _ => None,
+        }
+    }
+
+    /// The child's sentinel (Python's `Process.sentinel`): its pidfd, which polls readable
+    /// once the child has exited, and stays so. Give it to `poll`/`epoll`/an async reactor, or
+    /// wait on several processes at once with [`wait`](crate::wait). It is valid as long as
+    /// this `Process`; do not close it or read from it.
+    ///
+    /// ```
+    /// use baozi_process::Process;
+    /// use std::os::fd::AsRawFd;
+    ///
+    /// let p = Process::new(|| 0);
+    /// assert!(p.sentinel().is_err()); // not started yet
+    /// p.start()?;
+    /// let fd = p.sentinel()?;
+    /// assert!(fd.as_raw_fd() >= 0);
+    /// p.join()?;
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::NotStarted`] before [`start`](Process::start), [`ProcessError::Os`]
+    /// where the kernel has no `pidfd_open` (Linux < 5.3) or it failed (out of fds).
+    pub fn sentinel(&self) -> Result<BorrowedFd<'_>, ProcessError> {
+        if let Some(fd) = self.sentinel.get() {
+            return Ok(fd.as_fd());
+        }
+        match self.pid() {
+            None => Err(ProcessError::NotStarted {
+                name: self.name.clone(),
+            }),
+            Some(pid) => Err(ProcessError::Os {
+                op: "open a pidfd (the sentinel) for",
+                pid,
+                source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+            }),
         }
     }
 
@@ -445,6 +559,7 @@ impl Drop for Process {
             if let Ok(code) = sys::reap_blocking(pid) {
                 *state = State::Exited { pid, code };
             }
+            family::unregister(pid);
         }
     }
 }

@@ -359,13 +359,15 @@ fn task_panic_keeps_worker() -> Result<(), String> {
     let pool = Pool::new(2).map_err(e)?;
     let before = workers(&pool, 2)?;
     match pool.apply(panics_on_odd, 7) {
-        Err(ProcessError::TaskPanicked(m)) => check!(m == "odd dough: 7", "{m}"),
+        Err(ProcessError::TaskPanicked { message, .. }) => {
+            check!(message == "odd dough: 7", "{message}")
+        }
         other => return Err(format!("{other:?}")),
     }
-    // map fails with the first failing chunk; the others are let go.
+    // map fails with the first failing chunk, once every chunk has run.
     check!(matches!(
         pool.map(panics_on_odd, 0..10),
-        Err(ProcessError::TaskPanicked(_))
+        Err(ProcessError::TaskPanicked { .. })
     ));
     check!(pool.apply(panics_on_odd, 8).map_err(e)? == 8);
     let mut after = pool.worker_pids();

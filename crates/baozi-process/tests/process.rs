@@ -374,6 +374,226 @@ fn cpus() -> Result<(), String> {
 
 // ---- runner --------------------------------------------------------------------------------
 
+// ---- issue 16: daemon semantics and introspection -------------------------------------------
+
+/// Inside a daemon, a new `Process` defaults to daemon, and starting any child is refused.
+fn daemon_has_no_children() -> Result<(), String> {
+    // In the main process the default is not a daemon, and a non-daemon may start children.
+    check!(!Process::new(|| {}).is_daemon());
+    let nested = spawn(|| {
+        let inner = Process::new(|| 5);
+        let was_daemon = inner.is_daemon();
+        inner.start().expect("a non-daemon may start children");
+        (was_daemon, inner.join().expect("join"))
+    });
+    check!(nested.join().map_err(e)? == (false, 5));
+    let h = baozi_process::Builder::new()
+        .daemon(true)
+        .spawn(|| {
+            let me = current_process();
+            let inner = Process::new(|| 0);
+            let default_daemon = inner.is_daemon();
+            let refused = matches!(
+                inner.start(),
+                Err(ProcessError::DaemonicParent { ref name }) if *name == me.name()
+            );
+            let explicit = Process::builder().daemon(false).spawn_fn(|| 0);
+            let refused_too = matches!(explicit.start(), Err(ProcessError::DaemonicParent { .. }));
+            let spawn_refused = matches!(
+                baozi_process::Builder::new().spawn(|| 1),
+                Err(ProcessError::DaemonicParent { .. })
+            );
+            let pool_refused = matches!(
+                baozi_process::Pool::new(1),
+                Err(ProcessError::DaemonicParent { .. })
+            );
+            (
+                me.is_daemon(),
+                default_daemon,
+                refused,
+                refused_too,
+                spawn_refused,
+                pool_refused,
+            )
+        })
+        .map_err(e)?;
+    let got = h.join().map_err(e)?;
+    check!(got == (true, true, true, true, true, true), "{got:?}");
+    Ok(())
+}
+
+/// `active_children`: the running children this process started, not a forked child's view.
+fn active_children_lists_the_running() -> Result<(), String> {
+    use baozi_process::active_children;
+    check!(active_children().is_empty());
+    let a = Process::builder().name("a").spawn_fn(|| sleep_ms(30_000));
+    let b = Process::builder()
+        .name("b")
+        .daemon(true)
+        .spawn_fn(|| sleep_ms(30_000));
+    let quick = Process::builder().name("quick").spawn_fn(|| {});
+    for p in [&a, &b, &quick] {
+        p.start().map_err(e)?;
+    }
+    // The quick one exits; even before it is reaped it is no longer listed.
+    check!(baozi_process::wait(&[&quick], Some(Duration::from_secs(5))).map_err(e)? == [0]);
+    let kids = active_children();
+    let seen: Vec<(String, i32, bool, bool)> = kids
+        .iter()
+        .map(|c| (c.name().to_owned(), c.pid(), c.is_daemon(), c.is_alive()))
+        .collect();
+    check!(
+        seen == [
+            ("a".to_owned(), a.pid().unwrap(), false, true),
+            ("b".to_owned(), b.pid().unwrap(), true, true)
+        ],
+        "{seen:?}"
+    );
+    // A child of ours does not see its siblings as its children.
+    check!(spawn(|| active_children().len()).join().map_err(e)? == 0);
+    b.kill().map_err(e)?;
+    check!(baozi_process::wait(&[&kids[1]], Some(Duration::from_secs(5))).map_err(e)? == [0]);
+    check!(!kids[1].is_alive());
+    check!(active_children().len() == 1);
+    a.kill().map_err(e)?;
+    a.join().map_err(e)?;
+    b.join().map_err(e)?;
+    quick.join().map_err(e)?;
+    check!(active_children().is_empty());
+    Ok(())
+}
+
+/// `sentinel` and `wait`: the pidfd polls readable once the child exits; `wait` returns the
+/// ready ones among processes and plain fds, or nothing at its timeout.
+fn sentinels_and_wait() -> Result<(), String> {
+    use baozi_process::wait;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let early = Process::new(|| sleep_ms(200));
+    let late = Process::new(|| sleep_ms(30_000));
+    check!(matches!(
+        early.sentinel(),
+        Err(ProcessError::NotStarted { .. })
+    ));
+    check!(matches!(
+        wait(&[&early], None),
+        Err(ProcessError::NotStarted { .. })
+    ));
+    early.start().map_err(e)?;
+    late.start().map_err(e)?;
+    let (mut tx, rx) = std::os::unix::net::UnixStream::pair().map_err(e)?;
+    let t = Instant::now();
+    check!(wait(&[&late, &rx], Some(Duration::from_millis(100)))
+        .map_err(e)?
+        .is_empty());
+    let waited = t.elapsed();
+    check!(waited >= Duration::from_millis(100), "{waited:?}");
+    let ready = wait(&[&late, &early, &rx], Some(Duration::from_secs(10))).map_err(e)?;
+    check!(ready == [1], "{ready:?}");
+    check!(t.elapsed() < Duration::from_secs(5));
+    tx.write_all(b"x").map_err(e)?;
+    check!(wait(&[&late, &rx], None).map_err(e)? == [1]);
+    // Still readable after the reap, for as long as the Process lives.
+    check!(early.join().map_err(e)? == 0);
+    let mut pfd = libc::pollfd {
+        fd: early.sentinel().map_err(e)?.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    check!(unsafe { libc::poll(&mut pfd, 1, 0) } == 1);
+    late.kill().map_err(e)?;
+    let h = spawn(|| 7u8);
+    check!(!wait(&[&late, &h], None).map_err(e)?.is_empty());
+    check!(h.join().map_err(e)? == 7);
+    check!(late.join().map_err(e)? == -9);
+    Ok(())
+}
+
+/// `parent_process`: None in the main process; in a child, the parent's name and pid, alive,
+/// and a wait that ends when the parent dies (the child orphaned).
+fn parent_process_and_its_end() -> Result<(), String> {
+    use baozi_process::parent_process;
+    check!(parent_process().is_none());
+    let me = std::process::id() as i32;
+    let got = spawn(|| {
+        let p = parent_process().expect("a parent");
+        (
+            p.name().to_owned(),
+            p.pid(),
+            p.is_alive(),
+            p.wait_timeout(Duration::from_millis(50)),
+        )
+    })
+    .join()
+    .map_err(e)?;
+    check!(
+        got == ("MainProcess".to_owned(), me, true, false),
+        "{got:?}"
+    );
+    // middle starts grandchild and leaves without joining it; the grandchild's wait on its
+    // parent ends, and it exits 42 if it then sees the parent dead, named "middle".
+    let middle = Process::builder().name("middle").spawn_fn(|| {
+        let g = Process::new(|| {
+            let p = parent_process().expect("a parent");
+            let ended = p.wait_timeout(Duration::from_secs(10));
+            if ended && !p.is_alive() && p.name() == "middle" {
+                42
+            } else {
+                1
+            }
+        });
+        g.start().expect("start grandchild");
+        sleep_ms(100);
+        std::mem::forget(g);
+    });
+    middle.start().map_err(e)?;
+    check!(middle.join().map_err(e)? == 0);
+    // The orphan comes to this case process (a subreaper).
+    let mut status = 0;
+    // SAFETY: status is a valid int; blocks until the orphan exits (the watchdog bounds it).
+    let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+    check!(r > 0, "no orphan to reap");
+    check!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 42,
+        "grandchild status {status:#x}"
+    );
+    Ok(())
+}
+
+/// `current_process` reports is_alive, daemon and exitcode; a `ProcessBody` type runs as a
+/// process body with its own name.
+fn current_process_and_bodies() -> Result<(), String> {
+    use baozi_process::ProcessBody;
+    let me = current_process();
+    check!(me.is_alive() && !me.is_daemon() && me.exitcode().is_none());
+    struct Oven {
+        buns: i32,
+    }
+    impl ProcessBody for Oven {
+        type Output = Result<i32, String>;
+        fn run(self) -> Result<i32, String> {
+            let me = current_process();
+            if me.name() != "oven" || !me.is_alive() || me.exitcode().is_some() {
+                return Err("wrong view of itself".into());
+            }
+            Ok(self.buns)
+        }
+        fn name(&self) -> Option<String> {
+            Some("oven".into())
+        }
+    }
+    let p = Process::from_body(Oven { buns: 12 });
+    check!(p.name() == "oven");
+    p.start().map_err(e)?;
+    check!(p.join().map_err(e)? == 12);
+    let q = Process::builder().name("stove").body(Oven { buns: 3 });
+    check!(q.name() == "stove");
+    q.start().map_err(e)?;
+    check!(q.join().map_err(e)? == 1, "the body saw the wrong name");
+    Ok(())
+}
+
 const CASES: &[(&str, Case)] = &[
     ("exitcode_zero", exitcode_zero),
     ("exitcode_n", exitcode_n),
@@ -393,6 +613,14 @@ const CASES: &[(&str, Case)] = &[
     ("join_handle_errors", join_handle_errors),
     ("cpu_count", cpus),
     ("zombie_check_sees_zombies", zombie_check_sees_zombies),
+    ("daemon_has_no_children", daemon_has_no_children),
+    (
+        "active_children_lists_the_running",
+        active_children_lists_the_running,
+    ),
+    ("sentinels_and_wait", sentinels_and_wait),
+    ("parent_process_and_its_end", parent_process_and_its_end),
+    ("current_process_and_bodies", current_process_and_bodies),
 ];
 
 fn main() {

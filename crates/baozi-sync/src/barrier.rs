@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use baozi_shm::{Offset, Region, ShmSafe, CACHE_LINE};
@@ -30,7 +31,7 @@ pub(crate) static PRIMITIVE: Primitive = Primitive {
 ///
 /// | bits    | field     | meaning                                                       |
 /// |---------|-----------|---------------------------------------------------------------|
-/// | 0..16   | `count`   | arrivals in the current cycle                                 |
+/// | 0..16   | `count`   | arrivals in the current cycle (`parties` while its action runs) |
 /// | 16      | `broken`  | the current cycle is broken (abort, or a waiter timed out)    |
 /// | 17..32  | `history` | bit k: cycle `cycle - 1 - k` ended by `reset` (1) or by all parties arriving (0) |
 /// | 32..64  | `cycle`   | how many cycles have ended (wrapping)                         |
@@ -78,7 +79,8 @@ struct BarrierBody {
     state: AtomicU64,
     /// Fixed at creation.
     parties: AtomicU32,
-    _reserved: AtomicU32,
+    /// The default timeout of [`Barrier::wait`] in milliseconds plus one; 0: none.
+    timeout_ms: AtomicU32,
     /// Bumped whenever the state word leaves a cycle or breaks it.
     wait: WaitWord,
 }
@@ -105,6 +107,11 @@ const _: () = assert!(std::mem::size_of::<BarrierBody>() <= CACHE_LINE);
 /// cycles (possible only when more threads than `parties` share the barrier) reports its cycle
 /// as released even if it was reset.
 ///
+/// Python's `Barrier(parties, action, timeout)`: [`with_action`](Self::with_action) gives a
+/// handle an action that the process completing a cycle runs before the release, once per
+/// cycle; [`with_timeout`](Self::with_timeout) gives [`wait`](Self::wait) a default timeout,
+/// kept in the shared memory for every process.
+///
 /// **A party killed** (even by `kill -9`):
 /// * *after* it arrived (while it waits, or after it woke) counts as arrived: the cycle
 ///   completes when the others arrive, and they are released normally.
@@ -112,6 +119,8 @@ const _: () = assert!(std::mem::size_of::<BarrierBody>() <= CACHE_LINE);
 ///   [`wait_timeout`](Self::wait_timeout) they get `BrokenBarrier` when the timeout passes;
 ///   plain [`wait`](Self::wait) waits for ever (as in Python), unless someone calls
 ///   [`abort`](Self::abort). So give `wait_timeout` a bound wherever a party can die.
+/// * *while it runs the action* leaves the cycle unreleased, as a party that never arrived: the
+///   others' timeouts break it.
 ///
 /// ```
 /// use baozi_sync::Barrier;
@@ -139,6 +148,8 @@ pub struct Barrier {
     /// A process-private copy of the party count, checked on open.
     parties: u32,
     spin: SpinPolicy,
+    /// Run by this process when it completes a cycle ([`with_action`](Barrier::with_action)).
+    action: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl fmt::Debug for Barrier {
@@ -148,6 +159,8 @@ impl fmt::Debug for Barrier {
             .field("parties", &self.parties)
             .field("n_waiting", &self.n_waiting())
             .field("broken", &self.broken())
+            .field("timeout", &self.timeout())
+            .field("action", &self.action.is_some())
             .finish()
     }
 }
@@ -177,6 +190,7 @@ impl Barrier {
             region,
             parties,
             spin: SpinPolicy::new(),
+            action: None,
         })
     }
 
@@ -234,6 +248,7 @@ impl Barrier {
             region,
             parties,
             spin: SpinPolicy::new(),
+            action: None,
         })
     }
 
@@ -243,17 +258,90 @@ impl Barrier {
             .expect("the barrier lies inside the checked region")
     }
 
+    /// Gives the barrier a default timeout for [`wait`](Self::wait) (Python's
+    /// `Barrier(parties, timeout=...)`), kept in the shared memory: every handle of this
+    /// barrier, in every process, uses it. Set it on the new barrier, before it is shared.
+    /// Millisecond resolution (rounded up), at most about 49 days.
+    ///
+    /// ```
+    /// use baozi_sync::{Barrier, SyncError};
+    /// use std::time::Duration;
+    ///
+    /// let b = Barrier::anonymous(2)?.with_timeout(Duration::from_millis(20));
+    /// assert_eq!(b.timeout(), Some(Duration::from_millis(20)));
+    /// assert!(matches!(b.wait(), Err(SyncError::BrokenBarrier))); // nobody came
+    /// # Ok::<(), SyncError>(())
+    /// ```
+    #[must_use]
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let ms = timeout
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(u128::from(u32::MAX - 1)) as u32;
+        self.body().timeout_ms.store(ms + 1, Ordering::Relaxed);
+        self
+    }
+
+    /// The default timeout of [`wait`](Self::wait), if the barrier was given one.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.body().timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms - 1))),
+        }
+    }
+
+    /// Gives this handle an action (Python's `Barrier(parties, action=...)`): when this
+    /// process's arrival completes a cycle, it runs `action` once, *before* any party of the
+    /// cycle is released, and then releases them. So the action runs exactly once per cycle —
+    /// provided every handle that may arrive last has it (a forked child inherits the handle
+    /// with its action; a process that [`open`](Self::open)s the barrier by name must set it
+    /// too).
+    ///
+    /// Why in the arriving process, where Python runs it "in one of the waiting threads": the
+    /// action is a closure of this process (code and captures at its addresses), not data in
+    /// the shared memory; the only process that can be sure to run it before the release, and
+    /// that is not asleep, is the one whose arrival completes the cycle. Python's pick is the
+    /// same: the last thread to arrive runs it.
+    ///
+    /// If the action panics, the cycle is broken (the others get
+    /// [`SyncError::BrokenBarrier`]) and the panic goes on in this process, as Python raises the
+    /// action's exception in its thread. If this process is killed during the action, the
+    /// others wait as for a party that never arrived: give them a timeout. A waiter whose
+    /// timeout passes during the action breaks the cycle, and the action's process then gets
+    /// `BrokenBarrier` too.
+    ///
+    /// ```
+    /// use baozi_sync::Barrier;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let rounds = Arc::new(AtomicU32::new(0));
+    /// let r = Arc::clone(&rounds);
+    /// let b = Barrier::anonymous(1)?.with_action(move || { r.fetch_add(1, Ordering::Relaxed); });
+    /// b.wait()?;
+    /// b.wait()?;
+    /// assert_eq!(rounds.load(Ordering::Relaxed), 2);
+    /// # Ok::<(), baozi_sync::SyncError>(())
+    /// ```
+    #[must_use]
+    pub fn with_action(mut self, action: impl Fn() + Send + Sync + 'static) -> Self {
+        self.action = Some(Arc::new(action));
+        self
+    }
+
     /// Arrives and waits for the other parties; returns this arrival's index in `0..parties`
     /// (the last to arrive gets `parties - 1`), distinct for each party of a cycle.
     ///
-    /// Waits for ever if a party never arrives (it may have died before arriving): see the type
-    /// documentation, and prefer [`wait_timeout`](Self::wait_timeout) where that can happen.
+    /// Waits at most the barrier's default [`timeout`](Self::timeout) if it has one, as
+    /// [`wait_timeout`](Self::wait_timeout) does. Without one, waits for ever if a party never
+    /// arrives (it may have died before arriving): see the type documentation, and prefer a
+    /// timeout where that can happen.
     ///
     /// # Errors
     /// [`SyncError::BrokenBarrier`] if the barrier is or becomes broken, or is reset, while
-    /// waiting; [`SyncError::Io`].
+    /// waiting (or the default timeout passes); [`SyncError::Io`].
     pub fn wait(&self) -> Result<u32, SyncError> {
-        self.wait_until(None)
+        self.wait_until(self.timeout().map(Deadline::after))
     }
 
     /// [`wait`](Self::wait) for at most `timeout`. When it passes, this waiter breaks the barrier
@@ -276,7 +364,25 @@ impl Barrier {
                 return Err(SyncError::BrokenBarrier);
             }
             let count = count_of(s);
-            if count + 1 >= parties {
+            if count >= parties {
+                // Every party is in and an action runs before their release: this arrival is
+                // for the next cycle, so wait for that one to begin.
+                s = self.wait_for_change(s, deadline)?;
+                continue;
+            }
+            if let (true, Some(action)) = (count + 1 >= parties, &self.action) {
+                // The last party, with an action: take the last place (count == parties: no
+                // one else can complete the cycle), run the action, then release.
+                match body.state.compare_exchange_weak(
+                    s,
+                    s + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return self.act_and_release(cycle_of(s), count as u32, action),
+                    Err(now) => s = now,
+                }
+            } else if count + 1 >= parties {
                 // The last party: end the cycle and release everyone. AcqRel: the others'
                 // work before arriving happens-before ours after, and ours before theirs after.
                 match body.state.compare_exchange_weak(
@@ -339,6 +445,69 @@ impl Barrier {
                 Ok(()) => {}
                 Err(SyncError::Timeout) => return self.break_cycle(cycle, &outcome),
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// For an arrival while a cycle's action runs: waits until the state word is no longer
+    /// `s`, and returns the new word. When `deadline` passes first, breaks the barrier (as any
+    /// waiter whose time is up does).
+    fn wait_for_change(&self, s: u64, deadline: Option<Deadline>) -> Result<u64, SyncError> {
+        let body = self.body();
+        loop {
+            let seen = body.wait.seq();
+            let now = body.state.load(Ordering::Acquire);
+            if now != s {
+                return Ok(now);
+            }
+            match body.wait.wait(seen, deadline) {
+                Ok(()) => {}
+                Err(SyncError::Timeout) => {
+                    self.abort();
+                    return Err(SyncError::BrokenBarrier);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The last party of `cycle`, holding the last place: runs the action, then releases the
+    /// cycle, unless it was broken or reset meanwhile.
+    fn act_and_release(
+        &self,
+        cycle: u32,
+        index: u32,
+        action: &Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<u32, SyncError> {
+        let body = self.body();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| action()));
+        let mut s = body.state.load(Ordering::Acquire);
+        loop {
+            if cycle_of(s) != cycle || s & BROKEN != 0 {
+                // Reset, aborted, or a waiter timed out during the action.
+                body.wait.notify();
+                return match ran {
+                    Ok(()) => Err(SyncError::BrokenBarrier),
+                    Err(payload) => std::panic::resume_unwind(payload),
+                };
+            }
+            let next = if ran.is_ok() {
+                next_cycle(s, false)
+            } else {
+                s | BROKEN
+            };
+            match body
+                .state
+                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    body.wait.notify();
+                    return match ran {
+                        Ok(()) => Ok(index),
+                        Err(payload) => std::panic::resume_unwind(payload),
+                    };
+                }
+                Err(now) => s = now,
             }
         }
     }

@@ -15,7 +15,8 @@
 //!   `anonymous` (shared with children forked afterwards) or `create`d / `open`ed by name:
 //!   * [`Lock`] and [`RLock`] (recursive, owned by a thread): a dead holder is recovered by the
 //!     next acquirer, who is told ([`Acquired::OwnerDied`], or [`AcquireError::OwnerDied`] with
-//!     a [`LockGuard`]), as with [`ShmMutex`].
+//!     a [`LockGuard`]), as with [`ShmMutex`]. `locked()` says whether anyone holds one, in any
+//!     process, and their `Debug` names the holder's pid (and an `RLock`'s depth).
 //!   * [`Semaphore`] and [`BoundedSemaphore`]: one CAS on a count word, no lock inside. A unit
 //!     held by a process that dies is lost with it (as in Python).
 //!   * [`Event`]: a flag to set, clear and wait for.
@@ -23,8 +24,9 @@
 //!     robust lock ([`ConditionGuard`], [`Wakeup`]); a waiter killed while it waits neither
 //!     swallows a notification nor blocks a notifier.
 //!   * [`Barrier`]: Python's `threading.Barrier` (arrival index, abort, reset, broken;
-//!     [`SyncError::BrokenBarrier`]). A party killed before it arrives stalls plain `wait`, as
-//!     in Python: use `wait_timeout`.
+//!     [`SyncError::BrokenBarrier`]; an action run once per cycle before the release, a default
+//!     timeout). A party killed before it arrives stalls a `wait` without a timeout, as in
+//!     Python: use `wait_timeout` or [`Barrier::with_timeout`].
 //!
 //!   Opening one primitive as another is [`SyncError::WrongPrimitive`]. Every timeout runs on
 //!   `CLOCK_MONOTONIC`; uncontended paths make no syscall.

@@ -77,6 +77,30 @@ impl OwnedLock {
         }
     }
 
+    /// Whether any thread of any process holds the lock now (a snapshot). A holder that died
+    /// does not count: the kernel has freed the lock word for the next acquirer.
+    pub(crate) fn locked(&self) -> bool {
+        self.mutex.holder_tid() != 0
+    }
+
+    /// Who holds the lock now, as far as can be told without taking it (a snapshot).
+    pub(crate) fn holder(&self) -> Option<Holder> {
+        let tid = self.mutex.holder_tid();
+        if tid == 0 {
+            return None;
+        }
+        // `owner` and `depth` are written by the holder right after it took the lock word:
+        // they are its own only when `owner`'s tid matches the word's (else it is between
+        // the two, or they are a previous holder's).
+        let owner = self.owner.load(Ordering::Relaxed);
+        let known = owner as u32 == tid;
+        Some(Holder {
+            pid: known.then_some((owner >> 32) as u32),
+            tid,
+            depth: known.then(|| self.depth.load(Ordering::Relaxed)),
+        })
+    }
+
     /// Records a fresh acquisition by `me` with recursion depth `depth`.
     fn took(&self, me: u64, acquired: Acquired, depth: u64) {
         self.owner.store(me, Ordering::Relaxed);
@@ -181,6 +205,39 @@ impl OwnedLock {
     }
 }
 
+/// The holder of a lock as [`OwnedLock::holder`] sees it, for `Debug`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Holder {
+    /// Its pid, when its holder fields are written (`None` for an instant after it locked).
+    pub(crate) pid: Option<u32>,
+    /// Its kernel thread id, from the lock word.
+    pub(crate) tid: u32,
+    /// Its recursion depth, when known.
+    pub(crate) depth: Option<u64>,
+}
+
+impl Holder {
+    /// `Debug` fields for a lock's holder: `holder_pid` (and `holder_tid`), and `depth` when
+    /// `with_depth`; the caller's own holding is said by the lock's other fields.
+    pub(crate) fn describe(
+        holder: Option<Holder>,
+        d: &mut fmt::DebugStruct<'_, '_>,
+        with_depth: bool,
+    ) {
+        let Some(h) = holder else { return };
+        match h.pid {
+            Some(pid) => d.field("holder_pid", &pid),
+            None => d.field("holder_pid", &"(being recorded)"),
+        };
+        d.field("holder_tid", &h.tid);
+        if with_depth {
+            if let Some(depth) = h.depth {
+                d.field("holder_depth", &depth);
+            }
+        }
+    }
+}
+
 /// Distinguishes a `Lock` from the other [`ObjectKind::SYNC`](baozi_shm::ObjectKind::SYNC)
 /// objects in the layout checksum.
 const SUBKIND_LOCK: u64 = 2;
@@ -268,10 +325,13 @@ pub struct Lock {
 
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lock")
-            .field("region", &self.region.describe())
-            .field("owned_by_caller", &self.is_owned())
-            .finish()
+        let core = self.core();
+        let mut d = f.debug_struct("Lock");
+        d.field("region", &self.region.describe())
+            .field("locked", &core.locked())
+            .field("owned_by_caller", &core.is_owned());
+        Holder::describe(core.holder(), &mut d, false);
+        d.finish()
     }
 }
 
@@ -381,6 +441,27 @@ impl Lock {
     /// Whether the calling thread holds the lock.
     pub fn is_owned(&self) -> bool {
         self.core().is_owned()
+    }
+
+    /// Whether the lock is held now, by any thread of any process (Python 3.14's
+    /// `Lock.locked()`). A snapshot, for monitoring and tests: it may change at once. A holder
+    /// killed while holding it does not count (the next acquirer gets it, told
+    /// [`Acquired::OwnerDied`]). Its `Debug` names the holder's pid.
+    ///
+    /// ```
+    /// use baozi_sync::Lock;
+    ///
+    /// let lock = Lock::anonymous()?;
+    /// assert!(!lock.locked());
+    /// let guard = lock.lock().unwrap();
+    /// assert!(lock.locked());
+    /// assert!(format!("{lock:?}").contains(&format!("holder_pid: {}", std::process::id())));
+    /// drop(guard);
+    /// assert!(!lock.locked());
+    /// # Ok::<(), baozi_sync::SyncError>(())
+    /// ```
+    pub fn locked(&self) -> bool {
+        self.core().locked()
     }
 
     fn guard(&self, acquired: Acquired) -> Result<LockGuard<'_>, AcquireError<LockGuard<'_>>> {

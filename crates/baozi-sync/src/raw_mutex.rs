@@ -150,6 +150,14 @@ impl RawRobustMutex {
         tid != 0 && unsafe { sys::robust_mutex_owner_tid(self.ptr()) } == tid
     }
 
+    /// The kernel thread id of the holder, read from the lock word (no syscall); 0 when it is
+    /// free or its holder died (the next locker then gets [`Acquired::OwnerDied`]). A snapshot:
+    /// it may change the moment it is read.
+    pub(crate) fn holder_tid(&self) -> u32 {
+        // SAFETY: the mutex was initialised before the object was published (type invariant).
+        unsafe { sys::robust_mutex_owner_tid(self.ptr()) }
+    }
+
     /// Declares the protected state repaired after [`Acquired::OwnerDied`].
     ///
     /// # Safety

@@ -7,7 +7,9 @@ use baozi_shm::Region;
 
 use crate::deadline::Deadline;
 use crate::error::{AcquireError, SyncError};
-use crate::lock::{guard_for, init_owned_lock, owned_lock, LockGuard, OwnedLock, OWNED_LOCK_LEN};
+use crate::lock::{
+    guard_for, init_owned_lock, owned_lock, Holder, LockGuard, OwnedLock, OWNED_LOCK_LEN,
+};
 use crate::object::{self, Primitive};
 use crate::raw_mutex::Acquired;
 
@@ -71,10 +73,13 @@ pub struct RLock {
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock")
-            .field("region", &self.region.describe())
-            .field("caller_depth", &self.depth())
-            .finish()
+        let core = self.core();
+        let mut d = f.debug_struct("RLock");
+        d.field("region", &self.region.describe())
+            .field("locked", &core.locked())
+            .field("caller_depth", &core.depth());
+        Holder::describe(core.holder(), &mut d, true);
+        d.finish()
     }
 }
 
@@ -189,6 +194,28 @@ impl RLock {
     /// How many times the calling thread holds the lock (0: not at all).
     pub fn depth(&self) -> u64 {
         self.core().depth()
+    }
+
+    /// Whether the lock is held now, at any depth, by any thread of any process (Python
+    /// 3.14's `RLock.locked()`). A snapshot, as [`Lock::locked`](crate::Lock::locked). Its
+    /// `Debug` names the holder's pid and depth.
+    ///
+    /// ```
+    /// use baozi_sync::RLock;
+    ///
+    /// let rlock = RLock::anonymous()?;
+    /// assert!(!rlock.locked());
+    /// rlock.acquire()?;
+    /// rlock.acquire()?;
+    /// assert!(rlock.locked());
+    /// assert!(format!("{rlock:?}").contains("holder_depth: 2"));
+    /// rlock.release()?;
+    /// rlock.release()?;
+    /// assert!(!rlock.locked());
+    /// # Ok::<(), baozi_sync::SyncError>(())
+    /// ```
+    pub fn locked(&self) -> bool {
+        self.core().locked()
     }
 
     fn guard(&self, acquired: Acquired) -> Result<LockGuard<'_>, AcquireError<LockGuard<'_>>> {

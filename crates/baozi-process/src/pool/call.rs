@@ -73,23 +73,91 @@ pub(crate) unsafe fn invoke(
 }
 
 /// Decodes a chunk, applies `call` to each item (a panic fails the chunk), encodes the results.
+/// A `Serialize` or `Deserialize` that panics is a codec failure, not a dead worker.
 fn each<T: DeserializeOwned, R: Serialize>(
     args: &[u8],
     mut call: impl FnMut(T) -> R,
 ) -> Result<Vec<u8>, Failure> {
-    let items: Vec<T> = postcard::from_bytes(args).map_err(|e| {
-        let why = baozi_shm::take_attach_error().map_or(String::new(), |w| format!(": {w}"));
-        Failure::Codec(format!("the task's arguments did not decode: {e}{why}"))
-    })?;
+    let decoded = panic::catch_unwind(|| postcard::from_bytes::<Vec<T>>(args));
+    let items = match decoded {
+        Ok(Ok(items)) => items,
+        Ok(Err(e)) => {
+            // A handle among the arguments that did not attach says why (postcard drops it).
+            let why = baozi_shm::take_attach_error().map_or(String::new(), |w| format!(": {w}"));
+            return Err(Failure::Decode(format!(
+                "the task's arguments did not decode in the worker: {e}{why}"
+            )));
+        }
+        Err(p) => {
+            return Err(Failure::Decode(format!(
+                "the task's arguments did not decode in the worker: their Deserialize panicked: {}",
+                panic_message(&*p)
+            )))
+        }
+    };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         match panic::catch_unwind(AssertUnwindSafe(|| call(item))) {
             Ok(r) => out.push(r),
-            Err(payload) => return Err(Failure::Panicked(panic_message(&*payload))),
+            Err(payload) => {
+                let (location, backtrace) = take_panic_site();
+                return Err(Failure::Panicked {
+                    message: panic_message(&*payload),
+                    location,
+                    backtrace,
+                });
+            }
         }
     }
-    postcard::to_allocvec(&out)
-        .map_err(|e| Failure::Codec(format!("the task's result did not encode: {e}")))
+    match panic::catch_unwind(AssertUnwindSafe(|| postcard::to_allocvec(&out))) {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(Failure::Encode(format!(
+            "the task's result did not encode in the worker: {e}"
+        ))),
+        Err(p) => Err(Failure::Encode(format!(
+            "the task's result did not encode in the worker: its Serialize panicked: {}",
+            panic_message(&*p)
+        ))),
+    }
+}
+
+/// Where the last panic on this thread happened, and its backtrace, as the worker's panic
+/// hook ([`install_panic_hook`]) recorded them.
+type PanicSite = (Option<String>, Option<String>);
+
+thread_local! {
+    static PANIC_SITE: std::cell::RefCell<PanicSite> = const { std::cell::RefCell::new((None, None)) };
+}
+
+/// Takes what the panic hook recorded for the panic just caught (nothing without the hook).
+fn take_panic_site() -> PanicSite {
+    PANIC_SITE.with(|s| std::mem::take(&mut *s.borrow_mut()))
+}
+
+/// In a worker: a panic hook that records the panic's location and, when `RUST_BACKTRACE` asks
+/// for one, its backtrace (`Backtrace::capture`), for [`each`] to send to the caller as
+/// Python's `RemoteTraceback` does; then it runs the hook that was there (which prints).
+/// A backtrace is cut at `max_backtrace` bytes so that the failure fits the results queue.
+pub(crate) fn install_panic_hook(max_backtrace: usize) {
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        let location = info.location().map(|l| l.to_string());
+        let bt = std::backtrace::Backtrace::capture();
+        let backtrace = (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| {
+            let mut text = bt.to_string();
+            if text.len() > max_backtrace {
+                let mut cut = max_backtrace;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push_str("\n[... cut to fit the results queue]");
+            }
+            text
+        });
+        PANIC_SITE.with(|s| *s.borrow_mut() = (location, backtrace));
+        previous(info);
+    }));
 }
 
 /// # Safety
@@ -144,7 +212,7 @@ mod tests {
         let args = postcard::to_allocvec(&vec![1u8]).unwrap();
         // SAFETY: `c` was made by Call::unary in this process.
         let out = unsafe { invoke(c.trampoline, c.func, &args) };
-        assert!(matches!(out, Err(Failure::Panicked(m)) if m == "no filling"));
+        assert!(matches!(out, Err(Failure::Panicked { message, .. }) if message == "no filling"));
     }
 
     #[test]
@@ -152,6 +220,6 @@ mod tests {
         let c = Call::unary(double);
         // SAFETY: `c` was made by Call::unary in this process.
         let out = unsafe { invoke(c.trampoline, c.func, &[0xff, 0xff, 0xff]) };
-        assert!(matches!(out, Err(Failure::Codec(_))));
+        assert!(matches!(out, Err(Failure::Decode(_))));
     }
 }

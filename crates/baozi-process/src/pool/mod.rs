@@ -75,8 +75,13 @@ pub const DEFAULT_RESULTS_CAPACITY: usize = 16 << 20;
 ///
 /// # Failures
 ///
-/// * A task that panics: its caller gets [`ProcessError::TaskPanicked`] with the message; the
-///   worker goes on.
+/// * A task that panics: its caller gets [`ProcessError::TaskPanicked`] with the message, the
+///   worker's `file:line`, and its backtrace when `RUST_BACKTRACE` asks for one (Python's
+///   `RemoteTraceback`); the worker goes on. Arguments or results that serde cannot handle:
+///   [`ProcessError::Encode`] / [`ProcessError::Decode`], saying which side.
+/// * A call of several tasks ([`map`](Pool::map) and its kin) reports its first failure (in
+///   input order) only once every one of its tasks has ended, as Python's does: none of them
+///   still runs when the caller has the error.
 /// * A worker that dies (SIGKILL, abort, a segfault, `exit`): the caller of the task it was
 ///   running gets [`ProcessError::WorkerDied`] with its pid and signal, within a moment; tasks
 ///   queued behind it run on another worker; a new worker replaces it.
@@ -220,7 +225,14 @@ impl PoolBuilder {
     }
 
     /// Maps the queues, forks the spawner, which forks the workers, and starts the parent's
-    /// result thread. Returns without waiting for the workers to be up.
+    /// result thread. Returns once every worker has been forked (not waiting for the
+    /// initializers): when a fork fails, the workers already started are stopped and the error
+    /// is returned, as Python's `Pool()` raises.
+    ///
+    /// A *replacement* worker (after a death, or `maxtasksperchild`) that cannot be forked
+    /// later leaves its slot empty: the pool runs on with the workers it has, and once none is
+    /// left it is [broken](ProcessError::PoolBroken) with the fork's error, so that no task
+    /// waits for a worker that will never come.
     ///
     /// Call it before the program starts threads of its own, as for
     /// [`Process::start`](crate::Process::start): the spawner is forked from the calling
@@ -231,7 +243,9 @@ impl PoolBuilder {
     /// [`ProcessError::Invalid`] for 0 processes, a `maxtasksperchild` of 0 or a queue below its
     /// minimum,
     /// [`ProcessError::PoolSetup`] when a queue cannot be mapped (an out-of-range capacity) or
-    /// the pipe cannot be made, [`ProcessError::Fork`].
+    /// the pipe cannot be made, [`ProcessError::Fork`] when the spawner or a worker cannot be
+    /// forked (e.g. `EAGAIN` under `RLIMIT_NPROC`), [`ProcessError::DaemonicParent`] in a
+    /// daemonic process (a pool worker, for one).
     pub fn build(self) -> Result<Pool, ProcessError> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 || processes > u32::MAX as usize {
@@ -280,18 +294,11 @@ impl PoolBuilder {
             .name("PoolSpawner")
             .spawn_fn(move || spawner.run());
         spawner.start()?;
-        let mut requests = File::from(write_end);
-        for slot in 0..processes as u32 {
-            use std::io::Write;
-            requests
-                .write_all(&Request::Spawn(slot).encode())
-                .map_err(setup("ask the spawner for workers"))?;
-        }
         let shared = Arc::new(Shared::new(
             inboxes,
             results,
             spawner,
-            requests,
+            File::from(write_end),
             self.maxtasksperchild,
         ));
         let for_thread = Arc::clone(&shared);
@@ -299,11 +306,20 @@ impl PoolBuilder {
             .name("baozi-pool-results".into())
             .spawn(move || parent::result_thread(for_thread))
             .map_err(setup("start the pool's result thread"))?;
-        Ok(Pool {
+        // The workers are asked for once the thread is up: a process limit then fails a
+        // worker's fork, which Pool::new reports, rather than the thread's start.
+        shared.lock().spawn_all();
+        let pool = Pool {
             shared,
             thread: Mutex::new(Some(thread)),
             processes,
-        })
+        };
+        if let Err(e) = pool.shared.wait_started() {
+            // Python's Pool() stops the workers it had started and raises.
+            pool.terminate();
+            return Err(e);
+        }
+        Ok(pool)
     }
 }
 
@@ -317,18 +333,41 @@ fn setup<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-/// A chunk of items as the bytes a worker decodes.
+/// A chunk of items as the bytes a worker decodes. A `Serialize` that panics is an
+/// [`ProcessError::Encode`] too (its message is on stderr, by the panic hook).
 fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, ProcessError> {
-    postcard::to_allocvec(items)
-        .map_err(|e| ProcessError::Codec(format!("the task's arguments did not encode: {e}")))
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        postcard::to_allocvec(items)
+    })) {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(ProcessError::Encode(format!(
+            "the task's arguments did not encode in the parent: {e}"
+        ))),
+        Err(p) => Err(ProcessError::Encode(format!(
+            "the task's arguments did not encode in the parent: their Serialize panicked: {}",
+            crate::child::panic_message(&*p)
+        ))),
+    }
 }
 
-/// A worker's encoded results.
+/// A worker's encoded results. A `Deserialize` that panics is a [`ProcessError::Decode`] too:
+/// it may run on the pool's result thread (for an `on_ready` callback), and its caller must
+/// still get an outcome.
 fn decode_chunk<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, ProcessError> {
-    postcard::from_bytes(bytes).map_err(|e| {
-        let why = baozi_shm::take_attach_error().map_or(String::new(), |w| format!(": {w}"));
-        ProcessError::Codec(format!("the task's result did not decode: {e}{why}"))
-    })
+    match std::panic::catch_unwind(|| postcard::from_bytes::<Vec<R>>(bytes)) {
+        Ok(Ok(items)) => Ok(items),
+        Ok(Err(e)) => {
+            // A handle in the result that did not attach says why (postcard drops it).
+            let why = baozi_shm::take_attach_error().map_or(String::new(), |w| format!(": {w}"));
+            Err(ProcessError::Decode(format!(
+                "the task's result did not decode in the parent: {e}{why}"
+            )))
+        }
+        Err(p) => Err(ProcessError::Decode(format!(
+            "the task's result did not decode in the parent: its Deserialize panicked: {}",
+            crate::child::panic_message(&*p)
+        ))),
+    }
 }
 
 impl Pool {
@@ -376,7 +415,7 @@ impl Pool {
     ///
     /// [`ProcessError::PoolClosed`] after [`close`](Pool::close),
     /// [`ProcessError::PoolTerminated`], [`ProcessError::PoolBroken`],
-    /// [`ProcessError::TaskTooLarge`], [`ProcessError::Codec`].
+    /// [`ProcessError::TaskTooLarge`], [`ProcessError::Encode`].
     pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>, ProcessError>
     where
         A: Serialize + DeserializeOwned,
@@ -420,8 +459,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// The first failing chunk in input order (see [`AsyncResult::get`]), or a submission
-    /// error (see [`apply_async`](Pool::apply_async)).
+    /// The first failing chunk in input order, once every chunk has ended (see
+    /// [`AsyncResult::get`]), or a submission error (see [`apply_async`](Pool::apply_async)).
     pub fn map<A, R>(
         &self,
         f: fn(A) -> R,
@@ -498,6 +537,13 @@ impl Pool {
     ///
     /// [`ProcessError::PoolClosed`], [`ProcessError::PoolTerminated`],
     /// [`ProcessError::PoolBroken`] at once; the iterator's items carry the per-chunk errors.
+    ///
+    /// # Panics
+    ///
+    /// When the input iterator panics, `next()` panics with the same payload at that place,
+    /// after yielding every result before it (Python raises the input's exception there); the
+    /// iteration ends. (The panic hook prints the message when the input is read, a little
+    /// ahead.)
     pub fn imap<A, R, I>(
         &self,
         f: fn(A) -> R,

@@ -59,7 +59,8 @@ pub(crate) struct BatchId {
 struct Batch {
     len: u64,
     remaining: u64,
-    /// One of its tasks failed: the call can be handed over now.
+    /// One of its tasks failed. The call is still handed over only once every task has
+    /// settled, as Python's `MapResult` does: no task of a returned call is still running.
     failed: bool,
     /// Its caller is gone: results are dropped as they come.
     abandoned: bool,
@@ -120,6 +121,11 @@ pub(crate) struct State {
     /// Workers that died in a row without finishing a task: past a bound, respawning is
     /// pointless (CPython respawns such workers for ever).
     fruitless_exits: usize,
+    /// Slots whose first worker the spawner has not reported yet (started or failed):
+    /// [`Pool::new`](super::Pool::new) waits for none to be left.
+    first_reports: Vec<bool>,
+    /// The first fork that failed while the pool was being made: `(errno, message)`.
+    startup_failure: Option<(i32, String)>,
     /// Tells the result thread to leave.
     pub(crate) quit: bool,
     /// Something a waiter may be waiting for happened (a call settled, a slot ended): the
@@ -162,6 +168,8 @@ impl Shared {
                 requests: Some(requests),
                 maxtasksperchild,
                 fruitless_exits: 0,
+                first_reports: vec![false; n],
+                startup_failure: None,
                 quit: false,
                 wake: false,
             }),
@@ -230,6 +238,28 @@ impl Shared {
                         .0
                 }
             };
+        }
+    }
+
+    /// Waits until the spawner has reported every slot's first worker (as Python's `Pool()`
+    /// starts its workers before it returns), or the pool has ended. The error is the first
+    /// fork that failed. A pool broken meanwhile for another reason (an initializer that
+    /// panicked, the spawner's death) is returned as it is: it says so on every use, as it
+    /// would have a moment later.
+    pub(crate) fn wait_started(&self) -> Result<(), ProcessError> {
+        let st = self.lock();
+        let (st, _) = self.wait_until(st, None, |st| {
+            st.first_reports.iter().all(|&r| r) || !matches!(st.phase, Phase::Running)
+        });
+        match &st.startup_failure {
+            None => Ok(()),
+            Some((errno, _)) if *errno != 0 => Err(ProcessError::Fork(
+                std::io::Error::from_raw_os_error(*errno),
+            )),
+            Some((_, message)) => Err(ProcessError::PoolSetup {
+                what: "start a worker",
+                source: message.clone().into(),
+            }),
         }
     }
 
@@ -306,11 +336,13 @@ impl State {
         self.slots.iter().all(|s| matches!(s, Slot::Final))
     }
 
-    /// Whether the call can be handed over: all its tasks settled, or one has failed.
+    /// Whether the call can be handed over: every one of its tasks has settled (done, failed,
+    /// or failed for it by a dead worker or the pool's end). A failure does not hand the call
+    /// over early: the caller of a `map` that fails must not find its other tasks still running.
     pub(crate) fn settled(&self, id: BatchId) -> bool {
         self.batches
             .get(&id.first)
-            .map_or(true, |b| b.remaining == 0 || b.failed)
+            .map_or(true, |b| b.remaining == 0)
     }
 
     /// Whether one of the call's tasks failed.
@@ -330,8 +362,7 @@ impl State {
     }
 
     /// Takes the results of a settled call, in task order. When a task has failed, the first
-    /// failure in order among those settled is returned and the other tasks are let go (some
-    /// may still be running).
+    /// failure in task (input) order is returned and the other results are dropped.
     pub(crate) fn take(&mut self, id: BatchId) -> Chunks {
         let tasks = id.first..id.first + id.len;
         if id.len == 0 {
@@ -406,10 +437,10 @@ impl State {
         };
         debug_assert!(task < first + batch.len);
         batch.remaining -= 1;
-        self.wake |= batch.remaining == 0 || (result.is_err() && !batch.failed);
+        self.wake |= batch.remaining == 0;
         batch.failed |= result.is_err();
-        let now_settled = batch.remaining == 0 || batch.failed;
-        if now_settled && self.callbacks.contains_key(&first) && !self.due.contains(&first) {
+        if batch.remaining == 0 && self.callbacks.contains_key(&first) && !self.due.contains(&first)
+        {
             self.due.push(first);
         }
         if !batch.abandoned {
@@ -431,6 +462,13 @@ impl State {
         for t in tasks {
             let e = self.ending_error();
             self.settle(t, Err(e));
+        }
+    }
+
+    /// Asks the spawner for every slot's first worker.
+    pub(crate) fn spawn_all(&mut self) {
+        for slot in 0..self.slots.len() {
+            self.request(Request::Spawn(slot as u32));
         }
     }
 
@@ -615,8 +653,17 @@ impl State {
                 }
                 self.fruitless_exits = 0;
                 let result = outcome.map_err(|f| match f {
-                    Failure::Panicked(m) => ProcessError::TaskPanicked(m),
-                    Failure::Codec(m) => ProcessError::Codec(m),
+                    Failure::Panicked {
+                        message,
+                        location,
+                        backtrace,
+                    } => ProcessError::TaskPanicked {
+                        message,
+                        location,
+                        backtrace,
+                    },
+                    Failure::Encode(m) => ProcessError::Encode(m),
+                    Failure::Decode(m) => ProcessError::Decode(m),
                     Failure::ResultTooLarge { len, max } => {
                         ProcessError::ResultTooLarge { len, max }
                     }
@@ -624,6 +671,9 @@ impl State {
                 self.settle(task, result);
             }
             Event::Started { slot, pid } => {
+                if let Some(r) = self.first_reports.get_mut(slot as usize) {
+                    *r = true;
+                }
                 if let Some(s @ Slot::Starting) = self.slots.get_mut(slot as usize) {
                     *s = Slot::Live {
                         pid,
@@ -634,7 +684,15 @@ impl State {
                     };
                 }
             }
-            Event::SpawnFailed { slot, error } => {
+            Event::SpawnFailed { slot, error, errno } => {
+                if let Some(r) = self.first_reports.get_mut(slot as usize) {
+                    if !*r && self.startup_failure.is_none() {
+                        self.startup_failure = Some((errno, error.clone()));
+                    }
+                    *r = true;
+                }
+                // Later (a replacement): the slot stays empty and the pool runs on with the
+                // workers it has; with none left, it breaks (below) rather than wait for ever.
                 if let Some(s) = self.slots.get_mut(slot as usize) {
                     *s = Slot::Final;
                 }

@@ -28,10 +28,16 @@ pub(crate) enum TaskMsg {
 /// Why a task produced no value.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Failure {
-    /// The function panicked with this message.
-    Panicked(String),
-    /// The arguments did not decode or the result did not encode.
-    Codec(String),
+    /// The function panicked: its message, where, and the worker's backtrace when enabled.
+    Panicked {
+        message: String,
+        location: Option<String>,
+        backtrace: Option<String>,
+    },
+    /// The result did not encode.
+    Encode(String),
+    /// The arguments did not decode.
+    Decode(String),
     /// The encoded result needs `len` bytes; the results queue takes at most `max`.
     ResultTooLarge { len: usize, max: usize },
 }
@@ -47,8 +53,12 @@ pub(crate) enum Event {
     },
     /// The spawner forked a worker for `slot`.
     Started { slot: u32, pid: i32 },
-    /// The spawner could not fork a worker for `slot`.
-    SpawnFailed { slot: u32, error: String },
+    /// The spawner could not fork a worker for `slot`: the error, and its errno (0: none).
+    SpawnFailed {
+        slot: u32,
+        error: String,
+        errno: i32,
+    },
     /// The spawner reaped the worker of `slot`: its exit code in Python's meaning (`-SIG`).
     Exited { slot: u32, pid: i32, code: i32 },
     /// The initializer panicked in a worker, which then exited.

@@ -72,7 +72,8 @@ impl<T> AsyncResult<T> {
         }
     }
 
-    /// Whether the call has finished: every task done, or one failed (Python's `ready()`).
+    /// Whether the call has finished: every one of its tasks done or failed (Python's
+    /// `ready()`). A failed task does not make a map ready while its other tasks still run.
     pub fn ready(&self) -> bool {
         self.shared.lock().settled(self.tasks)
     }
@@ -110,7 +111,7 @@ impl<T> AsyncResult<T> {
     ///
     /// [`ProcessError::TaskPanicked`] (the worker goes on), [`ProcessError::WorkerDied`] (the
     /// worker running it was killed or exited; it has been replaced),
-    /// [`ProcessError::ResultTooLarge`], [`ProcessError::Codec`],
+    /// [`ProcessError::ResultTooLarge`], [`ProcessError::Encode`], [`ProcessError::Decode`],
     /// [`ProcessError::PoolTerminated`], [`ProcessError::PoolBroken`]. For a map, the first
     /// failing chunk in input order.
     pub fn get(mut self) -> Result<T, ProcessError> {
@@ -199,7 +200,7 @@ pub(crate) fn finish_one<R: DeserializeOwned>(chunks: Vec<Vec<u8>>) -> Result<R,
     let mut all = finish_all::<R>(chunks)?;
     match (all.pop(), all.is_empty()) {
         (Some(r), true) => Ok(r),
-        _ => Err(ProcessError::Codec(
+        _ => Err(ProcessError::Decode(
             "a single task came back with a number of results other than one".into(),
         )),
     }
@@ -221,6 +222,9 @@ enum InFlight {
     Task(BatchId),
     /// It could not even be submitted (the pool was closed, the chunk too large).
     Refused(ProcessError),
+    /// Reading the input panicked here: the panic is resumed when this place is reached, after
+    /// every result before it (Python's `imap` raises the input's exception at its position).
+    InputPanicked(Box<dyn std::any::Any + Send>),
 }
 
 /// The iterator of [`Pool::imap`](super::Pool::imap) and
@@ -284,13 +288,25 @@ where
     }
 
     /// Reads input and submits chunks until the window is full or the input ends.
+    ///
+    /// The input is read ahead of the results, so a panic in it is caught here and kept in its
+    /// place: the items read before it go as a chunk, and the panic comes out of `next` once
+    /// every result before it has been yielded. The input ends there.
     fn refill(&mut self) {
         while !self.input_done && self.in_flight.len() < self.window {
-            let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
+            let mut chunk: Vec<A> = Vec::with_capacity(self.chunksize.min(1024));
+            let (input, size) = (&mut self.input, self.chunksize);
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                chunk.extend(input.by_ref().take(size));
+            }));
+            let panicked = read.err();
             if chunk.len() < self.chunksize {
                 self.input_done = true;
             }
             if chunk.is_empty() {
+                if let Some(payload) = panicked {
+                    self.in_flight.push_back(InFlight::InputPanicked(payload));
+                }
                 break;
             }
             let submitted =
@@ -312,6 +328,10 @@ where
                 }
             };
             self.in_flight.push_back(entry);
+            if let Some(payload) = panicked {
+                self.in_flight.push_back(InFlight::InputPanicked(payload));
+                break;
+            }
         }
     }
 
@@ -332,9 +352,13 @@ where
         let st = self.shared.lock();
         let ordered = self.ordered;
         let entries = &self.in_flight;
+        // An input panic is always the last entry; even unordered, it waits for every result
+        // before it (it is "ready" only once it is alone).
+        let alone = entries.len() == 1;
         let is_ready = |st: &super::parent::State, e: &InFlight| match e {
             InFlight::Task(batch) => st.settled(*batch),
             InFlight::Refused(_) => true,
+            InFlight::InputPanicked(_) => alone,
         };
         let (mut st, ok) = self.shared.wait_until(st, deadline, |st| {
             if ordered {
@@ -358,6 +382,10 @@ where
         let result = match entry {
             InFlight::Refused(e) => Err(e),
             InFlight::Task(batch) => st.take(batch),
+            InFlight::InputPanicked(payload) => {
+                drop(st);
+                std::panic::resume_unwind(payload)
+            }
         };
         drop(st);
         match result.and_then(finish_all::<R>) {

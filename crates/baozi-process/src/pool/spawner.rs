@@ -134,7 +134,14 @@ impl Spawner {
                         }
                         Err(e) => Event::SpawnFailed {
                             slot,
-                            error: e.to_string(),
+                            errno: match &e {
+                                crate::ProcessError::Fork(io) => io.raw_os_error().unwrap_or(0),
+                                _ => 0,
+                            },
+                            error: match &e {
+                                crate::ProcessError::Fork(io) => format!("{e}: {io}"),
+                                _ => e.to_string(),
+                            },
                         },
                     };
                     if !self.report(&event) {
@@ -208,6 +215,8 @@ fn work(
         }
     }
     let max = results.max_message_len().saturating_sub(DONE_OVERHEAD);
+    // A panic's message and backtrace share what a Done event may carry.
+    call::install_panic_hook(max / 2);
     let mut ran = 0usize;
     loop {
         if maxtasks.is_some_and(|m| ran >= m) {
@@ -230,10 +239,18 @@ fn work(
         // binary image, which this worker shares as a fork of it (call::invoke's contract).
         let mut outcome = unsafe { call::invoke(trampoline, func, &args) };
         drop(args);
-        if let Ok(r) = &outcome {
-            if r.len() > max {
+        match &mut outcome {
+            Ok(r) if r.len() > max => {
                 outcome = Err(Failure::ResultTooLarge { len: r.len(), max });
             }
+            Err(Failure::Panicked { message, .. }) if message.len() > max / 4 => {
+                let mut cut = max / 4;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message.truncate(cut);
+            }
+            _ => {}
         }
         if !send(
             results,
