@@ -182,6 +182,28 @@ fn c_name(os_name: &str) -> CString {
     CString::new(format!("/{os_name}")).expect("validated name has no NUL")
 }
 
+/// Locks one of this module's process-wide tables, giving up after 100 ms.
+///
+/// The tables are held for microseconds, so a lock still taken after 100 ms was taken by a thread
+/// that does not exist here: this is the child of a fork made while another thread of the parent
+/// held it. Such a child goes on without the table (no sharing of mappings, no linger) instead of
+/// hanging.
+fn lock_bounded<T>(m: &Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+    let start = Instant::now();
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if start.elapsed() > Duration::from_millis(100) {
+                    return None;
+                }
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
 /// How long a process keeps a region it made a [`RegionRef`] to: see [`Region::to_ref`].
 pub const LINGER: Duration = Duration::from_secs(10);
 
@@ -193,7 +215,9 @@ fn linger(map: &Arc<Mapping>) {
     use std::collections::VecDeque;
     static LINGERING: Mutex<VecDeque<(Instant, Arc<Mapping>)>> = Mutex::new(VecDeque::new());
     let now = Instant::now();
-    let mut list = LINGERING.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut list) = lock_bounded(&LINGERING) else {
+        return;
+    };
     list.retain(|(at, m)| now.duration_since(*at) < LINGER && !Arc::ptr_eq(m, map));
     if list.len() >= LINGER_MAX {
         list.pop_front();
@@ -232,9 +256,10 @@ impl Mapping {
             owner_pid: owner.then(sys::getpid),
             unlink_on_drop: AtomicBool::new(owner),
         });
-        let mut table = attached().lock().unwrap_or_else(|p| p.into_inner());
-        table.retain(|_, w| w.strong_count() > 0);
-        table.insert(file, Arc::downgrade(&map));
+        if let Some(mut table) = lock_bounded(attached()) {
+            table.retain(|_, w| w.strong_count() > 0);
+            table.insert(file, Arc::downgrade(&map));
+        }
         Ok(map)
     }
 }
@@ -663,7 +688,7 @@ impl Drop for Mapping {
 
 /// The mapping of `file` this process already has, if any (and at least `min_len` long).
 fn cached(file: FileKey, min_len: usize) -> Option<Arc<Mapping>> {
-    let table = attached().lock().unwrap_or_else(|p| p.into_inner());
+    let table = lock_bounded(attached())?;
     table
         .get(&file)
         .and_then(Weak::upgrade)
@@ -784,10 +809,8 @@ fn file_in_use(path: &str, file: FileKey) -> bool {
         return true;
     }
     mapped_shm_files().iter().any(|(_, p)| p == path)
-        || attached()
-            .lock()
-            .map(|t| t.get(&file).is_some_and(|w| w.strong_count() > 0))
-            .unwrap_or(true)
+        || lock_bounded(attached())
+            .map_or(true, |t| t.get(&file).is_some_and(|w| w.strong_count() > 0))
 }
 
 /// One baozi object found in `/dev/shm` by [`list`].
