@@ -30,7 +30,8 @@ fn peer_holding_a_queue() -> (libc::pid_t, Vec<u8>) {
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         let q: Queue<u64> = Queue::new(0, RING).expect("queue");
-        back.put(postcard::to_allocvec(&q).expect("ref")).expect("put");
+        back.put(postcard::to_allocvec(&q).expect("ref"))
+            .expect("put");
         loop {
             // SAFETY: pause has no preconditions; the parent ends the child with SIGKILL.
             unsafe { libc::pause() };
@@ -44,8 +45,12 @@ fn handles(c: &mut Criterion) {
     let mut g = c.benchmark_group("handles");
     let q: Queue<u64> = Queue::new(0, RING).expect("queue");
     let v = Value::new(0u64).expect("value");
-    g.bench_function("queue_clone_drop", |b| b.iter(|| drop(black_box(q.clone()))));
-    g.bench_function("value_clone_drop", |b| b.iter(|| drop(black_box(v.clone()))));
+    g.bench_function("queue_clone_drop", |b| {
+        b.iter(|| drop(black_box(q.clone())))
+    });
+    g.bench_function("value_clone_drop", |b| {
+        b.iter(|| drop(black_box(v.clone())))
+    });
     g.bench_function("serialise", |b| {
         b.iter(|| postcard::to_allocvec(black_box(&q)).expect("ref"))
     });

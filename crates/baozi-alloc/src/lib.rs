@@ -7,8 +7,13 @@
 //!   A process killed mid-alloc or mid-free costs at most the one block it was moving, which
 //!   [`Heap::stats`] reports as `leaked_suspect`.
 //! * [`ShmBox`]: one owned value in a heap.
-//! * [`Value`] / [`Array`]: values with their own robust lock (Python's `Value`, `Array`);
-//!   [`RawValue`] / [`RawArray`] without (`RawValue`, `RawArray`).
+//! * [`Value`] / [`Array`]: values with a robust lock (Python's `Value`, `Array`; their own
+//!   [`Lock`](baozi_sync::Lock), or one given as a [`SharedLock`], Python's `lock=`);
+//!   [`RawValue`] / [`RawArray`] without (`RawValue`, `RawArray`). Each is a `Clone` handle that
+//!   a `Process` closure captures and (with the `serde` feature) a serde value that attaches in
+//!   any process. `Value::new(x)` has shared memory of its own, alive while any process holds it;
+//!   `Value::new_in(&heap, x)` shares one heap among many values; `Value::create(name, x)` /
+//!   `Value::open(name)` meet by name.
 //!
 //! # Example: allocate in the parent, free in the child
 //!

@@ -2,10 +2,13 @@
 //!
 //! This crate is the bottom layer of baozi: memory and layout, nothing about locks. It gives you
 //!
-//! * [`Region`]: a `MAP_SHARED` mapping, either anonymous (children forked after it share it) or
-//!   named in `/dev/shm` (unrelated programs meet by name; creation is exclusive);
-//! * [`Header`]: the 64-byte `#[repr(C)]` header at offset 0 of every shared object, with magic,
-//!   format version, kind, total size, layout checksum and an initialisation state word, and the
+//! * [`Region`]: a cheap, clonable handle to a `MAP_SHARED` mapping, either anonymous (a memfd)
+//!   or named in `/dev/shm` (unrelated programs meet by name; creation is exclusive), that any
+//!   process of the machine can attach to through a [`RegionRef`] (a serde value with the
+//!   `serde` feature);
+//! * [`Header`]: the 128-byte `#[repr(C)]` header at offset 0 of every shared object, with magic,
+//!   format version, kind, total size, layout checksum, object id, contents type ([`TypeTag`])
+//!   and an initialisation state word, and the
 //!   create → [`Header::publish`] / open → [`Header::wait_ready`] protocol, so an opener never sees a
 //!   half-made object and gets a typed [`ShmError`] for anything foreign, old, truncated or wrong;
 //! * [`Offset`]: a position-independent reference (regions map at different addresses in
