@@ -247,6 +247,32 @@ fn through<S>(h: &Handles, tag: &str, start: impl FnOnce() -> S, finish: impl Fn
     h.check(tag, used);
 }
 
+/// Every handle is `Clone + Send + Sync + 'static` (checked at compile time): a `Process`
+/// closure can capture it, a struct can store it, a function can return it.
+#[allow(dead_code)]
+fn handles_are_clone_send_sync() {
+    fn handle<T: Clone + Send + Sync + 'static>() {}
+    handle::<Queue<String>>();
+    handle::<JoinableQueue<String>>();
+    handle::<Lock>();
+    handle::<RLock>();
+    handle::<Semaphore>();
+    handle::<BoundedSemaphore>();
+    handle::<Event>();
+    handle::<Condition>();
+    handle::<Barrier>();
+    handle::<Heap>();
+    handle::<Value<u64>>();
+    handle::<RawValue<u64>>();
+    handle::<Array<u32>>();
+    handle::<RawArray<u32>>();
+    handle::<ShmMutex<u64>>();
+    handle::<Region>();
+    handle::<baozi::alloc::SharedLock>();
+    fn owned<T: Send + Sync + 'static>() {}
+    owned::<baozi::ShmBox<u64>>(); // one owner, like Box: not Clone
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--role") {
