@@ -81,6 +81,14 @@ fn main() {
         case("closed_queue_is_drained_then_closed", close_then_drain),
         case("joinable_join_waits_for_every_task_done", joinable_join),
         case(
+            "shutdown_immediate_wakes_get_put_join_in_other_processes",
+            shutdown_wakes_other_processes,
+        ),
+        case(
+            "shutdown_killed_after_its_discard_is_finished_by_the_next_consumer",
+            shutdown_killed_after_discard,
+        ),
+        case(
             "put_timeout_get_timeout_across_processes",
             timeouts_across_processes,
         ),
@@ -707,4 +715,106 @@ fn no_lock_loses_updates() {
         total < expected,
         "no update was lost: the race did not happen"
     );
+}
+
+/// A getter asleep on an empty queue, a putter asleep on a full one, a joiner asleep on a
+/// joinable queue with two unfinished items: a fourth process shuts all three down immediately,
+/// and all three wake at once (get and put with `Closed`, join returning: the two items were
+/// discarded, so nothing is unfinished).
+fn shutdown_wakes_other_processes() {
+    let empty: Queue<u64> = Queue::new(0, 4096).unwrap();
+    let full: Queue<u64> = Queue::new(1, 4096).unwrap();
+    let jobs: JoinableQueue<u64> = JoinableQueue::new(0, 4096).unwrap();
+    full.put(1).unwrap();
+    jobs.put(1).unwrap();
+    jobs.put(2).unwrap();
+    let led = Ledger::new(3);
+    let getter = fork(|| {
+        let outcome = match empty.get() {
+            Err(GetError::Closed) => GOT_CLOSED,
+            Ok(_) => GOT_ITEM,
+            Err(_) => GOT_ERROR,
+        };
+        led.word(0).store(outcome, Ordering::Release);
+    });
+    let putter = fork(|| {
+        let outcome = match full.put(2) {
+            Err(PutError::Closed(2)) => GOT_CLOSED,
+            Ok(()) => GOT_ITEM,
+            Err(_) => GOT_ERROR,
+        };
+        led.word(1).store(outcome, Ordering::Release);
+    });
+    let joiner = fork(|| {
+        jobs.join().expect("join");
+        led.word(2).store(GOT_CLOSED, Ordering::Release);
+    });
+    for (child, what) in [
+        (&getter, "getter"),
+        (&putter, "putter"),
+        (&joiner, "joiner"),
+    ] {
+        wait_asleep(child, what);
+    }
+    let t0 = Instant::now();
+    fork(|| {
+        empty.shutdown(true).expect("shutdown");
+        full.shutdown(true).expect("shutdown");
+        jobs.shutdown(true).expect("shutdown");
+    })
+    .join_ok(Duration::from_secs(10), "shutter");
+    join_all_ok(
+        vec![getter, putter, joiner],
+        Duration::from_secs(10),
+        "woken",
+    );
+    for i in 0..3 {
+        assert_eq!(led.word(i).load(Ordering::Acquire), GOT_CLOSED, "party {i}");
+    }
+    println!(
+        "    a sleeping get, put and join woke {:?} after shutdown(immediate)",
+        t0.elapsed()
+    );
+    assert_eq!(
+        (full.qsize(), jobs.qsize(), jobs.unfinished_tasks()),
+        (0, 0, 0)
+    );
+}
+
+/// A process killed right after its immediate shutdown committed the discard, before it moved the
+/// head: the items are already gone for everyone (qsize, unfinished tasks, join), and the next
+/// consumer, told the get lock's holder died, moves the head on; a get then says `Closed`.
+fn shutdown_killed_after_discard() {
+    let jobs: JoinableQueue<u64> = JoinableQueue::new(0, 4096).unwrap();
+    // The crash hook reads BAOZI_CRASH_AT at a process's first queue operation (and a fork
+    // inherits what it read): this process leaves every put and get to its children.
+    fork(|| {
+        for i in 0..3 {
+            jobs.put(i).expect("put");
+        }
+    })
+    .join_ok(OP_BOUND, "filler");
+    let mut victim = fork(|| {
+        std::env::set_var("BAOZI_CRASH_AT", "shutdown-after-discard:1");
+        jobs.shutdown(true).expect("shutdown");
+        unreachable!("killed at the crash point");
+    });
+    assert_eq!(
+        victim.wait_timeout(OP_BOUND),
+        Some(support::Exit::Signal(libc::SIGKILL))
+    );
+    assert!(jobs.is_closed());
+    assert_eq!(jobs.qsize(), 0, "discarded before the head moved");
+    assert!(jobs.used_bytes() > 0, "the victim died before moving the head");
+    assert_eq!(jobs.unfinished_tasks(), 0);
+    jobs.join_timeout(OP_BOUND).expect("nothing unfinished");
+    fork(|| {
+        // Told the get lock's holder died, this get moves the head on, then sees the shutdown.
+        assert!(matches!(jobs.get_timeout(OP_BOUND), Err(GetError::Closed)));
+        assert!(matches!(jobs.put(7), Err(PutError::Closed(7))));
+    })
+    .join_ok(OP_BOUND, "next consumer");
+    assert_eq!(jobs.used_bytes(), 0, "the next consumer moved the head to the tail");
+    assert_eq!(jobs.qsize(), 0);
+    assert_eq!(jobs.unfinished_tasks(), 0);
 }

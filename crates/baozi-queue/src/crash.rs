@@ -1,7 +1,7 @@
 //! Test-only crash points: with the `crash-points` feature, the environment variable
 //! `BAOZI_CRASH_AT=POINT:N` makes this process SIGKILL itself the N-th time it reaches POINT
-//! (`put-before-commit`, `put-after-commit`, `get-before-commit`, `get-after-commit`), all of
-//! which are inside the critical section. Random kills rarely land in a 50 ns window; these do.
+//! (`put-before-commit`, `put-after-commit`, `get-before-commit`, `get-after-commit`,
+//! `shutdown-after-discard`), all of which are inside a critical section. Random kills rarely land in a 50 ns window; these do.
 //! Without the feature, every point compiles to nothing.
 
 /// A named step inside put or get, where a test may kill the process.
@@ -12,6 +12,7 @@ pub(crate) enum Point {
     PutAfterCommit,
     GetBeforeCommit,
     GetAfterCommit,
+    ShutdownAfterDiscard,
 }
 
 #[inline(always)]
@@ -37,6 +38,7 @@ mod imp {
             Point::PutAfterCommit => "put-after-commit",
             Point::GetBeforeCommit => "get-before-commit",
             Point::GetAfterCommit => "get-after-commit",
+            Point::ShutdownAfterDiscard => "shutdown-after-discard",
         }
     }
 

@@ -111,7 +111,8 @@ impl<T> JoinableQueue<T> {
     pub fn unfinished_tasks(&self) -> usize {
         // `done` first: it never passes the puts, so the difference never goes negative.
         let done = self.queue.tasks_done().load(Ordering::Acquire);
-        self.queue.puts().wrapping_sub(done) as usize
+        let discarded = self.queue.discarded();
+        self.queue.puts().wrapping_sub(done).wrapping_sub(discarded) as usize
     }
 
     /// Marks one item taken by a get as processed.
@@ -122,7 +123,8 @@ impl<T> JoinableQueue<T> {
         let done = self.queue.tasks_done();
         let mut d = done.load(Ordering::Acquire);
         loop {
-            let puts = self.queue.puts();
+            // Discarded items (an immediate shutdown's) are done without a task_done.
+            let puts = self.queue.puts().wrapping_sub(self.queue.discarded());
             if puts.wrapping_sub(d) == 0 || puts.wrapping_sub(d) > u32::MAX / 2 {
                 return Err(QueueError::TaskDoneTooManyTimes);
             }

@@ -74,13 +74,17 @@ pub(crate) struct HeadSide {
     pub(crate) seen_tail: AtomicU64,
 }
 
-/// JoinableQueue accounting: unfinished tasks = puts (the tail's count) − `done`.
+/// JoinableQueue accounting: unfinished tasks = puts (the tail's count) − `done` − discarded.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct Tasks {
     pub(crate) done: AtomicU32,
     pub(crate) _reserved: AtomicU32,
     pub(crate) all_done: WaitWord,
+    /// An immediate shutdown's discard, `(from << 32) | upto`: the items with put counts
+    /// `from..upto` were thrown away, never delivered (0: none). Stored once, under the get lock
+    /// and after `closed`, as the discard's commit point; the head then moves to the tail.
+    pub(crate) discarded: AtomicU64,
 }
 
 // SAFETY: repr(C), atomics only; any bit pattern is a valid value (invariants on them are
@@ -117,5 +121,6 @@ pub(crate) fn layout_hash(maxsize: u32, capacity: u32) -> u64 {
         .u64(std::mem::size_of::<RawRobustMutex>() as u64)
         .u64(std::mem::size_of::<TailSide>() as u64)
         .u64(std::mem::size_of::<HeadSide>() as u64)
+        .u64(std::mem::size_of::<Tasks>() as u64)
         .finish()
 }

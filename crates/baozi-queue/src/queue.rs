@@ -683,9 +683,30 @@ impl<T> Queue<T> {
             }
             self.refresh_room(tail);
         } else {
+            // An immediate shutdown killed between its discard's commit and moving the head:
+            // finish moving it (the tail is final, the queue being closed).
+            let (_, upto) = self.discard();
+            if upto != 0
+                && ring::items(head, tail) != 0
+                && head.count.wrapping_sub(upto) > u32::MAX / 2
+            {
+                self.head().cursor.store(tail.pack(), Ordering::Release);
+            }
             self.head().seen_tail.store(tail.pack(), Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// The immediate shutdown's discard `(from, upto)`, `(0, 0)` if none.
+    pub(crate) fn discard(&self) -> (u32, u32) {
+        let d = self.tasks().discarded.load(Ordering::Acquire);
+        ((d >> 32) as u32, d as u32)
+    }
+
+    /// How many items an immediate shutdown threw away.
+    pub(crate) fn discarded(&self) -> u32 {
+        let (from, upto) = self.discard();
+        upto.wrapping_sub(from)
     }
 
     /// Reads the head (the consumers' line) and stores what it says in the producers' bounds.
@@ -994,7 +1015,15 @@ impl<T> Queue<T> {
         // Head first: it never passes the tail, so the difference never goes negative.
         let head = self.head_cursor();
         let tail = self.tail_cursor();
-        ring::items(head, tail) as usize
+        // An immediate shutdown's discarded items are gone even before the head moves past them
+        // (it may have been killed in between; the next consumer moves it).
+        let (_, upto) = self.discard();
+        let head_count = if upto != 0 && head.count.wrapping_sub(upto) > u32::MAX / 2 {
+            upto
+        } else {
+            head.count
+        };
+        tail.count.wrapping_sub(head_count) as usize
     }
 
     /// Whether the queue holds no item now.
@@ -1048,6 +1077,44 @@ impl<T> Queue<T> {
         drop(guard);
         self.tail().wait.notify();
         self.head().wait.notify();
+        Ok(())
+    }
+
+    /// Python 3.13's `Queue.shutdown(immediate)`. Without `immediate` it is [`close`](Self::close):
+    /// puts fail, getters drain what is left, then fail (`Closed` is Python's `ShutDown`). With
+    /// `immediate`, what is left is thrown away as well, so every getter fails at once; a
+    /// [`JoinableQueue`](crate::JoinableQueue) counts the discarded items as done (its `join`
+    /// returns once the items already handed out are `task_done`). Every blocked `put`, `get` and
+    /// `join`, in any process, wakes.
+    ///
+    /// Crash-safe: the discard commits with one store (under the get lock, after `closed`); a
+    /// process killed after it leaves a head that the next consumer moves on.
+    ///
+    /// # Errors
+    /// [`QueueError::Sync`] if a lock is unrecoverable.
+    pub fn shutdown(&self, immediate: bool) -> Result<(), QueueError> {
+        self.close()?;
+        if !immediate {
+            return Ok(());
+        }
+        let guard = self.lock(self.get_lock(), None)?;
+        // The tail is final: `closed` was stored under the put lock after the last put.
+        let tail = self.tail_cursor();
+        let head = self.head_cursor();
+        if ring::items(head, tail) != 0 {
+            if self.discard() == (0, 0) {
+                let d = (u64::from(head.count) << 32) | u64::from(tail.count);
+                // COMMIT: from here the items head..tail are discarded, not delivered.
+                self.tasks().discarded.store(d.max(1), Ordering::Release);
+                crash::point(Point::ShutdownAfterDiscard);
+            }
+            self.head().cursor.store(tail.pack(), Ordering::Release);
+            self.head().seen_tail.store(tail.pack(), Ordering::Relaxed);
+        }
+        drop(guard);
+        self.tail().wait.notify();
+        self.head().wait.notify();
+        self.all_done().notify();
         Ok(())
     }
 

@@ -1510,3 +1510,68 @@ fn a_getter_on_an_opened_handle_is_woken_by_the_creators_put() {
         assert_eq!(getter.join().unwrap().unwrap(), 99);
     });
 }
+
+// --- shutdown (Python 3.13's Queue.shutdown) ---
+
+#[test]
+fn shutdown_graceful_refuses_puts_and_drains_gets() {
+    let q: Queue<String> = Queue::new(0, 4096).unwrap();
+    q.put("pork".into()).unwrap();
+    q.put("cabbage".into()).unwrap();
+    q.shutdown(false).unwrap();
+    assert!(matches!(q.put("late".into()), Err(PutError::Closed(s)) if s == "late"));
+    assert_eq!(q.get().unwrap(), "pork");
+    assert_eq!(q.get_nowait().unwrap(), "cabbage");
+    assert_get_closed(q.get());
+    assert_get_closed(q.get_timeout(Duration::from_secs(5)));
+}
+
+#[test]
+fn shutdown_immediate_discards_and_joinable_counts_them_done() {
+    let q: JoinableQueue<Pod<u32>> = JoinableQueue::new(0, 4096).unwrap();
+    for i in 0..5 {
+        q.put(Pod(i)).unwrap();
+    }
+    // One item handed out before the shutdown: it still counts until its task_done.
+    assert_eq!(q.get().unwrap(), Pod(0));
+    assert_eq!(q.unfinished_tasks(), 5);
+    q.shutdown(true).unwrap();
+    assert_eq!(q.qsize(), 0, "the four left were thrown away");
+    assert!(q.empty());
+    assert_get_closed(q.get());
+    assert!(matches!(q.put(Pod(9)), Err(PutError::Closed(Pod(9)))));
+    assert_eq!(q.unfinished_tasks(), 1, "discarded items count as done");
+    let (r, elapsed) = timed(|| q.join_timeout(Duration::from_millis(100)));
+    assert!(matches!(r, Err(QueueError::JoinTimeout { .. })), "{r:?}");
+    assert!(elapsed >= Duration::from_millis(100));
+    q.task_done().unwrap();
+    q.join_timeout(Duration::from_secs(1)).unwrap();
+    assert!(matches!(
+        q.task_done(),
+        Err(QueueError::TaskDoneTooManyTimes)
+    ));
+    // Twice is harmless.
+    q.shutdown(true).unwrap();
+    assert_eq!(q.unfinished_tasks(), 0);
+}
+
+#[test]
+fn shutdown_immediate_wakes_blocked_getters_and_putters() {
+    let empty: Queue<Pod<u32>> = Queue::new(0, 4096).unwrap();
+    let full: Queue<Pod<u32>> = Queue::new(1, 4096).unwrap();
+    full.put(Pod(1)).unwrap();
+    thread::scope(|s| {
+        let _a = close_on_unwind(&empty);
+        let _b = close_on_unwind(&full);
+        let getter = s.spawn(|| timed(|| empty.get()));
+        let putter = s.spawn(|| timed(|| full.put(Pod(2))));
+        thread::sleep(Duration::from_millis(100));
+        empty.shutdown(true).unwrap();
+        full.shutdown(true).unwrap();
+        let (r, _) = getter.join().unwrap();
+        assert_get_closed(r);
+        let (r, _) = putter.join().unwrap();
+        assert!(matches!(r, Err(PutError::Closed(Pod(2)))), "{r:?}");
+    });
+    assert_eq!(full.qsize(), 0);
+}
