@@ -36,6 +36,10 @@ const LOCK_LINES: [std::ops::Range<u64>; 2] = [
 const HEAD_AT: u64 = 4 * CACHE_LINE as u64;
 const RING_AT: u64 = 7 * CACHE_LINE as u64;
 const RING_BYTES: usize = 4096;
+/// The endpoint registry after the ring: 64 words.
+const ENDPOINTS_LEN: usize = 64 * 8;
+/// A whole queue of RING_BYTES.
+const QUEUE_LEN: usize = RING_AT as usize + RING_BYTES + ENDPOINTS_LEN;
 
 /// A short wait for the cases that must end in `NotReady`.
 const SHORT_WAIT: Duration = Duration::from_millis(200);
@@ -85,7 +89,7 @@ fn real_queue_bytes() -> Vec<u8> {
         q.put(m.to_vec()).unwrap();
     }
     let bytes = std::fs::read(name.path()).unwrap();
-    assert_eq!(bytes.len(), RING_AT as usize + RING_BYTES);
+    assert_eq!(bytes.len(), QUEUE_LEN);
     bytes
 }
 
@@ -228,7 +232,7 @@ fn header_never_published_is_not_ready_after_a_bounded_wait() {
     let name = ShmName::new("bad-unpublished");
     // A creator that began and never finished (it may have died): Region::create + begin, no
     // publish. The region stays mapped here while the opener waits.
-    let region = Region::create(name.name(), RING_AT as usize + RING_BYTES).unwrap();
+    let region = Region::create(name.name(), QUEUE_LEN).unwrap();
     let header = region.header().unwrap();
     header.begin(
         ObjectKind::QUEUE,
@@ -323,7 +327,7 @@ fn heap_or_unknown_kind_is_wrong_kind() {
 
 #[test]
 fn truncated_files_are_truncated() {
-    let full = RING_AT + RING_BYTES as u64;
+    let full = QUEUE_LEN as u64;
     // (file length, bytes the error must say are needed)
     for (len, needed) in [
         (RING_AT + 100, full),

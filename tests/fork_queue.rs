@@ -89,6 +89,14 @@ fn main() {
             shutdown_killed_after_discard,
         ),
         case(
+            "producer_killed_ends_a_blocked_get_with_disconnected",
+            producer_killed_disconnects_getter,
+        ),
+        case(
+            "consumer_killed_ends_a_blocked_put_with_disconnected",
+            consumer_killed_disconnects_putter,
+        ),
+        case(
             "put_timeout_get_timeout_across_processes",
             timeouts_across_processes,
         ),
@@ -805,7 +813,10 @@ fn shutdown_killed_after_discard() {
     );
     assert!(jobs.is_closed());
     assert_eq!(jobs.qsize(), 0, "discarded before the head moved");
-    assert!(jobs.used_bytes() > 0, "the victim died before moving the head");
+    assert!(
+        jobs.used_bytes() > 0,
+        "the victim died before moving the head"
+    );
     assert_eq!(jobs.unfinished_tasks(), 0);
     jobs.join_timeout(OP_BOUND).expect("nothing unfinished");
     fork(|| {
@@ -814,7 +825,82 @@ fn shutdown_killed_after_discard() {
         assert!(matches!(jobs.put(7), Err(PutError::Closed(7))));
     })
     .join_ok(OP_BOUND, "next consumer");
-    assert_eq!(jobs.used_bytes(), 0, "the next consumer moved the head to the tail");
+    assert_eq!(
+        jobs.used_bytes(),
+        0,
+        "the next consumer moved the head to the tail"
+    );
     assert_eq!(jobs.qsize(), 0);
     assert_eq!(jobs.unfinished_tasks(), 0);
+}
+
+/// CPython's gh-87971, fixed: a consumer blocked in `get()` on a queue whose only producer is
+/// SIGKILLed gets what was put, then `Disconnected`, within the stated bound (a wait slice and a
+/// check period) instead of waiting for ever. A forked copy of an endpoint does not deregister
+/// its parent's.
+fn producer_killed_disconnects_getter() {
+    let q: Queue<u64> = Queue::new(0, 4096).unwrap();
+    let led = Ledger::new(2);
+    let mut producer = fork(|| {
+        let me = q.register_producer().expect("register");
+        // A child's copy of the registration leaves it in place when the child exits.
+        fork(|| drop(q.register_producer().map(|_| ()))).join_ok(OP_BOUND, "grandchild");
+        let _copy = fork(|| {}); // inherits `me`; its exit must not deregister us
+        for i in 0..3 {
+            q.put(i).expect("put");
+        }
+        led.word(0).store(1, Ordering::Release);
+        std::thread::sleep(Duration::from_secs(60)); // killed here
+        drop(me);
+    });
+    assert!(wait_until(OP_BOUND, || led.word(0).load(Ordering::Acquire) == 1));
+    assert_eq!(q.endpoints().producers, 1, "one live producer");
+    let getter = fork(|| {
+        for i in 0..3 {
+            assert_eq!(q.get().expect("the items put before the kill"), i);
+        }
+        let t0 = Instant::now();
+        led.word(1).store(1, Ordering::Release);
+        assert!(matches!(q.get(), Err(GetError::Disconnected)));
+        println!("    blocked get ended {:?} after it began", t0.elapsed());
+    });
+    assert!(wait_until(OP_BOUND, || led.word(1).load(Ordering::Acquire) == 1));
+    wait_asleep(&getter, "getter");
+    let t0 = Instant::now();
+    producer.signal(libc::SIGKILL);
+    assert!(producer.wait_timeout(OP_BOUND).unwrap().sigkilled());
+    getter.join_ok(OP_BOUND, "getter");
+    let took = t0.elapsed();
+    println!("    the getter learned of the kill {took:?} after it");
+    assert!(
+        took < Duration::from_secs(2),
+        "{took:?}: bound is a wait slice + a check period"
+    );
+    assert_eq!(
+        q.endpoints().producers,
+        0,
+        "the dead producer's slot was freed"
+    );
+}
+
+/// The same for a putter blocked on a full queue whose only consumer is killed: `Disconnected`
+/// hands the item back.
+fn consumer_killed_disconnects_putter() {
+    let q: Queue<u64> = Queue::new(1, 4096).unwrap();
+    let led = Ledger::new(1);
+    let mut consumer = fork(|| {
+        let _me = q.register_consumer().expect("register");
+        led.word(0).store(1, Ordering::Release);
+        std::thread::sleep(Duration::from_secs(60)); // killed here
+    });
+    assert!(wait_until(OP_BOUND, || led.word(0).load(Ordering::Acquire) == 1));
+    let putter = fork(|| {
+        q.put(1).expect("room for one");
+        assert!(matches!(q.put(2), Err(PutError::Disconnected(2))));
+    });
+    wait_asleep(&putter, "putter");
+    consumer.signal(libc::SIGKILL);
+    assert!(consumer.wait_timeout(OP_BOUND).unwrap().sigkilled());
+    putter.join_ok(OP_BOUND, "putter");
+    assert_eq!(q.qsize(), 1);
 }

@@ -101,6 +101,9 @@ pub enum PutError<T> {
     },
     /// The queue was closed; nothing more can be put.
     Closed(T),
+    /// The queue stayed full and every registered consumer has gone (see
+    /// [`Queue::register_consumer`](crate::Queue::register_consumer)): nobody will make room.
+    Disconnected(T),
     /// The message could not be encoded.
     Encode(T, CodecError),
     /// The queue failed (lock unrecoverable, corrupt state).
@@ -114,6 +117,7 @@ impl<T> PutError<T> {
             PutError::Full(t)
             | PutError::TooLarge { item: t, .. }
             | PutError::Closed(t)
+            | PutError::Disconnected(t)
             | PutError::Encode(t, _)
             | PutError::Failed(t, _) => t,
         }
@@ -140,6 +144,7 @@ impl<T> PutError<T> {
                 capacity,
             },
             PutError::Closed(t) => PutError::Closed(f(t)),
+            PutError::Disconnected(t) => PutError::Disconnected(f(t)),
             PutError::Encode(t, e) => PutError::Encode(f(t), e),
             PutError::Failed(t, e) => PutError::Failed(f(t), e),
         }
@@ -158,6 +163,7 @@ impl<T> fmt::Debug for PutError<T> {
                 .field("capacity", capacity)
                 .finish_non_exhaustive(),
             PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Disconnected(_) => f.write_str("Disconnected(..)"),
             PutError::Encode(_, e) => f.debug_tuple("Encode").field(&"..").field(e).finish(),
             PutError::Failed(_, e) => f.debug_tuple("Failed").field(&"..").field(e).finish(),
         }
@@ -173,6 +179,9 @@ impl<T> fmt::Display for PutError<T> {
                 "the message needs {needed} bytes but the queue holds at most {capacity}: it can never fit; make the queue larger"
             ),
             PutError::Closed(_) => f.write_str("the queue is closed"),
+            PutError::Disconnected(_) => f.write_str(
+                "the queue is full and no consumer is left: every registered consumer exited or deregistered",
+            ),
             PutError::Encode(_, e) => write!(f, "the message could not be encoded: {e}"),
             PutError::Failed(_, e) => fmt::Display::fmt(e, f),
         }
@@ -197,6 +206,9 @@ pub enum GetError {
     Empty,
     /// The queue is closed and drained: no item will ever come.
     Closed,
+    /// The queue is empty and every registered producer has gone (see
+    /// [`Queue::register_producer`](crate::Queue::register_producer)): no item will come.
+    Disconnected,
     /// A message was taken but could not be decoded as the queue's type. It is no longer in the
     /// queue; its bytes are here, so nothing is lost.
     Decode {
@@ -221,6 +233,9 @@ impl fmt::Display for GetError {
         match self {
             GetError::Empty => f.write_str("the queue is empty"),
             GetError::Closed => f.write_str("the queue is closed and drained"),
+            GetError::Disconnected => f.write_str(
+                "the queue is empty and no producer is left: every registered producer exited or deregistered",
+            ),
             GetError::Decode { bytes, error } => {
                 write!(
                     f,

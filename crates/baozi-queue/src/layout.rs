@@ -10,6 +10,7 @@
 //! 5 lines       get lock: RawRobustMutex                   consumers (glibc)
 //! 6 lines       tasks: done count + all_done WaitWord      task_done()
 //! 7 lines       ring: `capacity` bytes of frames           producers, under the put lock
+//! + capacity    endpoints: 64 words (producers, consumers) each process its own word
 //! ```
 //!
 //! (*) and by a producer, under the put lock, only while the ring is empty: see
@@ -38,7 +39,8 @@ pub(crate) struct Meta {
     pub(crate) maxsize: AtomicU32,
     pub(crate) capacity: AtomicU32,
     pub(crate) closed: AtomicU32,
-    pub(crate) _reserved: AtomicU32,
+    /// Which roles ever registered an endpoint (bit 1 producer, bit 2 consumer); never cleared.
+    pub(crate) peers_ever: AtomicU32,
 }
 
 /// The producers' side: the tail cursor (the commit word of a put), the wait word getters sleep
@@ -105,8 +107,13 @@ const _: () = {
     assert!(std::mem::size_of::<Tasks>() <= CACHE_LINE);
 };
 
-/// The region length for a ring of `capacity` bytes.
+/// The region length for a ring of `capacity` bytes: the ring, then the endpoint registry.
 pub(crate) fn total_len(capacity: u32) -> usize {
+    RING_AT + capacity as usize + crate::endpoint::LEN
+}
+
+/// Where the endpoint registry starts (after the ring; 8-aligned as the capacity is).
+pub(crate) fn endpoints_at(capacity: u32) -> usize {
     RING_AT + capacity as usize
 }
 
@@ -122,5 +129,6 @@ pub(crate) fn layout_hash(maxsize: u32, capacity: u32) -> u64 {
         .u64(std::mem::size_of::<TailSide>() as u64)
         .u64(std::mem::size_of::<HeadSide>() as u64)
         .u64(std::mem::size_of::<Tasks>() as u64)
+        .u64(crate::endpoint::SLOTS as u64)
         .finish()
 }

@@ -66,6 +66,7 @@
 
 mod codec;
 mod crash;
+mod endpoint;
 mod error;
 #[cfg(feature = "serde")]
 mod handle;
@@ -77,6 +78,7 @@ mod ring;
 #[cfg(feature = "serde")]
 pub use codec::Serde;
 pub use codec::{CodecError, Message, Pod};
+pub use endpoint::{Endpoint, Endpoints, CHECK_EVERY};
 pub use error::{GetError, PutError, QueueError};
 pub use joinable::JoinableQueue;
 pub use queue::{Queue, QueueOptions, DEFAULT_CAPACITY, MAX_MAXSIZE, NOWAIT_LOCK_WAIT};

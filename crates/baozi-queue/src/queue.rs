@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use baozi_shm::{ObjectKind, Region, ShmError, TypeTag, DEFAULT_READY_WAIT};
@@ -12,6 +12,7 @@ use baozi_sync::{Acquired, Deadline, RawRobustMutex, SpinPolicy, SyncError, Wait
 
 use crate::codec::{CodecError, Message};
 use crate::crash::{self, Point};
+use crate::endpoint::{self, Endpoint, Endpoints, Role};
 use crate::error::{GetError, PutError, QueueError};
 use crate::layout::{self, HeadSide, Meta, TailSide, Tasks};
 use crate::ring::{self, Appender, Cursor};
@@ -229,6 +230,7 @@ enum PutFail {
     Full,
     TooLarge { needed: usize, capacity: usize },
     Closed,
+    Disconnected,
     Failed(QueueError),
 }
 
@@ -242,6 +244,7 @@ impl PutFail {
                 capacity,
             },
             PutFail::Closed => PutError::Closed(item),
+            PutFail::Disconnected => PutError::Disconnected(item),
             PutFail::Failed(e) => PutError::Failed(item, e),
         }
     }
@@ -303,6 +306,8 @@ pub struct Queue<T = Vec<u8>> {
     cap: u32,
     maxsize: u32,
     spin: SpinPolicy,
+    /// When this handle last counted the endpoints (monotonic ns; 0: never).
+    last_peer_check: AtomicU64,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -327,6 +332,7 @@ impl<T> Clone for Queue<T> {
             cap: self.cap,
             maxsize: self.maxsize,
             spin: self.spin.clone(),
+            last_peer_check: AtomicU64::new(0),
             _type: PhantomData,
         }
     }
@@ -508,6 +514,7 @@ impl<T> Queue<T> {
             } else {
                 SpinPolicy::never()
             },
+            last_peer_check: AtomicU64::new(0),
             _type: PhantomData,
         }
     }
@@ -940,11 +947,18 @@ impl<T> Queue<T> {
             });
         }
         let word = &self.head().wait;
+        let mut peers_gone = false;
         loop {
             let seen = word.seq();
             match self.try_put(batch, wait.lock_deadline()) {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(Refusal::Closed)) => return Err(PutFail::Closed),
+                // Full, with no consumer left: looked once more after learning it, still full.
+                Ok(Err(Refusal::NoRoom)) if peers_gone => return Err(PutFail::Disconnected),
+                Ok(Err(Refusal::NoRoom)) if self.peers_gone(Role::Consumer, wait) => {
+                    peers_gone = true;
+                    continue;
+                }
                 Ok(Err(Refusal::NoRoom)) => {}
                 Err(QueueError::Sync(SyncError::Timeout)) => return Err(PutFail::Full),
                 Err(e) => return Err(PutFail::Failed(e)),
@@ -962,11 +976,18 @@ impl<T> Queue<T> {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), CodecError>,
     ) -> Result<usize, GetFail> {
         let word = &self.tail().wait;
+        let mut peers_gone = false;
         loop {
             let seen = word.seq();
             match self.try_get(max, wait.lock_deadline(), sink) {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(Refusal::Closed)) => return Err(GetFail::Closed),
+                // Empty, with no producer left: looked once more after learning it, still empty.
+                Ok(Err(Refusal::NoRoom)) if peers_gone => return Err(GetFail::Disconnected),
+                Ok(Err(Refusal::NoRoom)) if self.peers_gone(Role::Producer, wait) => {
+                    peers_gone = true;
+                    continue;
+                }
                 Ok(Err(Refusal::NoRoom)) => {}
                 Err(GetFail::Failed(QueueError::Sync(SyncError::Timeout))) => {
                     return Err(GetFail::Empty)
@@ -977,6 +998,99 @@ impl<T> Queue<T> {
                 return Err(GetFail::Empty);
             }
         }
+    }
+
+    /// Whether the endpoints of `role` once registered and none is left now: a blocked call of
+    /// the other side can stop waiting. Counts at most once per [`endpoint::CHECK_EVERY`] per
+    /// handle, and never for a `_nowait` call or when `role` never registered (one load).
+    #[cold]
+    fn peers_gone(&self, role: Role, wait: Wait) -> bool {
+        if matches!(wait, Wait::No)
+            || self.meta().peers_ever.load(Ordering::Acquire) & role.ever_bit() == 0
+        {
+            return false;
+        }
+        let now = baozi_sync::monotonic_ns();
+        let last = self.last_peer_check.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < endpoint::CHECK_EVERY.as_nanos() as u64 {
+            return false;
+        }
+        self.last_peer_check.store(now, Ordering::Relaxed);
+        let live = endpoint::count(self.endpoint_slots());
+        match role {
+            Role::Producer => live.producers == 0,
+            Role::Consumer => live.consumers == 0,
+        }
+    }
+
+    fn endpoint_slots(&self) -> &[std::sync::atomic::AtomicU64] {
+        endpoint::slots(&self.region, layout::endpoints_at(self.cap))
+    }
+
+    fn register(&self, role: Role) -> Result<Endpoint, QueueError> {
+        let (index, word) = endpoint::register(self.endpoint_slots(), role).ok_or_else(|| {
+            QueueError::Mismatch {
+                name: self.region.describe(),
+                detail: format!(
+                    "every one of its {} endpoint slots is taken by a live process",
+                    endpoint::SLOTS
+                ),
+            }
+        })?;
+        self.meta()
+            .peers_ever
+            .fetch_or(role.ever_bit(), Ordering::AcqRel);
+        // Leaving wakes the other side: getters sleep on the tail's word, putters on the head's.
+        let wake_at = match role {
+            Role::Producer => layout::TAIL_AT + std::mem::offset_of!(TailSide, wait),
+            Role::Consumer => layout::HEAD_AT + std::mem::offset_of!(HeadSide, wait),
+        };
+        Ok(Endpoint::new(
+            self.region.clone(),
+            layout::endpoints_at(self.cap),
+            index,
+            word,
+            wake_at,
+        ))
+    }
+
+    /// Registers this process as a producer until the returned [`Endpoint`] is dropped (or the
+    /// process dies). Once any producer has registered, a `get` blocked on the empty queue
+    /// returns [`GetError::Disconnected`] when none is left alive — within about
+    /// [`WAIT_SLICE`](baozi_sync::WAIT_SLICE) + [`CHECK_EVERY`](crate::CHECK_EVERY) of the last
+    /// one's death — instead of waiting for ever. A queue nobody registers with keeps Python's
+    /// behaviour.
+    ///
+    /// ```
+    /// use baozi_queue::{GetError, Queue};
+    /// let q: Queue<String> = Queue::new(0, 4096)?;
+    /// let producer = q.register_producer()?;
+    /// q.put("last bun".to_owned()).unwrap();
+    /// drop(producer); // (or the producer process is killed)
+    /// assert_eq!(q.get().unwrap(), "last bun"); // what was put is still delivered
+    /// assert!(matches!(q.get(), Err(GetError::Disconnected)));
+    /// # Ok::<(), baozi_queue::QueueError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`QueueError::Mismatch`] when all 64 slots are held by live processes.
+    pub fn register_producer(&self) -> Result<Endpoint, QueueError> {
+        self.register(Role::Producer)
+    }
+
+    /// Registers this process as a consumer: once any consumer has registered, a `put` blocked
+    /// on the full queue returns [`PutError::Disconnected`] (with the item) when none is left.
+    ///
+    /// # Errors
+    /// As [`register_producer`](Self::register_producer).
+    pub fn register_consumer(&self) -> Result<Endpoint, QueueError> {
+        self.register(Role::Consumer)
+    }
+
+    /// The producers and consumers registered and alive now (a liveness query; it frees the
+    /// slots of registered processes that died).
+    pub fn endpoints(&self) -> Endpoints {
+        endpoint::count(self.endpoint_slots())
     }
 
     /// Waits until `word` moves past `seen` (someone committed the opposite operation or closed
@@ -1146,6 +1260,7 @@ impl<T> Queue<T> {
 enum GetFail {
     Empty,
     Closed,
+    Disconnected,
     Decode { bytes: Vec<u8>, error: CodecError },
     Failed(QueueError),
 }
@@ -1155,6 +1270,7 @@ impl From<GetFail> for GetError {
         match f {
             GetFail::Empty => GetError::Empty,
             GetFail::Closed => GetError::Closed,
+            GetFail::Disconnected => GetError::Disconnected,
             GetFail::Decode { bytes, error } => GetError::Decode { bytes, error },
             GetFail::Failed(e) => GetError::Failed(e),
         }

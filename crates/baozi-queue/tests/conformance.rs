@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use baozi_queue::{
-    GetError, JoinableQueue, Pod, PutError, Queue, QueueError, QueueOptions, Serde, MAX_MAXSIZE,
+    Endpoints, GetError, JoinableQueue, Pod, PutError, Queue, QueueError, QueueOptions, Serde,
+    MAX_MAXSIZE,
 };
 use baozi_shm::ShmError;
 
@@ -1574,4 +1575,67 @@ fn shutdown_immediate_wakes_blocked_getters_and_putters() {
         assert!(matches!(r, Err(PutError::Closed(Pod(2)))), "{r:?}");
     });
     assert_eq!(full.qsize(), 0);
+}
+
+// --- endpoints: a blocked call learns that the other side is gone ---
+
+#[test]
+fn get_is_disconnected_once_every_registered_producer_left() {
+    let q: Queue<String> = Queue::new(0, 4096).unwrap();
+    assert_eq!(q.endpoints(), Endpoints::default());
+    let a = q.register_producer().unwrap();
+    let b = q.register_producer().unwrap();
+    assert_eq!(q.endpoints().producers, 2);
+    q.put("pork".into()).unwrap();
+    drop(a);
+    assert_eq!(q.endpoints().producers, 1);
+    assert_eq!(q.get().unwrap(), "pork");
+    // One producer is left: a get waits for it.
+    let (r, elapsed) = timed(|| q.get_timeout(Duration::from_millis(200)));
+    assert_get_empty(r);
+    assert_waited(
+        elapsed,
+        Duration::from_millis(200),
+        "get with a live producer",
+    );
+    thread::scope(|s| {
+        let _unwind = close_on_unwind(&q);
+        let getter = s.spawn(|| timed(|| q.get()));
+        thread::sleep(Duration::from_millis(100));
+        drop(b); // the last producer leaves: the blocked get wakes with Disconnected
+        let (r, elapsed) = getter.join().unwrap();
+        assert!(matches!(r, Err(GetError::Disconnected)), "{r:?}");
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    });
+    // _nowait keeps Python's answer, and a new producer reconnects.
+    assert_get_empty(q.get_nowait());
+    let c = q.register_producer().unwrap();
+    q.put("cabbage".into()).unwrap();
+    assert_eq!(q.get().unwrap(), "cabbage");
+    drop(c);
+    assert!(matches!(q.get(), Err(GetError::Disconnected)));
+    assert!(matches!(q.get_many(4), Err(GetError::Disconnected)));
+}
+
+#[test]
+fn put_is_disconnected_once_every_registered_consumer_left() {
+    let q: Queue<String> = Queue::new(1, 4096).unwrap();
+    let consumer = q.register_consumer().unwrap();
+    q.put("pork".into()).unwrap();
+    let (r, _) = timed(|| q.put_timeout("cabbage".into(), Duration::from_millis(100)));
+    assert!(matches!(r, Err(PutError::Full(_))), "{r:?}");
+    drop(consumer);
+    match q.put("red bean".into()) {
+        Err(PutError::Disconnected(item)) => assert_eq!(item, "red bean"),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert_eq!(q.endpoints(), Endpoints::default());
+}
+
+#[test]
+fn a_queue_nobody_registers_with_keeps_pythons_wait() {
+    let q: Queue<String> = Queue::new(0, 4096).unwrap();
+    let (r, elapsed) = timed(|| q.get_timeout(Duration::from_millis(150)));
+    assert_get_empty(r);
+    assert_waited(elapsed, Duration::from_millis(150), "unregistered get");
 }
