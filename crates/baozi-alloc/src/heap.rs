@@ -234,6 +234,14 @@ impl Heap {
     ///
     /// # Errors
     /// [`AllocError::Shm`] for a size of 0 or above [`MAX_HEAP`], or a failed mapping.
+    pub fn new(size: usize) -> Result<Heap, AllocError> {
+        Self::anonymous(size)
+    }
+
+    /// The same as [`new`](Self::new).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn anonymous(size: usize) -> Result<Heap, AllocError> {
         let chunks = Self::chunks_for(size)?;
         let region = Region::anonymous(metadata_len(chunks) + chunks * CHUNK)?;

@@ -194,11 +194,20 @@ impl Barrier {
         })
     }
 
-    /// A barrier for `parties` participants, shared with children forked after this call.
+    /// A barrier for `parties` participants, shared with children forked after this call and with
+    /// any process its handle is given to.
     ///
     /// # Errors
     /// [`SyncError::InvalidParameter`] unless `1 <= parties <= MAX_PARTIES`; [`SyncError::Shm`]
     /// if the region cannot be mapped.
+    pub fn new(parties: u32) -> Result<Self, SyncError> {
+        Self::anonymous(parties)
+    }
+
+    /// The same as [`new`](Self::new) (Python's `Barrier(parties)`).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn anonymous(parties: u32) -> Result<Self, SyncError> {
         Self::check(parties)?;
         Self::build(Region::anonymous(TOTAL_LEN)?, parties)

@@ -282,6 +282,14 @@ impl Condition {
     /// # Errors
     /// [`SyncError::Shm`] if the region cannot be mapped; [`SyncError::Io`] if glibc refuses the
     /// mutex attributes.
+    pub fn new() -> Result<Self, SyncError> {
+        Self::anonymous()
+    }
+
+    /// The same as [`new`](Self::new) (Python's `Condition()`).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn anonymous() -> Result<Self, SyncError> {
         Self::anonymous_with_max_waiters(Self::DEFAULT_MAX_WAITERS)
     }

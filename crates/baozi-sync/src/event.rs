@@ -94,10 +94,19 @@ impl Event {
         Ok(Event { region })
     }
 
-    /// A new, clear event, shared with children forked after this call.
+    /// A new, clear event, shared with children forked after this call and with any process its
+    /// handle is given to.
     ///
     /// # Errors
     /// [`SyncError::Shm`] if the region cannot be mapped.
+    pub fn new() -> Result<Self, SyncError> {
+        Self::anonymous()
+    }
+
+    /// The same as [`new`](Self::new) (Python's `Event()`).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn anonymous() -> Result<Self, SyncError> {
         Self::build(Region::anonymous(TOTAL_LEN)?)
     }

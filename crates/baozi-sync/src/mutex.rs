@@ -89,10 +89,19 @@ impl<T: ShmSafe> ShmMutex<T> {
             .finish()
     }
 
-    /// A mutex holding `value`, shared with children forked after this call.
+    /// A mutex holding `value`, shared with children forked after this call and with any process
+    /// its handle is given to.
     ///
     /// # Errors
     /// [`SyncError::Shm`] if the region cannot be mapped.
+    pub fn new(value: T) -> Result<Self, SyncError> {
+        Self::anonymous(value)
+    }
+
+    /// The same as [`new`](Self::new).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn anonymous(value: T) -> Result<Self, SyncError> {
         Self::build(Region::anonymous(Self::total_len())?, value)
     }

@@ -91,11 +91,20 @@ impl RLock {
         Ok(RLock { region })
     }
 
-    /// A new, unlocked recursive lock, shared with children forked after this call.
+    /// A new, unlocked recursive lock, shared with children forked after this call and with any
+    /// process its handle is given to.
     ///
     /// # Errors
     /// [`SyncError::Shm`] if the region cannot be mapped; [`SyncError::Io`] if glibc refuses the
     /// mutex attributes.
+    pub fn new() -> Result<Self, SyncError> {
+        Self::anonymous()
+    }
+
+    /// The same as [`new`](Self::new) (Python's `RLock()`).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn anonymous() -> Result<Self, SyncError> {
         Self::build(Region::anonymous(OWNED_LOCK_LEN)?)
     }

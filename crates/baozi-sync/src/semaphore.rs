@@ -301,11 +301,20 @@ impl Semaphore {
     /// The highest value a semaphore may hold: 2^31 - 1, Python's `SEM_VALUE_MAX` on Linux.
     pub const MAX_VALUE: u32 = i32::MAX as u32;
 
-    /// A semaphore with `value` free units, shared with children forked after this call.
+    /// A semaphore with `value` free units, shared with children forked after this call and with
+    /// any process its handle is given to.
     ///
     /// # Errors
     /// [`SyncError::InvalidParameter`] if `value` exceeds [`MAX_VALUE`](Self::MAX_VALUE);
     /// [`SyncError::Shm`] if the region cannot be mapped.
+    pub fn new(value: u32) -> Result<Self, SyncError> {
+        Self::anonymous(value)
+    }
+
+    /// The same as [`new`](Self::new) (Python's `Semaphore(value)`).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn anonymous(value: u32) -> Result<Self, SyncError> {
         Self::check(value)?;
         Ok(Semaphore {
@@ -419,6 +428,14 @@ impl BoundedSemaphore {
     /// # Errors
     /// [`SyncError::InvalidParameter`] if `value` is 0 or exceeds
     /// [`Semaphore::MAX_VALUE`]; [`SyncError::Shm`] if the region cannot be mapped.
+    pub fn new(value: u32) -> Result<Self, SyncError> {
+        Self::anonymous(value)
+    }
+
+    /// The same as [`new`](Self::new) (Python's `BoundedSemaphore(value)`).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn anonymous(value: u32) -> Result<Self, SyncError> {
         Self::check(value)?;
         Ok(BoundedSemaphore {
