@@ -609,8 +609,9 @@ fn creator_killed() {
     let name = ShmName::new("orphan");
     let channel: Queue<Serde<(Queue<String>, Queue<String>)>> = Queue::new(2, 1 << 14).unwrap();
     let go = Event::anonymous().unwrap();
+    let ready = Event::anonymous().unwrap();
     let tx = channel.clone();
-    let go2 = go.clone();
+    let (go2, ready2) = (go.clone(), ready.clone());
     let queue_name = name.name().to_owned();
     let mut creator = fork(move || {
         let anon: Queue<String> = Queue::new(0, 4096).unwrap();
@@ -620,21 +621,27 @@ fn creator_killed() {
         // Two references: one for the parent now, one for a latecomer.
         tx.put(Serde((anon.clone(), named.clone()))).unwrap();
         tx.put(Serde((anon.clone(), named.clone()))).unwrap();
+        ready2.set();
         go2.wait_timeout(BOUND).unwrap(); // killed while waiting here
         unreachable!("the creator is killed before it is told to go");
     });
-    let late_rx = channel.clone();
-    let Serde((anon, named)) = channel.get_timeout(BOUND).unwrap();
-    // The latecomer was forked before it read its reference, which names the creator.
+    // The latecomer is forked before this process attaches to anything: it has no mapping of
+    // the queues, and its reference names the creator, dead by the time it reads it. It must
+    // find another holder (this process) through /proc for the anonymous queue.
+    let killed = Event::anonymous().unwrap();
+    let (late_rx, killed2) = (channel.clone(), killed.clone());
     let latecomer = fork_code(move || {
-        std::thread::sleep(Duration::from_millis(300)); // the creator is dead by now
+        assert!(killed2.wait_timeout(BOUND).unwrap());
         let Serde((anon, named)) = late_rx.get_timeout(BOUND).expect("attach after the kill");
         anon.put("from the latecomer".to_owned()).unwrap();
         named.put("from the latecomer".to_owned()).unwrap();
         0
     });
+    let Serde((anon, named)) = channel.get_timeout(BOUND).unwrap();
+    assert!(ready.wait_timeout(BOUND).unwrap(), "the creator sent both references");
     creator.signal(libc::SIGKILL);
     assert!(creator.wait_timeout(BOUND).unwrap().sigkilled());
+    killed.set();
     latecomer.join_ok(BOUND, "latecomer");
     for q in [&anon, &named] {
         assert_eq!(q.get_timeout(BOUND).unwrap(), "from the creator");
@@ -649,7 +656,7 @@ fn creator_killed() {
         .find(|e| e.name == name.name())
         .unwrap();
     assert!(!entry.creator_alive && !entry.is_orphan());
-    drop((anon, named, channel));
+    drop((anon, named, channel, killed));
     std::thread::sleep(Duration::from_millis(50));
     let entry = baozi::shm::list()
         .unwrap()

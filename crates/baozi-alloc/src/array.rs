@@ -70,7 +70,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Guard<'_, T> {
 /// # Ok::<(), baozi_alloc::AllocError>(())
 /// ```
 pub struct Array<T: Pod> {
-    cells: Cells<T>,
+    pub(crate) cells: Cells<T>,
 }
 
 impl<T: Pod> Clone for Array<T> {
@@ -256,7 +256,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
 /// # Ok::<(), baozi_alloc::AllocError>(())
 /// ```
 pub struct RawArray<T: Pod> {
-    cells: Cells<T>,
+    pub(crate) cells: Cells<T>,
 }
 
 impl<T: Pod> Clone for RawArray<T> {
@@ -369,50 +369,5 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
         f.debug_struct("RawArray")
             .field("len", &self.len())
             .finish()
-    }
-}
-
-#[cfg(feature = "serde")]
-mod serde_impls {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::{Array, Pod, RawArray};
-    use crate::cells::{Cells, CellsRef};
-
-    impl<T: Pod> Serialize for Array<T> {
-        /// Writes a reference (heap, block, lock), not the elements.
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            self.cells.to_ref().serialize(s)
-        }
-    }
-
-    impl<'de, T: Pod> Deserialize<'de> for Array<T> {
-        /// Attaches to the array, checking its element type and length.
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let cells =
-                Cells::from_ref(CellsRef::deserialize(d)?).map_err(baozi_shm::attach_failed)?;
-            if cells.shared_lock().is_none() {
-                return Err(baozi_shm::attach_failed(
-                    "a RawArray's handle read as an Array",
-                ));
-            }
-            Ok(Array { cells })
-        }
-    }
-
-    impl<T: Pod> Serialize for RawArray<T> {
-        /// Writes a reference (heap, block), not the elements.
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            self.cells.to_ref().serialize(s)
-        }
-    }
-
-    impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
-        /// Attaches to the array, checking its element type and length.
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let cells =
-                Cells::from_ref(CellsRef::deserialize(d)?).map_err(baozi_shm::attach_failed)?;
-            Ok(RawArray { cells })
-        }
     }
 }

@@ -394,3 +394,36 @@ impl<T: Pod> Cells<T> {
         Cells::attach(r.heap, Offset::new(r.offset), len, r.lock)
     }
 }
+
+/// Serialize / Deserialize for a handle type over [`Cells`]: a reference (heap, block, lock),
+/// never the values; attaching checks the element type and length, and that a locked kind has a
+/// lock (a raw handle cannot be read as a locked one).
+#[cfg(feature = "serde")]
+macro_rules! cells_serde {
+    ($($ty:ident: $locked:expr),*) => {$(
+        impl<T: Pod> serde::Serialize for crate::$ty<T> {
+            /// Writes a reference (heap, block, lock), not the values.
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.cells.to_ref().serialize(s)
+            }
+        }
+
+        impl<'de, T: Pod> serde::Deserialize<'de> for crate::$ty<T> {
+            /// Attaches to the values, checking their type and length.
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let cells = Cells::from_ref(CellsRef::deserialize(d)?)
+                    .map_err(baozi_shm::attach_failed)?;
+                if $locked && cells.shared_lock().is_none() {
+                    return Err(baozi_shm::attach_failed(concat!(
+                        "a raw handle (no lock) read as a ",
+                        stringify!($ty)
+                    )));
+                }
+                Ok(crate::$ty { cells })
+            }
+        }
+    )*};
+}
+
+#[cfg(feature = "serde")]
+cells_serde!(Value: true, RawValue: false, Array: true, RawArray: false);

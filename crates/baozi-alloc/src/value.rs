@@ -132,7 +132,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
 ///   that stay valid while the creator keeps one (Python's rule for its shared heap).
 /// * [`Value::create`] / [`Value::open`]: by name, for unrelated programs.
 pub struct Value<T: Pod> {
-    cells: Cells<T>,
+    pub(crate) cells: Cells<T>,
 }
 
 impl<T: Pod> Clone for Value<T> {
@@ -293,7 +293,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
 /// # Ok::<(), baozi_alloc::AllocError>(())
 /// ```
 pub struct RawValue<T: Pod> {
-    cells: Cells<T>,
+    pub(crate) cells: Cells<T>,
 }
 
 impl<T: Pod> Clone for RawValue<T> {
@@ -375,50 +375,5 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawValue<T> {
         f.debug_struct("RawValue")
             .field("value", &self.get())
             .finish()
-    }
-}
-
-#[cfg(feature = "serde")]
-mod serde_impls {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::{Pod, RawValue, Value};
-    use crate::cells::{Cells, CellsRef};
-
-    impl<T: Pod> Serialize for Value<T> {
-        /// Writes a reference (heap, block, lock), not the value.
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            self.cells.to_ref().serialize(s)
-        }
-    }
-
-    impl<'de, T: Pod> Deserialize<'de> for Value<T> {
-        /// Attaches to the value, checking its type.
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let cells =
-                Cells::from_ref(CellsRef::deserialize(d)?).map_err(baozi_shm::attach_failed)?;
-            if cells.shared_lock().is_none() {
-                return Err(baozi_shm::attach_failed(
-                    "a RawValue's handle read as a Value",
-                ));
-            }
-            Ok(Value { cells })
-        }
-    }
-
-    impl<T: Pod> Serialize for RawValue<T> {
-        /// Writes a reference (heap, block), not the value.
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            self.cells.to_ref().serialize(s)
-        }
-    }
-
-    impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
-        /// Attaches to the value, checking its type.
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let cells =
-                Cells::from_ref(CellsRef::deserialize(d)?).map_err(baozi_shm::attach_failed)?;
-            Ok(RawValue { cells })
-        }
     }
 }
