@@ -457,7 +457,7 @@ impl Region {
         };
         let display = match &r.name {
             Some(n) => format!("/dev/shm/{n}"),
-            None => format!("anonymous region {}", ObjectId::from_raw(r.id)),
+            None => "anonymous region".to_owned(),
         };
         if let Some(map) = cached(file, 0) {
             return Ok(Region { map });
