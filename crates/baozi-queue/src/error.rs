@@ -37,6 +37,10 @@ pub enum QueueError {
         /// Tasks still unfinished.
         unfinished: u32,
     },
+    /// Another backend of the [`QueueContract`](crate::QueueContract) failed (for Redis: the
+    /// server could not be reached, or answered an error); its own error is inside, for
+    /// `downcast_ref`.
+    Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl fmt::Display for QueueError {
@@ -59,6 +63,7 @@ impl fmt::Display for QueueError {
             QueueError::JoinTimeout { unfinished } => {
                 write!(f, "join timed out with {unfinished} task(s) unfinished")
             }
+            QueueError::Backend(e) => fmt::Display::fmt(e, f),
         }
     }
 }
@@ -68,6 +73,7 @@ impl std::error::Error for QueueError {
         match self {
             QueueError::Shm(e) => Some(e),
             QueueError::Sync(e) => Some(e),
+            QueueError::Backend(e) => Some(&**e),
             _ => None,
         }
     }

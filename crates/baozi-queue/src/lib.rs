@@ -37,6 +37,11 @@
 //! # Ok::<(), baozi_queue::QueueError>(())
 //! ```
 //!
+//! # One contract, several backends
+//! [`QueueContract`] and [`JoinableContract`] state the contract as traits, implemented here for
+//! [`Queue`] and [`JoinableQueue`] and in `baozi-redis` for queues on a Redis server, so code
+//! written against them moves from one machine to many by changing how the queue is made.
+//!
 //! # Messages
 //! Anything that implements [`Message`]: bytes (`Vec<u8>`, `String`, with allocation-free
 //! [`Queue::put_bytes`] / [`Queue::get_bytes_into`] for byte queues), numbers and [`Pod<T>`]
@@ -65,6 +70,7 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod contract;
 mod crash;
 mod endpoint;
 mod error;
@@ -78,6 +84,7 @@ mod ring;
 #[cfg(feature = "serde")]
 pub use codec::Serde;
 pub use codec::{CodecError, Message, Pod};
+pub use contract::{JoinableContract, QueueContract};
 pub use endpoint::{Endpoint, Endpoints, CHECK_EVERY};
 pub use error::{GetError, PutError, QueueError};
 pub use joinable::JoinableQueue;

@@ -1,0 +1,89 @@
+//! baozi's `Queue` and `JoinableQueue` on a Redis server: the same contract as the
+//! shared-memory queue ([`baozi_queue::QueueContract`]), for processes on any number of hosts.
+//!
+//! ```no_run
+//! use baozi_queue::{GetError, QueueContract};
+//! use baozi_redis::RedisQueue;
+//!
+//! // The same code as with `baozi_queue::Queue::new(1, 4096)?`, only made differently.
+//! let counter: RedisQueue<String> = RedisQueue::create_or_open("redis://127.0.0.1:6379/0", "buns", 1)?;
+//! let baker = counter.clone(); // another handle (its own connection); move it to a thread,
+//!                              // or make it by name in a program on another host
+//! std::thread::spawn(move || {
+//!     for bun in ["pork", "cabbage", "red bean"] {
+//!         baker.put(bun.to_owned()).unwrap();
+//!     }
+//!     baker.close().unwrap();
+//! });
+//! let mut eaten = Vec::new();
+//! loop {
+//!     match counter.get() {
+//!         Ok(bun) => eaten.push(bun),
+//!         Err(GetError::Closed) => break,
+//!         Err(e) => panic!("{e}"),
+//!     }
+//! }
+//! assert_eq!(eaten, ["pork", "cabbage", "red bean"]);
+//! # Ok::<(), baozi_redis::RedisQueueError>(())
+//! ```
+//!
+//! # How it works
+//! A queue `NAME` is a Redis list `baozi:{NAME}:items` and a few small keys beside it, all with
+//! the hash tag `{NAME}` (one hash slot, so it runs on Redis Cluster too). Each step that must be
+//! atomic is one Lua script: a put checks `maxsize` and appends in one step, so N producers on N
+//! hosts never push the queue past it. Blocking waits happen on the server: a get is a `BLPOP`
+//! on the items and a close token, a put that finds the queue full is a `BLPOP` on a room token
+//! that each get leaves, `join` a `BLPOP` on an all-done token. Waits go in slices
+//! ([`RedisOptions::wait_slice`], default 2 s) so a silent network failure is an error, never a
+//! hang. Messages use the same codecs as the shared-memory queue ([`baozi_queue::Message`]),
+//! each behind a 16-byte header: the producer's id and sequence number.
+//!
+//! # Delivery guarantees
+//! * **A put that returned `Ok` is in the queue exactly once.** Each handle has a producer id
+//!   (from the server) and numbers its puts; the put script drops a (producer, sequence) it has
+//!   seen. So a put whose reply was lost (timeout, dropped connection) is retried on a new
+//!   connection (for [`RedisOptions::retry_for`]) without a duplicate.
+//! * **Per-producer order**: one handle's puts are applied in the order they were made, and
+//!   a consumer takes them in that order (a batch stays together).
+//! * **A consumer that dies after taking an item**: at-most-once by default, as the
+//!   shared-memory queue (the item was delivered; a get whose reply is lost loses it). With
+//!   [`RedisOptions::lease`] a [`RedisJoinableQueue`] is at-least-once: an item not
+//!   `task_done` within the lease goes back to the head of the queue for another consumer
+//!   (so it may be processed twice, and a redelivered item may pass later ones).
+//! * **Faults are typed errors**: a server that is down, restarted or unreachable gives
+//!   [`RedisQueueError::Connection`] (inside [`baozi_queue::QueueError::Backend`] for the
+//!   contract's methods) within `connect_timeout`/`io_timeout` plus `retry_for`, never a hang. A
+//!   server restarted without persistence has lost what it held; configure AOF
+//!   (`appendfsync always`) where puts must survive a server crash.
+//!
+//! # URLs, credentials, TLS
+//! `redis://[user:password@]host[:port][/db]` (credentials go to `AUTH`; they never appear in
+//! error messages). `rediss://` (TLS) is not supported in this build: the `redis` crate's TLS
+//! brings either OpenSSL (native-tls) or rustls with its crypto provider, too heavy for a
+//! default; such a URL is a [`RedisQueueError::Server`] error at open. Use a TLS tunnel
+//! (stunnel, spiped) or a private network.
+//!
+//! # Tests
+//! [`LocalServer`] starts a private `redis-server` (no persistence, free port, temporary
+//! directory) and stops it on drop; the crate's tests use it.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod contract;
+mod error;
+mod joinable;
+mod link;
+mod options;
+mod queue;
+mod scripts;
+mod server;
+
+pub use error::RedisQueueError;
+pub use joinable::RedisJoinableQueue;
+pub use options::RedisOptions;
+pub use queue::RedisQueue;
+pub use server::{LocalServer, INSTALL_HINT};
+
+/// The largest encoded message (Redis's 512 MiB string limit, less the 16-byte header).
+pub const MAX_MESSAGE_LEN: usize = (512 << 20) - 16;

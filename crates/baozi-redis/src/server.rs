@@ -1,0 +1,116 @@
+//! [`LocalServer`]: a private `redis-server` for tests, examples and benchmarks.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The command that installs the server on Debian and Ubuntu.
+pub const INSTALL_HINT: &str = "apt-get install redis-server";
+
+/// A private `redis-server` on a free localhost port, without persistence (`--save ''
+/// --appendonly no`), in a temporary directory; stopped (and the directory removed) on drop.
+#[derive(Debug)]
+pub struct LocalServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl LocalServer {
+    /// Whether `redis-server` can be started here (it is on `PATH`).
+    pub fn available() -> bool {
+        Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts a server and waits until it answers.
+    ///
+    /// # Errors
+    /// An I/O error if `redis-server` is missing (install it with [`INSTALL_HINT`]) or does not
+    /// answer within 10 s.
+    pub fn start() -> std::io::Result<LocalServer> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("baozi-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut s = LocalServer {
+            child: None,
+            port,
+            dir,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Err(std::io::Error::other(format!(
+                    "redis-server exited at start ({status}); is port {} taken?",
+                    self.port
+                )));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                self.stop();
+                return Err(std::io::Error::other("redis-server did not answer within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (SIGKILL, as a crash would) and waits for it; [`restart`](Self::restart)
+    /// starts it again on the same port. What it held is lost: it has no persistence.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
