@@ -184,8 +184,9 @@ impl<T: Message> RedisQueue<T> {
                     p.cmd("HSETNX").arg(&meta).arg("lease_ms").arg(want_lease).ignore();
                 }
                 p.cmd("HMGET").arg(&meta).arg("maxsize").arg("lease_ms");
-                p.query::<(Option<u64>, Option<u64>)>(c)
+                p.query::<((Option<u64>, Option<u64>),)>(c)
             })?
+            .0
         };
         let Some(maxsize) = maxsize else {
             return Err(RedisQueueError::NotFound { name: name.to_owned() });

@@ -113,7 +113,7 @@ if redis.call('HGET', KEYS[2], 'closed') == '1' then
   out[1] = 1
   if redis.call('LLEN', KEYS[4]) == 0 then redis.call('RPUSH', KEYS[4], 'c') end
 end
-if #out > 1 then room(KEYS[1], KEYS[3], tonumber(ARGV[1])) end
+room(KEYS[1], KEYS[3], tonumber(ARGV[1]))
 return out
 ";
 

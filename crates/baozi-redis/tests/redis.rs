@@ -1,1 +1,296 @@
-fn main() {}
+//! The Redis backend against a private `redis-server` (started here, stopped at the end):
+//! the generic Queue contract suite (crates/baozi-queue/tests/contract), at-most-once and
+//! at-least-once; delivery (dedup of a retried put, the bound under racing producers, leases);
+//! connection faults; and a kill -9 torture of 2 producer and 2 consumer processes.
+//!
+//! `harness = false`: the kill -9 case forks, which needs a single-threaded process; cases run
+//! one after the other and join their threads. Without `redis-server` it prints one line naming
+//! what it skipped and the install command, and passes, unless `BAOZI_REQUIRE_REDIS=1` (CI).
+//! `BAOZI_REDIS_KILL_ITERS` (default 200) sets the torture's iterations.
+
+#[path = "../../baozi-queue/tests/contract/mod.rs"]
+mod contract;
+mod kill9;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use baozi_queue::{GetError, Message, PutError, QueueError};
+use baozi_redis::{LocalServer, RedisJoinableQueue, RedisOptions, RedisQueue, RedisQueueError, INSTALL_HINT};
+use contract::{Backend, Case};
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn unique(what: &str) -> String {
+    format!("t{}-{what}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+struct Redis {
+    url: String,
+    lease: Option<Duration>,
+}
+
+impl Backend for Redis {
+    type Q<T: Message + Send + 'static> = RedisQueue<T>;
+    type J<T: Message + Send + 'static> = RedisJoinableQueue<T>;
+    fn queue<T: Message + Send + 'static>(&self, maxsize: usize) -> RedisQueue<T> {
+        RedisOptions::new().maxsize(maxsize).queue(&self.url, &unique("q")).unwrap()
+    }
+    fn joinable<T: Message + Send + 'static>(&self, maxsize: usize) -> RedisJoinableQueue<T> {
+        let mut o = RedisOptions::new().maxsize(maxsize);
+        if let Some(l) = self.lease {
+            o = o.lease(l);
+        }
+        o.joinable(&self.url, &unique("j")).unwrap()
+    }
+}
+
+const CASES: &[&str] = &[
+    "the contract suite (25 cases) at-most-once and at-least-once",
+    "a retried put is not duplicated",
+    "maxsize under racing producers",
+    "leases redeliver",
+    "decode errors",
+    "credentials",
+    "rediss",
+    "server down at start",
+    "server restarted mid-run",
+    "kill -9 torture",
+];
+
+fn main() {
+    if !LocalServer::available() {
+        eprintln!(
+            "\n!!! baozi-redis: SKIPPED {} Redis tests ({}): redis-server not found; install it with `{INSTALL_HINT}` !!!\n",
+            CASES.len(),
+            CASES.join("; ")
+        );
+        if std::env::var("BAOZI_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
+            eprintln!("BAOZI_REQUIRE_REDIS=1: the Redis tests must run here");
+            std::process::exit(1);
+        }
+        println!("0 passed, 0 failed");
+        return;
+    }
+    let server = LocalServer::start().expect("start redis-server");
+    let url = server.url();
+    let mut failed = 0;
+    // The torture forks: run it while this process has no other thread.
+    failed += contract::run("redis", &url, vec![Case { name: "kill9_torture_2p_2c", run: kill9::torture }]);
+    let plain = Redis { url: url.clone(), lease: None };
+    failed += contract::run("contract_redis", &plain, contract::cases::<Redis>());
+    let leased = Redis { url: url.clone(), lease: Some(Duration::from_secs(30)) };
+    failed += contract::run("contract_redis_leased", &leased, contract::cases::<Redis>());
+    failed += contract::run(
+        "redis",
+        &url,
+        vec![
+            Case { name: "a_put_whose_reply_was_lost_is_retried_without_a_duplicate", run: lost_reply },
+            Case { name: "racing_producers_never_pass_maxsize", run: racing_producers },
+            Case { name: "at_least_once_redelivers_after_the_lease", run: lease_redelivers },
+            Case { name: "a_bad_message_comes_back_as_bytes_and_loses_nothing", run: decode_error },
+            Case { name: "credentials_come_from_the_url", run: credentials },
+            Case { name: "rediss_is_a_typed_error", run: rediss },
+            Case { name: "server_down_at_start_is_a_connection_error", run: down_at_start },
+        ],
+    );
+    // Last: it restarts the server.
+    failed += contract::run(
+        "redis",
+        &std::cell::RefCell::new(server),
+        vec![Case { name: "server_restarted_mid_run_gives_typed_errors_then_works", run: restart }],
+    );
+    std::process::exit(i32::from(failed != 0));
+}
+
+fn admin(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+fn connections_received(url: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut admin(url)).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn lost_reply(url: &String) {
+    let q: RedisQueue<u64> = RedisOptions::new()
+        .io_timeout(Duration::from_millis(200))
+        .retry_for(Duration::from_secs(10))
+        .queue(url, &unique("lost"))
+        .unwrap();
+    q.put(1).unwrap();
+    let before = connections_received(url);
+    // Writes wait on the server for 1 s: the put's first reply never comes in time, the client
+    // reconnects and sends it again; both copies run once the pause ends.
+    redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("WRITE").query::<()>(&mut admin(url)).unwrap();
+    let start = Instant::now();
+    q.put(2).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(800), "the pause did not hold the put");
+    assert!(connections_received(url) >= before + 2, "the put was not retried on a new connection");
+    assert_eq!(q.qsize().unwrap(), 2, "a retried put was applied twice");
+    assert_eq!(q.get_many(10).unwrap(), [1, 2]);
+}
+
+fn racing_producers(url: &String) {
+    let name = unique("race");
+    let q: RedisQueue<u64> = RedisQueue::create_or_open(url, &name, 10).unwrap();
+    let threads: Vec<_> = (0..6)
+        .map(|p| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                for i in 0..20 {
+                    match q.put_nowait(p * 100 + i) {
+                        Ok(()) => ok += 1,
+                        Err(PutError::Full(_)) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    let _ = q.put_many_nowait(vec![1, 2]).map(|()| ok += 2);
+                }
+                ok
+            })
+        })
+        .collect();
+    let accepted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(accepted, 10, "exactly maxsize puts may succeed");
+    assert_eq!(q.qsize().unwrap(), 10);
+}
+
+fn lease_redelivers(url: &String) {
+    let name = unique("lease");
+    let a: RedisJoinableQueue<String> = RedisOptions::new()
+        .lease(Duration::from_millis(300))
+        .wait_slice(Duration::from_millis(100))
+        .joinable(url, &name)
+        .unwrap();
+    let b: RedisJoinableQueue<String> = RedisJoinableQueue::open(url, &name).unwrap();
+    assert_eq!(b.lease(), Some(Duration::from_millis(300)));
+    a.put("job".into()).unwrap();
+    assert_eq!(a.get().unwrap(), "job");
+    // `a` stalls (as a dead consumer would): the job comes back to `b` after the lease.
+    assert!(matches!(b.get_nowait(), Err(GetError::Empty)));
+    let start = Instant::now();
+    assert_eq!(b.get_timeout(Duration::from_secs(5)).unwrap(), "job");
+    assert!(start.elapsed() >= Duration::from_millis(200), "redelivered before the lease ran out");
+    assert_eq!(b.redelivered().unwrap(), 1);
+    b.task_done().unwrap();
+    match a.task_done() {
+        Err(QueueError::Backend(e)) => assert!(matches!(
+            e.downcast_ref::<RedisQueueError>(),
+            Some(RedisQueueError::LeaseExpired)
+        )),
+        other => panic!("expected LeaseExpired, got {other:?}"),
+    }
+    a.join_timeout(Duration::from_secs(2)).unwrap();
+    // A job done in time is not redelivered.
+    a.put("quick".into()).unwrap();
+    assert_eq!(a.get().unwrap(), "quick");
+    a.task_done().unwrap();
+    assert!(matches!(b.get_timeout(Duration::from_millis(600)), Err(GetError::Empty)));
+    assert_eq!(a.redelivered().unwrap(), 1);
+}
+
+fn decode_error(url: &String) {
+    let name = unique("decode");
+    let raw: RedisQueue<Vec<u8>> = RedisQueue::create_or_open(url, &name, 0).unwrap();
+    let nums: RedisQueue<u32> = RedisQueue::open(url, &name).unwrap();
+    raw.put(vec![1, 2, 3]).unwrap();
+    raw.put(7u32.to_ne_bytes().to_vec()).unwrap();
+    match nums.get() {
+        Err(GetError::Decode { bytes, .. }) => assert_eq!(bytes, [1, 2, 3]),
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    assert_eq!(nums.get().unwrap(), 7);
+    // In a batch: the good ones come, the bad one and what follows stay for the next get.
+    raw.put_many(vec![5u32.to_ne_bytes().to_vec(), vec![9], 6u32.to_ne_bytes().to_vec()]).unwrap();
+    assert_eq!(nums.get_many(10).unwrap(), [5]);
+    assert!(matches!(nums.get(), Err(GetError::Decode { .. })));
+    assert_eq!(nums.get().unwrap(), 6);
+}
+
+fn credentials(url: &String) {
+    let port = url.rsplit(':').next().unwrap().trim_end_matches("/0");
+    let mut a = admin(url);
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("baker")
+        .arg("on")
+        .arg(">bun-secret")
+        .arg("~*")
+        .arg("+@all")
+        .query::<()>(&mut a)
+        .unwrap();
+    let good = format!("redis://baker:bun-secret@127.0.0.1:{port}/0");
+    let q: RedisQueue<u64> = RedisQueue::create_or_open(&good, &unique("cred"), 0).unwrap();
+    q.put(1).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    let bad = format!("redis://baker:wrong-secret@127.0.0.1:{port}/0");
+    let e = RedisQueue::<u64>::create_or_open(&bad, &unique("cred"), 0).unwrap_err();
+    let text = e.to_string();
+    assert!(!text.contains("wrong-secret"), "the password leaked into: {text}");
+    assert!(matches!(e, RedisQueueError::Server { .. }), "{e:?}");
+    redis::cmd("ACL").arg("DELUSER").arg("baker").query::<()>(&mut a).unwrap();
+}
+
+fn rediss(url: &String) {
+    let tls = url.replacen("redis://", "rediss://", 1);
+    let e = RedisQueue::<u64>::create_or_open(&tls, "tls", 0).unwrap_err();
+    assert!(matches!(e, RedisQueueError::Server { .. }), "{e:?}");
+}
+
+fn down_at_start(_: &String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = Instant::now();
+    let e = RedisOptions::new()
+        .retry_for(Duration::from_millis(500))
+        .queue::<u64>(&format!("redis://127.0.0.1:{port}/0"), "nobody")
+        .unwrap_err();
+    assert!(e.is_connection(), "{e:?}");
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+}
+
+fn restart(server: &std::cell::RefCell<LocalServer>) {
+    let url = server.borrow().url();
+    let opts = RedisOptions::new()
+        .retry_for(Duration::from_millis(300))
+        .io_timeout(Duration::from_secs(1));
+    let q: RedisQueue<u64> = opts.queue(&url, &unique("restart")).unwrap();
+    q.put(1).unwrap();
+    let getter = q.clone();
+    let blocked = std::thread::spawn(move || {
+        let start = Instant::now();
+        (getter.get_many(100), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(blocked.join().unwrap().0.unwrap(), [1]);
+    let getter = q.clone();
+    let blocked = std::thread::spawn(move || {
+        let start = Instant::now();
+        (getter.get(), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    server.borrow_mut().stop();
+    let (r, took) = blocked.join().unwrap();
+    match r {
+        Err(GetError::Failed(QueueError::Backend(e))) => {
+            assert!(e.downcast_ref::<RedisQueueError>().unwrap().is_connection())
+        }
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "a get on a dead server took {took:?}");
+    let start = Instant::now();
+    match q.put(2) {
+        Err(PutError::Failed(2, QueueError::Backend(_))) => {}
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(3));
+    server.borrow_mut().restart().unwrap();
+    // The same handle reconnects (and reloads its scripts) by itself.
+    q.put(3).unwrap();
+    assert_eq!(q.get().unwrap(), 3);
+}
