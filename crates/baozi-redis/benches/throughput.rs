@@ -19,7 +19,13 @@ fn rate(n: usize, d: Duration) -> f64 {
 
 /// `producers` threads put `per` messages each (in batches of `batch`), `consumers` threads get
 /// them all; messages per second.
-fn flow<Q: QueueContract<Vec<u8>> + 'static>(q: Q, producers: usize, consumers: usize, per: usize, batch: usize) -> f64 {
+fn flow<Q: QueueContract<Vec<u8>> + 'static>(
+    q: Q,
+    producers: usize,
+    consumers: usize,
+    per: usize,
+    batch: usize,
+) -> f64 {
     let total = producers * per;
     let start = Instant::now();
     let ps: Vec<_> = (0..producers)
@@ -85,8 +91,24 @@ fn round_trip<Q: QueueContract<Vec<u8>> + 'static>(a: Q, b: Q, n: usize) -> f64 
 
 fn redis_benchmark(port: u16, test: &str, pipeline: usize, clients: usize) -> f64 {
     let out = Command::new("redis-benchmark")
-        .args(["-p", &port.to_string(), "-t", test, "-d", &SIZE.to_string(), "-n", "200000"])
-        .args(["-P", &pipeline.to_string(), "-c", &clients.to_string(), "-q", "--csv"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            test,
+            "-d",
+            &SIZE.to_string(),
+            "-n",
+            "200000",
+        ])
+        .args([
+            "-P",
+            &pipeline.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-q",
+            "--csv",
+        ])
         .output()
         .expect("redis-benchmark");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -107,16 +129,31 @@ fn main() {
     let mut n = 0;
     let mut rq = |maxsize: usize| {
         n += 1;
-        RedisOptions::new().maxsize(maxsize).queue::<Vec<u8>>(&url, &format!("bench-{n}")).unwrap()
+        RedisOptions::new()
+            .maxsize(maxsize)
+            .queue::<Vec<u8>>(&url, &format!("bench-{n}"))
+            .unwrap()
     };
     let shm = || Queue::<Vec<u8>>::new(1024, 1 << 22).unwrap();
     println!("message {SIZE} bytes, batch {BATCH}; messages/s");
-    println!("redis-benchmark LPUSH -P 1 -c 1:   {:>12.0}", redis_benchmark(server.port(), "lpush", 1, 1));
-    println!("redis-benchmark RPOP  -P 1 -c 1:   {:>12.0}", redis_benchmark(server.port(), "rpop", 1, 1));
+    println!(
+        "redis-benchmark LPUSH -P 1 -c 1:   {:>12.0}",
+        redis_benchmark(server.port(), "lpush", 1, 1)
+    );
+    println!(
+        "redis-benchmark RPOP  -P 1 -c 1:   {:>12.0}",
+        redis_benchmark(server.port(), "rpop", 1, 1)
+    );
     let lpush_p = redis_benchmark(server.port(), "lpush", BATCH, 1);
     println!("redis-benchmark LPUSH -P {BATCH} -c 1: {lpush_p:>12.0}");
-    println!("redis-benchmark RPOP  -P {BATCH} -c 1: {:>12.0}", redis_benchmark(server.port(), "rpop", BATCH, 1));
-    println!("redis-benchmark LPUSH -P 1 -c 8:   {:>12.0}", redis_benchmark(server.port(), "lpush", 1, 8));
+    println!(
+        "redis-benchmark RPOP  -P {BATCH} -c 1: {:>12.0}",
+        redis_benchmark(server.port(), "rpop", BATCH, 1)
+    );
+    println!(
+        "redis-benchmark LPUSH -P 1 -c 8:   {:>12.0}",
+        redis_benchmark(server.port(), "lpush", 1, 8)
+    );
     let put_only = {
         let q = rq(0);
         let msgs = vec![vec![7u8; SIZE]; BATCH];
@@ -126,15 +163,48 @@ fn main() {
         }
         rate(200 * BATCH, start.elapsed())
     };
-    println!("redis put_many({BATCH}) alone:        {put_only:>12.0}  ({:.0}% of LPUSH -P {BATCH})", 100.0 * put_only / lpush_p);
-    println!("redis 1P->1C single:            {:>12.0}", flow(rq(1024), 1, 1, 20_000, 1));
-    println!("redis 1P->1C batched:           {:>12.0}", flow(rq(1024), 1, 1, 200_000, BATCH));
-    println!("redis 4P->4C single:            {:>12.0}", flow(rq(1024), 4, 4, 10_000, 1));
-    println!("redis 4P->4C batched:           {:>12.0}", flow(rq(1024), 4, 4, 50_000, BATCH));
-    println!("shm   1P->1C single:            {:>12.0}", flow(shm(), 1, 1, 1_000_000, 1));
-    println!("shm   1P->1C batched:           {:>12.0}", flow(shm(), 1, 1, 2_000_000, BATCH));
-    println!("shm   4P->4C single:            {:>12.0}", flow(shm(), 4, 4, 250_000, 1));
-    println!("shm   4P->4C batched:           {:>12.0}", flow(shm(), 4, 4, 500_000, BATCH));
-    println!("round trip redis: {:.1} us", round_trip(rq(0), rq(0), 5_000));
-    println!("round trip shm:   {:.1} us", round_trip(shm(), shm(), 100_000));
+    println!(
+        "redis put_many({BATCH}) alone:        {put_only:>12.0}  ({:.0}% of LPUSH -P {BATCH})",
+        100.0 * put_only / lpush_p
+    );
+    println!(
+        "redis 1P->1C single:            {:>12.0}",
+        flow(rq(1024), 1, 1, 20_000, 1)
+    );
+    println!(
+        "redis 1P->1C batched:           {:>12.0}",
+        flow(rq(1024), 1, 1, 200_000, BATCH)
+    );
+    println!(
+        "redis 4P->4C single:            {:>12.0}",
+        flow(rq(1024), 4, 4, 10_000, 1)
+    );
+    println!(
+        "redis 4P->4C batched:           {:>12.0}",
+        flow(rq(1024), 4, 4, 50_000, BATCH)
+    );
+    println!(
+        "shm   1P->1C single:            {:>12.0}",
+        flow(shm(), 1, 1, 1_000_000, 1)
+    );
+    println!(
+        "shm   1P->1C batched:           {:>12.0}",
+        flow(shm(), 1, 1, 2_000_000, BATCH)
+    );
+    println!(
+        "shm   4P->4C single:            {:>12.0}",
+        flow(shm(), 4, 4, 250_000, 1)
+    );
+    println!(
+        "shm   4P->4C batched:           {:>12.0}",
+        flow(shm(), 4, 4, 500_000, BATCH)
+    );
+    println!(
+        "round trip redis: {:.1} us",
+        round_trip(rq(0), rq(0), 5_000)
+    );
+    println!(
+        "round trip shm:   {:.1} us",
+        round_trip(shm(), shm(), 100_000)
+    );
 }

@@ -109,7 +109,9 @@ pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
         || e.is_connection_refusal()
         || matches!(
             e.kind(),
-            redis::ErrorKind::IoError | redis::ErrorKind::TryAgain | redis::ErrorKind::BusyLoadingError
+            redis::ErrorKind::IoError
+                | redis::ErrorKind::TryAgain
+                | redis::ErrorKind::BusyLoadingError
         )
 }
 

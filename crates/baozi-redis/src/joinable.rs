@@ -112,7 +112,11 @@ impl RedisOptions {
     ///
     /// # Errors
     /// As [`RedisQueue::create_or_open`].
-    pub fn queue<T: Message>(&self, url: &str, name: &str) -> Result<RedisQueue<T>, RedisQueueError> {
+    pub fn queue<T: Message>(
+        &self,
+        url: &str,
+        name: &str,
+    ) -> Result<RedisQueue<T>, RedisQueueError> {
         RedisQueue::connect(url, name, self.clone(), true)
     }
 
@@ -133,7 +137,11 @@ impl RedisOptions {
     ///
     /// # Errors
     /// As [`RedisQueue::open`].
-    pub fn open<T: Message>(&self, url: &str, name: &str) -> Result<RedisQueue<T>, RedisQueueError> {
+    pub fn open<T: Message>(
+        &self,
+        url: &str,
+        name: &str,
+    ) -> Result<RedisQueue<T>, RedisQueueError> {
         RedisQueue::connect(url, name, self.clone(), false)
     }
 }

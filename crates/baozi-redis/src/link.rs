@@ -87,7 +87,7 @@ impl Guard<'_> {
         let opts = &self.shared.opts;
         let mut pause = Duration::from_millis(20);
         loop {
-            let r = self.connected(read_timeout).and_then(|c| f(c));
+            let r = self.connected(read_timeout).and_then(&mut f);
             match r {
                 Ok(v) => return Ok(v),
                 Err(e) => {
@@ -98,7 +98,9 @@ impl Guard<'_> {
                     // Connecting failed: nothing was sent, so a retry is always safe.
                     let unsent = e.is_connection_refusal();
                     if transient && (retry || unsent) && start.elapsed() < opts.retry_for {
-                        std::thread::sleep(pause.min(opts.retry_for.saturating_sub(start.elapsed())));
+                        std::thread::sleep(
+                            pause.min(opts.retry_for.saturating_sub(start.elapsed())),
+                        );
                         pause = (pause * 2).min(Duration::from_millis(500));
                         continue;
                     }
@@ -149,7 +151,11 @@ impl Guard<'_> {
 }
 
 /// Sends a pipeline and returns each reply, server errors as errors.
-pub(crate) fn pipeline(c: &mut redis::Connection, p: &redis::Pipeline, n: usize) -> RedisResult<Vec<Value>> {
+pub(crate) fn pipeline(
+    c: &mut redis::Connection,
+    p: &redis::Pipeline,
+    n: usize,
+) -> RedisResult<Vec<Value>> {
     let replies = c.req_packed_commands(&p.get_packed_pipeline(), 0, n)?;
     for r in &replies {
         if let Value::ServerError(e) = r {

@@ -59,7 +59,9 @@ pub(crate) enum Wait {
 
 impl Wait {
     fn timeout(d: Duration) -> Wait {
-        Instant::now().checked_add(d).map_or(Wait::Forever, Wait::Until)
+        Instant::now()
+            .checked_add(d)
+            .map_or(Wait::Forever, Wait::Until)
     }
     /// The next server-side wait, or None when the time is up.
     fn slice(self, max: Duration) -> Option<Duration> {
@@ -101,14 +103,18 @@ impl PutFail {
 fn int(v: &Value) -> Result<i64, RedisQueueError> {
     match v {
         Value::Int(i) => Ok(*i),
-        other => Err(RedisQueueError::protocol(format!("expected an integer, got {other:?}"))),
+        other => Err(RedisQueueError::protocol(format!(
+            "expected an integer, got {other:?}"
+        ))),
     }
 }
 
 /// `{closed, envelopes...}` from TAKE and TAKE_LEASED.
 fn taken(v: Value) -> Result<(bool, Vec<Vec<u8>>), RedisQueueError> {
     let Value::Array(items) = v else {
-        return Err(RedisQueueError::protocol(format!("expected an array, got {v:?}")));
+        return Err(RedisQueueError::protocol(format!(
+            "expected an array, got {v:?}"
+        )));
     };
     let mut it = items.into_iter();
     let closed = it.next().map(|v| int(&v)).transpose()?.unwrap_or(0) == 1;
@@ -116,7 +122,11 @@ fn taken(v: Value) -> Result<(bool, Vec<Vec<u8>>), RedisQueueError> {
     for v in it {
         match v {
             Value::BulkString(b) => out.push(b),
-            other => return Err(RedisQueueError::protocol(format!("expected bytes, got {other:?}"))),
+            other => {
+                return Err(RedisQueueError::protocol(format!(
+                    "expected bytes, got {other:?}"
+                )))
+            }
         }
     }
     Ok((closed, out))
@@ -180,8 +190,16 @@ impl<T: Message> RedisQueue<T> {
             g.run(true, io, |c| {
                 let mut p = redis::pipe();
                 if create {
-                    p.cmd("HSETNX").arg(&meta).arg("maxsize").arg(shared.maxsize).ignore();
-                    p.cmd("HSETNX").arg(&meta).arg("lease_ms").arg(want_lease).ignore();
+                    p.cmd("HSETNX")
+                        .arg(&meta)
+                        .arg("maxsize")
+                        .arg(shared.maxsize)
+                        .ignore();
+                    p.cmd("HSETNX")
+                        .arg(&meta)
+                        .arg("lease_ms")
+                        .arg(want_lease)
+                        .ignore();
                 }
                 p.cmd("HMGET").arg(&meta).arg("maxsize").arg("lease_ms");
                 p.query::<((Option<u64>, Option<u64>),)>(c)
@@ -189,7 +207,9 @@ impl<T: Message> RedisQueue<T> {
             .0
         };
         let Some(maxsize) = maxsize else {
-            return Err(RedisQueueError::NotFound { name: name.to_owned() });
+            return Err(RedisQueueError::NotFound {
+                name: name.to_owned(),
+            });
         };
         let lease = lease.unwrap_or(0);
         if create && (maxsize != shared.maxsize as u64 || lease != want_lease) {
@@ -263,9 +283,9 @@ impl<T> RedisQueue<T> {
     pub fn is_closed(&self) -> Result<bool, RedisQueueError> {
         let key = self.shared.keys.meta.clone();
         let io = self.shared.opts.io_timeout;
-        let v: Option<String> = self
-            .guard()
-            .run(true, io, |c| redis::cmd("HGET").arg(&key).arg("closed").query(c))?;
+        let v: Option<String> = self.guard().run(true, io, |c| {
+            redis::cmd("HGET").arg(&key).arg("closed").query(c)
+        })?;
         Ok(v.as_deref() == Some("1"))
     }
 
@@ -320,7 +340,10 @@ impl<T> RedisQueue<T> {
         let pattern = format!("{}d:*", keys.prefix);
         let done: Vec<String> = c.scan_match(&pattern).map_err(fail)?.collect();
         for k in dedup.iter().chain(&done) {
-            redis::cmd("DEL").arg(k).query::<i64>(&mut c).map_err(fail)?;
+            redis::cmd("DEL")
+                .arg(k)
+                .query::<i64>(&mut c)
+                .map_err(fail)?;
         }
         Ok(())
     }
@@ -332,9 +355,9 @@ impl<T> RedisQueue<T> {
     pub fn redelivered(&self) -> Result<u64, RedisQueueError> {
         let key = self.shared.keys.meta.clone();
         let io = self.shared.opts.io_timeout;
-        let v: Option<u64> = self
-            .guard()
-            .run(true, io, |c| redis::cmd("HGET").arg(&key).arg("redelivered").query(c))?;
+        let v: Option<u64> = self.guard().run(true, io, |c| {
+            redis::cmd("HGET").arg(&key).arg("redelivered").query(c)
+        })?;
         Ok(v.unwrap_or(0))
     }
 }
@@ -403,7 +426,9 @@ impl<T: Message> RedisQueue<T> {
         let io = sh.opts.io_timeout;
         loop {
             // Safe to run twice: the server drops a second (producer, sequence) it has seen.
-            let r = g.run(true, io, |c| cmd.query::<i64>(c)).map_err(PutFail::Failed)?;
+            let r = g
+                .run(true, io, |c| cmd.query::<i64>(c))
+                .map_err(PutFail::Failed)?;
             match r {
                 1 | 2 => return Ok(()),
                 -1 => return Err(PutFail::Closed),
@@ -420,7 +445,10 @@ impl<T: Message> RedisQueue<T> {
             // Wait on the server for a room token; a get leaves one per freed slot.
             let room = sh.keys.room.clone();
             g.run(true, slice + io, |c| {
-                redis::cmd("BLPOP").arg(&room).arg(secs(slice)).query::<Value>(c)
+                redis::cmd("BLPOP")
+                    .arg(&room)
+                    .arg(secs(slice))
+                    .query::<Value>(c)
             })
             .map_err(PutFail::Failed)?;
         }
@@ -459,7 +487,9 @@ impl<T: Message> RedisQueue<T> {
                     match slice {
                         None => {
                             let mut cmd = redis::cmd("EVALSHA");
-                            evalsha(&mut cmd, &scripts().take.sha, &keys).arg(sh.maxsize).arg(max);
+                            evalsha(&mut cmd, &scripts().take.sha, &keys)
+                                .arg(sh.maxsize)
+                                .arg(max);
                             let v = g.run(false, io, |c| cmd.query::<Value>(c))?;
                             taken(v)?
                         }
@@ -470,7 +500,9 @@ impl<T: Message> RedisQueue<T> {
                             let mut p = redis::pipe();
                             p.cmd("BLPOP").arg(&k.items).arg(&k.closed).arg(secs(slice));
                             let mut cmd = redis::cmd("EVALSHA");
-                            evalsha(&mut cmd, &scripts().take.sha, &keys).arg(sh.maxsize).arg(max - 1);
+                            evalsha(&mut cmd, &scripts().take.sha, &keys)
+                                .arg(sh.maxsize)
+                                .arg(max - 1);
                             p.add_command(cmd);
                             let mut r = g.run(false, slice + io, |c| pipeline(c, &p, 2))?;
                             let (closed, more) = taken(r.pop().unwrap_or(Value::Nil))?;
@@ -489,9 +521,19 @@ impl<T: Message> RedisQueue<T> {
                 }
                 Some(lease) => {
                     let lease_ms = lease.as_millis().max(1) as u64;
-                    let keys = [&*k.items, &*k.pending, &*k.leases, &*k.meta, &*k.room, &*k.closed];
+                    let keys = [
+                        &*k.items,
+                        &*k.pending,
+                        &*k.leases,
+                        &*k.meta,
+                        &*k.room,
+                        &*k.closed,
+                    ];
                     let mut cmd = redis::cmd("EVALSHA");
-                    evalsha(&mut cmd, &scripts().take_leased.sha, &keys).arg(lease_ms).arg(max).arg(sh.maxsize);
+                    evalsha(&mut cmd, &scripts().take_leased.sha, &keys)
+                        .arg(lease_ms)
+                        .arg(max)
+                        .arg(sh.maxsize);
                     let (closed, envs) = taken(g.run(false, io, |c| cmd.query::<Value>(c))?)?;
                     if !envs.is_empty() || closed {
                         (closed, envs)
@@ -518,7 +560,8 @@ impl<T: Message> RedisQueue<T> {
                                     .arg(max - 1)
                                     .arg(sh.maxsize)
                                     .arg(&env[..]);
-                                let (closed, more) = taken(g.run(false, io, |c| cmd.query::<Value>(c))?)?;
+                                let (closed, more) =
+                                    taken(g.run(false, io, |c| cmd.query::<Value>(c))?)?;
                                 let mut envs = vec![env];
                                 envs.extend(more);
                                 (closed, envs)
@@ -591,8 +634,9 @@ impl<T: Message> RedisQueue<T> {
 
     fn get_one(&self, wait: Wait) -> Result<T, GetError> {
         let mut v = self.get_wait(1, wait)?;
-        v.pop()
-            .ok_or_else(|| GetError::Failed(RedisQueueError::protocol("a get returned no item").into()))
+        v.pop().ok_or_else(|| {
+            GetError::Failed(RedisQueueError::protocol("a get returned no item").into())
+        })
     }
 
     /// Puts `item`, waiting (on the server) as long as the queue is full.
@@ -634,7 +678,11 @@ impl<T: Message> RedisQueue<T> {
     ///
     /// # Errors
     /// [`PutError::Full`] when the time is up, and the errors of [`put_many`](Self::put_many).
-    pub fn put_many_timeout(&self, items: Vec<T>, timeout: Duration) -> Result<(), PutError<Vec<T>>> {
+    pub fn put_many_timeout(
+        &self,
+        items: Vec<T>,
+        timeout: Duration,
+    ) -> Result<(), PutError<Vec<T>>> {
         self.put_batch(items, Wait::timeout(timeout))
     }
 
@@ -759,7 +807,10 @@ impl<T: Message> RedisQueue<T> {
             };
             let key = sh.keys.alldone.clone();
             self.guard().run(true, slice + io, |c| {
-                redis::cmd("BLPOP").arg(&key).arg(secs(slice)).query::<Value>(c)
+                redis::cmd("BLPOP")
+                    .arg(&key)
+                    .arg(secs(slice))
+                    .query::<Value>(c)
             })?;
         }
     }

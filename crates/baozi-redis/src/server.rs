@@ -73,7 +73,9 @@ impl LocalServer {
             }
             if start.elapsed() > Duration::from_secs(10) {
                 self.stop();
-                return Err(std::io::Error::other("redis-server did not answer within 10 s"));
+                return Err(std::io::Error::other(
+                    "redis-server did not answer within 10 s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -16,13 +16,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use baozi_queue::{GetError, Message, PutError, QueueError};
-use baozi_redis::{LocalServer, RedisJoinableQueue, RedisOptions, RedisQueue, RedisQueueError, INSTALL_HINT};
+use baozi_redis::{
+    LocalServer, RedisJoinableQueue, RedisOptions, RedisQueue, RedisQueueError, INSTALL_HINT,
+};
 use contract::{Backend, Case};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 fn unique(what: &str) -> String {
-    format!("t{}-{what}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{what}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 struct Redis {
@@ -34,7 +40,10 @@ impl Backend for Redis {
     type Q<T: Message + Send + 'static> = RedisQueue<T>;
     type J<T: Message + Send + 'static> = RedisJoinableQueue<T>;
     fn queue<T: Message + Send + 'static>(&self, maxsize: usize) -> RedisQueue<T> {
-        RedisOptions::new().maxsize(maxsize).queue(&self.url, &unique("q")).unwrap()
+        RedisOptions::new()
+            .maxsize(maxsize)
+            .queue(&self.url, &unique("q"))
+            .unwrap()
     }
     fn joinable<T: Message + Send + 'static>(&self, maxsize: usize) -> RedisJoinableQueue<T> {
         let mut o = RedisOptions::new().maxsize(maxsize);
@@ -76,29 +85,66 @@ fn main() {
     let url = server.url();
     let mut failed = 0;
     // The torture forks: run it while this process has no other thread.
-    failed += contract::run("redis", &url, vec![Case { name: "kill9_torture_2p_2c", run: kill9::torture }]);
-    let plain = Redis { url: url.clone(), lease: None };
+    failed += contract::run(
+        "redis",
+        url.as_str(),
+        vec![Case {
+            name: "kill9_torture_2p_2c",
+            run: kill9::torture,
+        }],
+    );
+    let plain = Redis {
+        url: url.clone(),
+        lease: None,
+    };
     failed += contract::run("contract_redis", &plain, contract::cases::<Redis>());
-    let leased = Redis { url: url.clone(), lease: Some(Duration::from_secs(30)) };
+    let leased = Redis {
+        url: url.clone(),
+        lease: Some(Duration::from_secs(30)),
+    };
     failed += contract::run("contract_redis_leased", &leased, contract::cases::<Redis>());
     failed += contract::run(
         "redis",
-        &url,
+        url.as_str(),
         vec![
-            Case { name: "a_put_whose_reply_was_lost_is_retried_without_a_duplicate", run: lost_reply },
-            Case { name: "racing_producers_never_pass_maxsize", run: racing_producers },
-            Case { name: "at_least_once_redelivers_after_the_lease", run: lease_redelivers },
-            Case { name: "a_bad_message_comes_back_as_bytes_and_loses_nothing", run: decode_error },
-            Case { name: "credentials_come_from_the_url", run: credentials },
-            Case { name: "rediss_is_a_typed_error", run: rediss },
-            Case { name: "server_down_at_start_is_a_connection_error", run: down_at_start },
+            Case {
+                name: "a_put_whose_reply_was_lost_is_retried_without_a_duplicate",
+                run: lost_reply,
+            },
+            Case {
+                name: "racing_producers_never_pass_maxsize",
+                run: racing_producers,
+            },
+            Case {
+                name: "at_least_once_redelivers_after_the_lease",
+                run: lease_redelivers,
+            },
+            Case {
+                name: "a_bad_message_comes_back_as_bytes_and_loses_nothing",
+                run: decode_error,
+            },
+            Case {
+                name: "credentials_come_from_the_url",
+                run: credentials,
+            },
+            Case {
+                name: "rediss_is_a_typed_error",
+                run: rediss,
+            },
+            Case {
+                name: "server_down_at_start_is_a_connection_error",
+                run: down_at_start,
+            },
         ],
     );
     // Last: it restarts the server.
     failed += contract::run(
         "redis",
         &std::cell::RefCell::new(server),
-        vec![Case { name: "server_restarted_mid_run_gives_typed_errors_then_works", run: restart }],
+        vec![Case {
+            name: "server_restarted_mid_run_gives_typed_errors_then_works",
+            run: restart,
+        }],
     );
     std::process::exit(i32::from(failed != 0));
 }
@@ -108,7 +154,10 @@ fn admin(url: &str) -> redis::Connection {
 }
 
 fn connections_received(url: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("stats").query(&mut admin(url)).unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut admin(url))
+        .unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix("total_connections_received:"))
         .unwrap()
@@ -117,7 +166,7 @@ fn connections_received(url: &str) -> u64 {
         .unwrap()
 }
 
-fn lost_reply(url: &String) {
+fn lost_reply(url: &str) {
     let q: RedisQueue<u64> = RedisOptions::new()
         .io_timeout(Duration::from_millis(200))
         .retry_for(Duration::from_secs(10))
@@ -127,16 +176,27 @@ fn lost_reply(url: &String) {
     let before = connections_received(url);
     // Writes wait on the server for 1 s: the put's first reply never comes in time, the client
     // reconnects and sends it again; both copies run once the pause ends.
-    redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("WRITE").query::<()>(&mut admin(url)).unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("WRITE")
+        .query::<()>(&mut admin(url))
+        .unwrap();
     let start = Instant::now();
     q.put(2).unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(800), "the pause did not hold the put");
-    assert!(connections_received(url) >= before + 2, "the put was not retried on a new connection");
+    assert!(
+        start.elapsed() >= Duration::from_millis(800),
+        "the pause did not hold the put"
+    );
+    assert!(
+        connections_received(url) >= before + 2,
+        "the put was not retried on a new connection"
+    );
     assert_eq!(q.qsize().unwrap(), 2, "a retried put was applied twice");
     assert_eq!(q.get_many(10).unwrap(), [1, 2]);
 }
 
-fn racing_producers(url: &String) {
+fn racing_producers(url: &str) {
     let name = unique("race");
     let q: RedisQueue<u64> = RedisQueue::create_or_open(url, &name, 10).unwrap();
     let threads: Vec<_> = (0..6)
@@ -161,7 +221,7 @@ fn racing_producers(url: &String) {
     assert_eq!(q.qsize().unwrap(), 10);
 }
 
-fn lease_redelivers(url: &String) {
+fn lease_redelivers(url: &str) {
     let name = unique("lease");
     let a: RedisJoinableQueue<String> = RedisOptions::new()
         .lease(Duration::from_millis(300))
@@ -176,7 +236,10 @@ fn lease_redelivers(url: &String) {
     assert!(matches!(b.get_nowait(), Err(GetError::Empty)));
     let start = Instant::now();
     assert_eq!(b.get_timeout(Duration::from_secs(5)).unwrap(), "job");
-    assert!(start.elapsed() >= Duration::from_millis(200), "redelivered before the lease ran out");
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "redelivered before the lease ran out"
+    );
     assert_eq!(b.redelivered().unwrap(), 1);
     b.task_done().unwrap();
     match a.task_done() {
@@ -191,11 +254,14 @@ fn lease_redelivers(url: &String) {
     a.put("quick".into()).unwrap();
     assert_eq!(a.get().unwrap(), "quick");
     a.task_done().unwrap();
-    assert!(matches!(b.get_timeout(Duration::from_millis(600)), Err(GetError::Empty)));
+    assert!(matches!(
+        b.get_timeout(Duration::from_millis(600)),
+        Err(GetError::Empty)
+    ));
     assert_eq!(a.redelivered().unwrap(), 1);
 }
 
-fn decode_error(url: &String) {
+fn decode_error(url: &str) {
     let name = unique("decode");
     let raw: RedisQueue<Vec<u8>> = RedisQueue::create_or_open(url, &name, 0).unwrap();
     let nums: RedisQueue<u32> = RedisQueue::open(url, &name).unwrap();
@@ -207,13 +273,18 @@ fn decode_error(url: &String) {
     }
     assert_eq!(nums.get().unwrap(), 7);
     // In a batch: the good ones come, the bad one and what follows stay for the next get.
-    raw.put_many(vec![5u32.to_ne_bytes().to_vec(), vec![9], 6u32.to_ne_bytes().to_vec()]).unwrap();
+    raw.put_many(vec![
+        5u32.to_ne_bytes().to_vec(),
+        vec![9],
+        6u32.to_ne_bytes().to_vec(),
+    ])
+    .unwrap();
     assert_eq!(nums.get_many(10).unwrap(), [5]);
     assert!(matches!(nums.get(), Err(GetError::Decode { .. })));
     assert_eq!(nums.get().unwrap(), 6);
 }
 
-fn credentials(url: &String) {
+fn credentials(url: &str) {
     let port = url.rsplit(':').next().unwrap().trim_end_matches("/0");
     let mut a = admin(url);
     redis::cmd("ACL")
@@ -232,26 +303,41 @@ fn credentials(url: &String) {
     let bad = format!("redis://baker:wrong-secret@127.0.0.1:{port}/0");
     let e = RedisQueue::<u64>::create_or_open(&bad, &unique("cred"), 0).unwrap_err();
     let text = e.to_string();
-    assert!(!text.contains("wrong-secret"), "the password leaked into: {text}");
+    assert!(
+        !text.contains("wrong-secret"),
+        "the password leaked into: {text}"
+    );
     assert!(matches!(e, RedisQueueError::Server { .. }), "{e:?}");
-    redis::cmd("ACL").arg("DELUSER").arg("baker").query::<()>(&mut a).unwrap();
+    redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg("baker")
+        .query::<()>(&mut a)
+        .unwrap();
 }
 
-fn rediss(url: &String) {
+fn rediss(url: &str) {
     let tls = url.replacen("redis://", "rediss://", 1);
     let e = RedisQueue::<u64>::create_or_open(&tls, "tls", 0).unwrap_err();
     assert!(matches!(e, RedisQueueError::Server { .. }), "{e:?}");
 }
 
-fn down_at_start(_: &String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+fn down_at_start(_: &str) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let start = Instant::now();
     let e = RedisOptions::new()
         .retry_for(Duration::from_millis(500))
         .queue::<u64>(&format!("redis://127.0.0.1:{port}/0"), "nobody")
         .unwrap_err();
     assert!(e.is_connection(), "{e:?}");
-    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 fn restart(server: &std::cell::RefCell<LocalServer>) {
@@ -282,7 +368,10 @@ fn restart(server: &std::cell::RefCell<LocalServer>) {
         }
         other => panic!("expected a connection error, got {other:?}"),
     }
-    assert!(took < Duration::from_secs(5), "a get on a dead server took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "a get on a dead server took {took:?}"
+    );
     let start = Instant::now();
     match q.put(2) {
         Err(PutError::Failed(2, QueueError::Backend(_))) => {}

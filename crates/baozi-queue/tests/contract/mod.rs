@@ -24,7 +24,7 @@ pub trait Backend {
 }
 
 /// One case: its name and its body.
-pub struct Case<B> {
+pub struct Case<B: ?Sized> {
     pub name: &'static str,
     pub run: fn(&B),
 }
@@ -67,7 +67,10 @@ cases!(
 );
 
 fn assert_waited(elapsed: Duration, timeout: Duration, what: &str) {
-    assert!(elapsed >= timeout, "{what} returned after {elapsed:?}, before its {timeout:?}");
+    assert!(
+        elapsed >= timeout,
+        "{what} returned after {elapsed:?}, before its {timeout:?}"
+    );
     assert!(
         elapsed < timeout + Duration::from_secs(2),
         "{what} returned after {elapsed:?}, far past its {timeout:?}"
@@ -188,7 +191,10 @@ fn put_many_over_maxsize_is_too_large_at_once<B: Backend>(b: &B) {
         Err(PutError::TooLarge { item, .. }) => assert_eq!(item, [1, 2, 3, 4]),
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    assert!(start.elapsed() < Duration::from_secs(1), "TooLarge must not wait");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "TooLarge must not wait"
+    );
     assert!(q.empty().unwrap());
 }
 
@@ -235,7 +241,10 @@ fn getters_drain_a_closed_queue_then_see_closed<B: Backend>(b: &B) {
     assert_eq!(q.get_many(10).unwrap(), [2, 3]);
     assert!(matches!(q.get(), Err(GetError::Closed)));
     assert!(matches!(q.get_nowait(), Err(GetError::Closed)));
-    assert!(matches!(q.get_timeout(Duration::from_millis(50)), Err(GetError::Closed)));
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(50)),
+        Err(GetError::Closed)
+    ));
 }
 
 fn close_wakes_a_blocked_getter<B: Backend>(b: &B) {
@@ -360,11 +369,17 @@ fn joinable_counts_unfinished_tasks<B: Backend>(b: &B) {
 
 fn task_done_too_many_times_is_an_error<B: Backend>(b: &B) {
     let q = b.joinable::<u64>(0);
-    assert!(matches!(q.task_done(), Err(QueueError::TaskDoneTooManyTimes)));
+    assert!(matches!(
+        q.task_done(),
+        Err(QueueError::TaskDoneTooManyTimes)
+    ));
     q.put(1).unwrap();
     q.get().unwrap();
     q.task_done().unwrap();
-    assert!(matches!(q.task_done(), Err(QueueError::TaskDoneTooManyTimes)));
+    assert!(matches!(
+        q.task_done(),
+        Err(QueueError::TaskDoneTooManyTimes)
+    ));
     assert_eq!(q.unfinished_tasks().unwrap(), 0);
 }
 
@@ -380,7 +395,10 @@ fn join_is_released_by_task_done_in_another_thread<B: Backend>(b: &B) {
     });
     let start = Instant::now();
     q.join_timeout(Duration::from_secs(10)).unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(150), "join returned before task_done");
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "join returned before task_done"
+    );
     assert_eq!(t.join().unwrap(), 1);
 }
 
@@ -429,7 +447,7 @@ fn joinable_task_done_with_worker_threads<B: Backend>(b: &B) {
 /// Runs `cases` one by one on `backend`, printing libtest-like lines and the closing
 /// `N passed, N failed` line; returns the number failed. `BAOZI_TEST_FILTER` keeps the cases
 /// whose name contains it.
-pub fn run<B>(label: &str, backend: &B, cases: Vec<Case<B>>) -> usize {
+pub fn run<B: ?Sized>(label: &str, backend: &B, cases: Vec<Case<B>>) -> usize {
     let filter = std::env::var("BAOZI_TEST_FILTER").unwrap_or_default();
     let mut failed = Vec::new();
     let mut passed = 0;

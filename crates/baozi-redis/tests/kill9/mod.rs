@@ -35,7 +35,10 @@ impl Rng {
 }
 
 fn iterations() -> u64 {
-    std::env::var("BAOZI_REDIS_KILL_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(200)
+    std::env::var("BAOZI_REDIS_KILL_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200)
 }
 
 /// Forks a child that runs `f` and leaves with `_exit` (never unwinding into the parent's code).
@@ -90,7 +93,11 @@ fn parse(v: &[u8]) -> (u64, u64) {
 }
 
 fn append(path: &Path, line: &str) {
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     f.write_all(line.as_bytes()).unwrap();
 }
 
@@ -124,15 +131,25 @@ fn consumer(url: &str, name: &str, log: &Path) -> i32 {
 }
 
 fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
-pub(crate) fn torture(url: &String) {
+pub(crate) fn torture(url: &str) {
     let iters = iterations();
     let seed = std::env::var("BAOZI_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     println!("kill9 torture: {iters} iterations, BAOZI_KILL_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = std::env::temp_dir().join(format!("baozi-redis-kill9-{}", std::process::id()));
@@ -146,13 +163,13 @@ pub(crate) fn torture(url: &String) {
         let clog = |c: u64| dir.join(format!("c{c}"));
         let mut producers: Vec<(u64, libc::pid_t)> = (0..2)
             .map(|p| {
-                let (u, n, l, d) = (url.clone(), name.clone(), plog(p), rng.below(8));
+                let (u, n, l, d) = (url.to_owned(), name.clone(), plog(p), rng.below(8));
                 (p, fork(move || producer(&u, &n, p, &l, d)))
             })
             .collect();
         let mut consumers: Vec<(u64, libc::pid_t)> = (0..2)
             .map(|c| {
-                let (u, n, l) = (url.clone(), name.clone(), clog(c));
+                let (u, n, l) = (url.to_owned(), name.clone(), clog(c));
                 (c, fork(move || consumer(&u, &n, &l)))
             })
             .collect();
@@ -170,21 +187,29 @@ pub(crate) fn torture(url: &String) {
             let _ = wait(pid, Instant::now() + Duration::from_secs(5));
             let _ = c;
             consumer_kills += 1;
-            let (u, n, l) = (url.clone(), name.clone(), clog(next_consumer));
+            let (u, n, l) = (url.to_owned(), name.clone(), clog(next_consumer));
             consumers.push((next_consumer, fork(move || consumer(&u, &n, &l))));
             next_consumer += 1;
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         for (p, pid) in producers.drain(..) {
-            let st = wait(pid, deadline).unwrap_or_else(|| panic!("iteration {it}: producer {p} hangs"));
+            let st =
+                wait(pid, deadline).unwrap_or_else(|| panic!("iteration {it}: producer {p} hangs"));
             if killed_producer != Some(p) {
-                assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "iteration {it}: producer {p} failed: {st}");
+                assert!(
+                    libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                    "iteration {it}: producer {p} failed: {st}"
+                );
             }
         }
         q.close().unwrap();
         for (c, pid) in consumers.drain(..) {
-            let st = wait(pid, deadline).unwrap_or_else(|| panic!("iteration {it}: consumer {c} hangs"));
-            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "iteration {it}: consumer {c} failed: {st}");
+            let st =
+                wait(pid, deadline).unwrap_or_else(|| panic!("iteration {it}: consumer {c} hangs"));
+            assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "iteration {it}: consumer {c} failed: {st}"
+            );
         }
         // The ledger.
         let hw: Vec<u64> = (0..2).map(|p| lines(&plog(p)).len() as u64).collect();
@@ -195,7 +220,10 @@ pub(crate) fn torture(url: &String) {
                 let mut it2 = l.split(' ').map(|x| x.parse::<u64>().unwrap());
                 let (p, s) = (it2.next().unwrap(), it2.next().unwrap());
                 if let Some(&prev) = last.get(&p) {
-                    assert!(s > prev, "iteration {it}: consumer {c} got ({p},{s}) after ({p},{prev})");
+                    assert!(
+                        s > prev,
+                        "iteration {it}: consumer {c} got ({p},{s}) after ({p},{prev})"
+                    );
                 }
                 last.insert(p, s);
                 *seen.entry((p, s)).or_default() += 1;
@@ -227,7 +255,10 @@ pub(crate) fn torture(url: &String) {
             missing <= allowed,
             "iteration {it}: {missing} acknowledged puts lost (allowed {allowed}: one per killed consumer)"
         );
-        assert!(q.empty().unwrap(), "iteration {it}: items left in a closed, drained queue");
+        assert!(
+            q.empty().unwrap(),
+            "iteration {it}: items left in a closed, drained queue"
+        );
         RedisQueue::<Vec<u8>>::unlink(url, &name).unwrap();
     }
     let _ = fs::remove_dir_all(&dir);
