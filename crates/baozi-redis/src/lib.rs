@@ -63,6 +63,13 @@
 //! default; such a URL is a [`RedisQueueError::Server`] error at open. Use a TLS tunnel
 //! (stunnel, spiped) or a private network.
 //!
+//! # Handles
+//! A clone is another handle with its own connection (made at first use) and its own producer
+//! identity; a handle used in a forked child notices the new pid and does the same. With the
+//! `serde` feature (on by default) a handle is a serde value: it serialises as the URL, name and
+//! options, and deserialises, in any process on any host, into a handle that connects at first
+//! use — so a reply queue can travel inside a request. The URL travels with its credentials.
+//!
 //! # Tests
 //! [`LocalServer`] starts a private `redis-server` (no persistence, free port, temporary
 //! directory) and stops it on drop; the crate's tests use it.
@@ -72,6 +79,8 @@
 
 mod contract;
 mod error;
+#[cfg(feature = "serde")]
+mod handle;
 mod joinable;
 mod link;
 mod options;

@@ -19,6 +19,9 @@ pub(crate) fn scripts() -> &'static Scripts {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) client: redis::Client,
+    /// The URL as given (it may hold credentials: never printed; a serialised handle carries it).
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) url: String,
     /// The URL without its password, for messages.
     pub(crate) shown: String,
     pub(crate) name: String,

@@ -25,7 +25,7 @@ pub(crate) const HEADER: usize = 16;
 pub struct RedisQueue<T = Vec<u8>> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) link: Mutex<Link>,
-    _t: PhantomData<fn(T) -> T>,
+    pub(crate) _t: PhantomData<fn(T) -> T>,
 }
 
 impl<T> Clone for RedisQueue<T> {
@@ -174,6 +174,7 @@ impl<T: Message> RedisQueue<T> {
         let keys = Keys::new(name);
         let mut shared = Shared {
             client,
+            url: url.to_owned(),
             shown,
             name: name.to_owned(),
             keys,

@@ -64,7 +64,8 @@ const CASES: &[&str] = &[
     "rediss",
     "server down at start",
     "server restarted mid-run",
-    "kill -9 torture",
+    "a handle inside a message",
+    "kill -9 torture, at-most-once and at-least-once",
 ];
 
 fn main() {
@@ -88,10 +89,16 @@ fn main() {
     failed += contract::run(
         "redis",
         url.as_str(),
-        vec![Case {
-            name: "kill9_torture_2p_2c",
-            run: kill9::torture,
-        }],
+        vec![
+            Case {
+                name: "kill9_torture_2p_2c",
+                run: kill9::torture,
+            },
+            Case {
+                name: "kill9_torture_2p_2c_at_least_once",
+                run: kill9::torture_leased,
+            },
+        ],
     );
     let plain = Redis {
         url: url.clone(),
@@ -103,40 +110,43 @@ fn main() {
         lease: Some(Duration::from_secs(30)),
     };
     failed += contract::run("contract_redis_leased", &leased, contract::cases::<Redis>());
-    failed += contract::run(
-        "redis",
-        url.as_str(),
-        vec![
-            Case {
-                name: "a_put_whose_reply_was_lost_is_retried_without_a_duplicate",
-                run: lost_reply,
-            },
-            Case {
-                name: "racing_producers_never_pass_maxsize",
-                run: racing_producers,
-            },
-            Case {
-                name: "at_least_once_redelivers_after_the_lease",
-                run: lease_redelivers,
-            },
-            Case {
-                name: "a_bad_message_comes_back_as_bytes_and_loses_nothing",
-                run: decode_error,
-            },
-            Case {
-                name: "credentials_come_from_the_url",
-                run: credentials,
-            },
-            Case {
-                name: "rediss_is_a_typed_error",
-                run: rediss,
-            },
-            Case {
-                name: "server_down_at_start_is_a_connection_error",
-                run: down_at_start,
-            },
-        ],
-    );
+    #[allow(unused_mut)]
+    let mut cases = vec![
+        Case {
+            name: "a_put_whose_reply_was_lost_is_retried_without_a_duplicate",
+            run: lost_reply,
+        },
+        Case {
+            name: "racing_producers_never_pass_maxsize",
+            run: racing_producers,
+        },
+        Case {
+            name: "at_least_once_redelivers_after_the_lease",
+            run: lease_redelivers,
+        },
+        Case {
+            name: "a_bad_message_comes_back_as_bytes_and_loses_nothing",
+            run: decode_error,
+        },
+        Case {
+            name: "credentials_come_from_the_url",
+            run: credentials,
+        },
+        Case {
+            name: "rediss_is_a_typed_error",
+            run: rediss,
+        },
+        Case {
+            name: "server_down_at_start_is_a_connection_error",
+            run: down_at_start,
+        },
+    ];
+    #[cfg(feature = "serde")]
+    cases.push(Case {
+        name: "a_handle_travels_inside_a_message",
+        run: handle_in_a_message,
+    });
+    failed += contract::run("redis", url.as_str(), cases);
     // Last: it restarts the server.
     failed += contract::run(
         "redis",
@@ -382,4 +392,25 @@ fn restart(server: &std::cell::RefCell<LocalServer>) {
     // The same handle reconnects (and reloads its scripts) by itself.
     q.put(3).unwrap();
     assert_eq!(q.get().unwrap(), 3);
+}
+
+#[cfg(feature = "serde")]
+fn handle_in_a_message(url: &str) {
+    use baozi_queue::Serde;
+    // A request carries its reply queue, as Python passes a queue in args=.
+    let requests: RedisQueue<Serde<(u64, RedisQueue<u64>)>> =
+        RedisQueue::create_or_open(url, &unique("req"), 0).unwrap();
+    let replies: RedisQueue<u64> = RedisOptions::new()
+        .maxsize(3)
+        .queue(url, &unique("reply"))
+        .unwrap();
+    let server = requests.clone();
+    let t = std::thread::spawn(move || {
+        let Serde((n, reply)) = server.get().unwrap();
+        assert_eq!(reply.maxsize(), 3);
+        reply.put(n * 2).unwrap();
+    });
+    requests.put(Serde((21, replies.clone()))).unwrap();
+    assert_eq!(replies.get_timeout(Duration::from_secs(10)).unwrap(), 42);
+    t.join().unwrap();
 }

@@ -9,6 +9,11 @@
 //! * in flight: from a killed producer at most `(p, hw[p])` may arrive as well, nothing later;
 //! * never a duplicate, never a torn or foreign message; per-producer order at each consumer;
 //! * no survivor hangs: each iteration ends within 30 s.
+//!
+//! The at-least-once variant ([`torture_leased`], a `RedisJoinableQueue` with a 300 ms lease,
+//! consumers recording each item before its `task_done`): every `(p, s)` with `s < hw[p]` is
+//! received at least once, nothing is lost to a killed consumer, at most one item more than once
+//! per killed consumer (it recorded and died before `task_done`), and `join` returns.
 
 use std::collections::HashMap;
 use std::fs;
@@ -17,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use baozi_queue::GetError;
-use baozi_redis::{RedisOptions, RedisQueue};
+use baozi_redis::{RedisJoinableQueue, RedisOptions, RedisQueue};
 
 const MSGS: u64 = 60;
 
@@ -114,12 +119,18 @@ fn producer(url: &str, name: &str, p: u64, log: &Path, delay_every: u64) -> i32 
 }
 
 fn consumer(url: &str, name: &str, log: &Path) -> i32 {
-    let q: RedisQueue<Vec<u8>> = RedisQueue::open(url, name).unwrap();
+    let q: RedisJoinableQueue<Vec<u8>> = RedisJoinableQueue::open(url, name).unwrap();
+    let leased = q.lease().is_some();
     loop {
         match q.get_timeout(Duration::from_secs(10)) {
             Ok(v) => {
                 let (p, s) = parse(&v);
                 append(log, &format!("{p} {s}\n"));
+                if leased {
+                    // Work on it a little, so kills land while an item is held.
+                    std::thread::sleep(Duration::from_millis(2));
+                    q.task_done().unwrap();
+                }
             }
             Err(GetError::Closed) => return 0,
             Err(e) => {
@@ -139,7 +150,14 @@ fn lines(path: &Path) -> Vec<String> {
 }
 
 pub(crate) fn torture(url: &str) {
-    let iters = iterations();
+    run(url, iterations(), false);
+}
+
+pub(crate) fn torture_leased(url: &str) {
+    run(url, iterations().div_ceil(4), true);
+}
+
+fn run(url: &str, iters: u64, leased: bool) {
     let seed = std::env::var("BAOZI_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -150,15 +168,28 @@ pub(crate) fn torture(url: &str) {
                 .as_nanos() as u64
                 | 1
         });
-    println!("kill9 torture: {iters} iterations, BAOZI_KILL_SEED={seed}");
+    let mode = if leased {
+        "at-least-once"
+    } else {
+        "at-most-once"
+    };
+    println!("kill9 torture ({mode}): {iters} iterations, BAOZI_KILL_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = std::env::temp_dir().join(format!("baozi-redis-kill9-{}", std::process::id()));
     let (mut producer_kills, mut consumer_kills, mut landed) = (0, 0, 0);
+    let mut redelivered = 0;
+    let (mut lost, mut twice) = (0, 0);
     for it in 0..iters {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let name = format!("kill9-{}-{it}", std::process::id());
-        let q: RedisQueue<Vec<u8>> = RedisOptions::new().maxsize(8).queue(url, &name).unwrap();
+        let mut opts = RedisOptions::new().maxsize(8);
+        if leased {
+            opts = opts
+                .lease(Duration::from_millis(300))
+                .wait_slice(Duration::from_millis(100));
+        }
+        let q: RedisJoinableQueue<Vec<u8>> = opts.joinable(url, &name).unwrap();
         let plog = |p: u64| dir.join(format!("p{p}"));
         let clog = |c: u64| dir.join(format!("c{c}"));
         let mut producers: Vec<(u64, libc::pid_t)> = (0..2)
@@ -174,8 +205,19 @@ pub(crate) fn torture(url: &str) {
             })
             .collect();
         let mut next_consumer = 2;
-        std::thread::sleep(Duration::from_micros(rng.below(40_000)));
+        // Kill the victim mid-work: once its log shows k items (or after 2 s), then a little later.
         let victim = rng.below(4);
+        let log = if victim < 2 {
+            plog(victim)
+        } else {
+            clog(victim - 2)
+        };
+        let k = rng.below(40) as usize;
+        let until = Instant::now() + Duration::from_secs(2);
+        while lines(&log).len() < k && Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(3000)));
         let mut killed_producer = None;
         if victim < 2 {
             kill(producers[victim as usize].1);
@@ -205,6 +247,10 @@ pub(crate) fn torture(url: &str) {
                 );
             }
         }
+        if leased {
+            q.join_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("iteration {it}: join: {e}"));
+        }
         q.close().unwrap();
         for (c, pid) in consumers.drain(..) {
             let st =
@@ -222,7 +268,8 @@ pub(crate) fn torture(url: &str) {
             for l in lines(&clog(c)) {
                 let mut it2 = l.split(' ').map(|x| x.parse::<u64>().unwrap());
                 let (p, s) = (it2.next().unwrap(), it2.next().unwrap());
-                if let Some(&prev) = last.get(&p) {
+                // A redelivered item (at-least-once) may come after later ones.
+                if let Some(&prev) = last.get(&p).filter(|_| !leased) {
                     assert!(
                         s > prev,
                         "iteration {it}: consumer {c} got ({p},{s}) after ({p},{prev})"
@@ -233,11 +280,13 @@ pub(crate) fn torture(url: &str) {
             }
         }
         let mut missing = 0;
+        let mut repeats = 0;
         for p in 0..2u64 {
             for s in 0..hw[p as usize] {
                 match seen.get(&(p, s)) {
                     None => missing += 1,
                     Some(1) => {}
+                    Some(n) if leased => repeats += n - 1,
                     Some(n) => panic!("iteration {it}: ({p},{s}) delivered {n} times"),
                 }
             }
@@ -245,7 +294,11 @@ pub(crate) fn torture(url: &str) {
                 if pp != p || s < hw[p as usize] {
                     continue;
                 }
-                assert_eq!(n, 1, "iteration {it}: ({p},{s}) delivered {n} times");
+                if leased {
+                    repeats += n - 1;
+                } else {
+                    assert_eq!(n, 1, "iteration {it}: ({p},{s}) delivered {n} times");
+                }
                 assert!(
                     killed_producer == Some(p) && s == hw[p as usize],
                     "iteration {it}: ({p},{s}) arrived but producer {p} recorded only {} puts",
@@ -253,21 +306,35 @@ pub(crate) fn torture(url: &str) {
                 );
             }
         }
-        let allowed = u64::from(victim >= 2);
+        let killed_consumers = u32::from(victim >= 2);
+        let allowed = if leased { 0 } else { killed_consumers };
         assert!(
             missing <= allowed,
-            "iteration {it}: {missing} acknowledged puts lost (allowed {allowed}: one per killed consumer)"
+            "iteration {it}: {missing} acknowledged puts lost (allowed {allowed})"
+        );
+        assert!(
+            repeats <= killed_consumers,
+            "iteration {it}: {repeats} items delivered twice with {killed_consumers} consumer(s) killed"
         );
         assert!(
             q.empty().unwrap(),
             "iteration {it}: items left in a closed, drained queue"
         );
+        redelivered += q.redelivered().unwrap();
+        lost += missing;
+        twice += repeats;
         RedisQueue::<Vec<u8>>::unlink(url, &name).unwrap();
     }
     let _ = fs::remove_dir_all(&dir);
     println!(
-        "kill9 torture: {iters} iterations, {producer_kills} producer kills, {consumer_kills} consumer kills, {landed} landed mid-work, ledger exact"
+        "kill9 torture ({mode}): {iters} iterations, {producer_kills} producer kills, {consumer_kills} consumer kills, {landed} landed mid-work, {redelivered} redelivered after a lease, {lost} lost and {twice} delivered twice by killed consumers (allowed), ledger exact"
     );
+    if leased && consumer_kills >= 8 {
+        assert!(
+            redelivered > 0,
+            "no consumer was killed holding an item: the leases went untested"
+        );
+    }
     // A kill that found its victim already done tests nothing: most must land.
     assert!(
         u64::from(landed) * 2 >= iters,
