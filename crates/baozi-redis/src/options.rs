@@ -85,8 +85,9 @@ impl RedisOptions {
     }
 
     /// The longest single server-side wait (default 2 s). Blocking calls wait in slices of this,
-    /// so a silent network failure is noticed within `wait_slice + io_timeout`, and an
-    /// at-least-once getter sees a close or an expired lease within one slice.
+    /// so a silent network failure is noticed within `wait_slice + io_timeout`. An
+    /// at-least-once getter waits at most half the lease per slice, so that leases of dead
+    /// consumers are reclaimed while everyone waits.
     pub fn wait_slice(mut self, d: Duration) -> Self {
         self.wait_slice = d.max(Duration::from_millis(10));
         self

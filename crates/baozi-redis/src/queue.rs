@@ -257,8 +257,22 @@ impl<T> RedisQueue<T> {
     pub fn qsize(&self) -> Result<usize, RedisQueueError> {
         let key = self.shared.keys.items.clone();
         let io = self.shared.opts.io_timeout;
-        self.guard()
-            .run(true, io, |c| redis::cmd("LLEN").arg(&key).query::<usize>(c))
+        if self.shared.lease.is_none() {
+            return self
+                .guard()
+                .run(true, io, |c| redis::cmd("LLEN").arg(&key).query::<usize>(c));
+        }
+        // At-least-once: a closed queue's close sentinel (an empty entry at the tail) is no item.
+        let (n, last): (usize, Option<Vec<u8>>) = self.guard().run(true, io, |c| {
+            redis::pipe()
+                .cmd("LLEN")
+                .arg(&key)
+                .cmd("LINDEX")
+                .arg(&key)
+                .arg(-1)
+                .query(c)
+        })?;
+        Ok(n - usize::from(last.is_some_and(|l| l.is_empty())))
     }
 
     /// Whether the queue holds no item now.
@@ -312,6 +326,7 @@ impl<T> RedisQueue<T> {
         self.guard().run(true, io, |c| {
             evalsha(&mut redis::cmd("EVALSHA"), &scripts().close.sha, &keys)
                 .arg(u8::from(immediate))
+                .arg(u8::from(self.shared.lease.is_some()))
                 .query::<i64>(c)
         })?;
         Ok(())
@@ -563,7 +578,12 @@ impl<T: Message> RedisQueue<T> {
                                     .arg(&env[..]);
                                 let (closed, more) =
                                     taken(g.run(false, io, |c| cmd.query::<Value>(c))?)?;
-                                let mut envs = vec![env];
+                                // An empty entry is the close sentinel, never an item.
+                                let mut envs = if env.is_empty() {
+                                    Vec::new()
+                                } else {
+                                    vec![env]
+                                };
                                 envs.extend(more);
                                 (closed, envs)
                             }

@@ -122,14 +122,29 @@ return out
 /// Gives a lease to pending entries that have none (a consumer died between its BLMOVE and
 /// its lease), moves expired ones back to the head of `items`, then moves up to `count` items
 /// to `pending`, each with a lease. Returns {closed, envelopes...}.
+///
+/// A closed at-least-once queue ends with the close sentinel, an empty entry (a real one has
+/// at least its 16-byte header), because a getter blocked in BLMOVE can watch one list only:
+/// the sentinel wakes it; it is put back at the tail at once, so it wakes every getter in turn,
+/// and it is never handed out nor counted.
 pub(crate) const TAKE_LEASED: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[1])
-for k = 4, #ARGV do redis.call('ZADD', KEYS[3], now + lease, ARGV[k]) end
+local function sentinel_back()
+  while redis.call('LREM', KEYS[2], 0, '') > 0 do end
+  if redis.call('LINDEX', KEYS[1], -1) ~= '' then redis.call('RPUSH', KEYS[1], '') end
+end
+for k = 4, #ARGV do
+  if ARGV[k] == '' then sentinel_back() else redis.call('ZADD', KEYS[3], now + lease, ARGV[k]) end
+end
 local pend = redis.call('LRANGE', KEYS[2], 0, 999)
 for _, e in ipairs(pend) do
-  if not redis.call('ZSCORE', KEYS[3], e) then redis.call('ZADD', KEYS[3], now + lease, e) end
+  if e == '' then
+    sentinel_back()
+  elseif not redis.call('ZSCORE', KEYS[3], e) then
+    redis.call('ZADD', KEYS[3], now + lease, e)
+  end
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
 local back = 0
@@ -144,8 +159,9 @@ end
 if back > 0 then redis.call('HINCRBY', KEYS[4], 'redelivered', back) end
 local out = {0}
 for _ = 1, tonumber(ARGV[2]) do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head or head == '' then break end
   local e = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-  if not e then break end
   redis.call('ZADD', KEYS[3], now + lease, e)
   out[#out + 1] = e
 end
@@ -191,21 +207,24 @@ if u <= 0 and redis.call('LLEN', KEYS[2]) == 0 then redis.call('RPUSH', KEYS[2],
 return u
 ";
 
-/// CLOSE. KEYS: meta closed room items alldone. ARGV: immediate (0/1).
-/// With immediate, what is left is thrown away and counted done.
+/// CLOSE. KEYS: meta closed room items alldone. ARGV: immediate (0/1), at-least-once (0/1).
+/// With immediate, what is left is thrown away and counted done; at-least-once queues get the
+/// close sentinel at the tail (see TAKE_LEASED).
 pub(crate) const CLOSE: &str = r"
 redis.call('HSET', KEYS[1], 'closed', '1')
 if redis.call('LLEN', KEYS[2]) == 0 then redis.call('RPUSH', KEYS[2], 'c') end
 if redis.call('LLEN', KEYS[3]) == 0 then redis.call('RPUSH', KEYS[3], 'c') end
 if ARGV[1] == '1' then
   local n = redis.call('LLEN', KEYS[4])
-  if n > 0 then
-    redis.call('DEL', KEYS[4])
-    redis.call('HINCRBY', KEYS[1], 'discarded', n)
-  end
+  if n > 0 and redis.call('LINDEX', KEYS[4], -1) == '' then n = n - 1 end
+  redis.call('DEL', KEYS[4])
+  if n > 0 then redis.call('HINCRBY', KEYS[1], 'discarded', n) end
   if unfinished(KEYS[1]) <= 0 and redis.call('LLEN', KEYS[5]) == 0 then
     redis.call('RPUSH', KEYS[5], 'd')
   end
+end
+if ARGV[2] == '1' and redis.call('LINDEX', KEYS[4], -1) ~= '' then
+  redis.call('RPUSH', KEYS[4], '')
 end
 return 1
 ";

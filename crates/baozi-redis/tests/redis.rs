@@ -125,6 +125,10 @@ fn main() {
             run: lease_redelivers,
         },
         Case {
+            name: "close_wakes_blocked_at_least_once_getters_at_once",
+            run: leased_close_wakes,
+        },
+        Case {
             name: "a_bad_message_comes_back_as_bytes_and_loses_nothing",
             run: decode_error,
         },
@@ -413,4 +417,53 @@ fn handle_in_a_message(url: &str) {
     requests.put(Serde((21, replies.clone()))).unwrap();
     assert_eq!(replies.get_timeout(Duration::from_secs(10)).unwrap(), 42);
     t.join().unwrap();
+}
+
+fn leased_close_wakes(url: &str) {
+    // Slices far longer than the test: only the close sentinel can wake the getters in time.
+    let q: RedisJoinableQueue<u64> = RedisOptions::new()
+        .lease(Duration::from_secs(30))
+        .wait_slice(Duration::from_secs(20))
+        .joinable(url, &unique("lclose"))
+        .unwrap();
+    let getters: Vec<_> = (0..3)
+        .map(|_| {
+            let g = q.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let r = g.get();
+                (r.map_err(|e| e.to_string()), start.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    q.put(5).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    q.put(6).unwrap();
+    q.close().unwrap();
+    let mut got = Vec::new();
+    for g in getters {
+        let (r, took) = g.join().unwrap();
+        assert!(took < Duration::from_secs(5), "woke after {took:?}");
+        if let Ok(v) = r {
+            got.push(v);
+        } else {
+            assert_eq!(r, Err(GetError::Closed.to_string()));
+        }
+    }
+    got.sort_unstable();
+    // Both items were taken before the close was seen (or are still there, not lost).
+    let left = q.qsize().unwrap();
+    assert_eq!(got.len() + left, 2, "got {got:?}, {left} left");
+    assert!(q.empty().unwrap() == (left == 0));
+    for _ in 0..left {
+        got.push(q.get().unwrap());
+    }
+    assert!(matches!(q.get(), Err(GetError::Closed)));
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(50)),
+        Err(GetError::Closed)
+    ));
+    got.sort_unstable();
+    assert_eq!(got, [5, 6]);
 }
