@@ -78,7 +78,8 @@ impl RedisOptions {
 
     /// How long a step that may safely run twice (a put, a task_done, a size query) is retried
     /// on a fresh connection after a connection fault before the fault is returned (default
-    /// 3 s; zero: never retried).
+    /// 3 s; zero: never retried). A fault is reported within about `retry_for +
+    /// connect_timeout + io_timeout`, plus one wait slice for a blocking call.
     pub fn retry_for(mut self, d: Duration) -> Self {
         self.retry_for = d;
         self

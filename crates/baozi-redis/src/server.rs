@@ -86,6 +86,11 @@ impl LocalServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// The server's process id while it runs (to freeze it with SIGSTOP in a test, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port

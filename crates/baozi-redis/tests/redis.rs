@@ -64,6 +64,7 @@ const CASES: &[&str] = &[
     "rediss",
     "server down at start",
     "server restarted mid-run",
+    "frozen server (SIGSTOP)",
     "a handle inside a message",
     "kill -9 torture, at-most-once and at-least-once",
 ];
@@ -155,10 +156,16 @@ fn main() {
     failed += contract::run(
         "redis",
         &std::cell::RefCell::new(server),
-        vec![Case {
-            name: "server_restarted_mid_run_gives_typed_errors_then_works",
-            run: restart,
-        }],
+        vec![
+            Case {
+                name: "a_frozen_server_is_a_timeout_error_never_a_hang",
+                run: frozen,
+            },
+            Case {
+                name: "server_restarted_mid_run_gives_typed_errors_then_works",
+                run: restart,
+            },
+        ],
     );
     std::process::exit(i32::from(failed != 0));
 }
@@ -466,4 +473,49 @@ fn leased_close_wakes(url: &str) {
     ));
     got.sort_unstable();
     assert_eq!(got, [5, 6]);
+}
+
+fn frozen(server: &std::cell::RefCell<LocalServer>) {
+    let url = server.borrow().url();
+    let pid = server.borrow().pid().unwrap() as libc::pid_t;
+    // A fault is reported within about retry_for + connect_timeout + io_timeout (+ the slice).
+    let q: RedisQueue<u64> = RedisOptions::new()
+        .connect_timeout(Duration::from_millis(300))
+        .io_timeout(Duration::from_millis(300))
+        .retry_for(Duration::from_millis(500))
+        .wait_slice(Duration::from_millis(300))
+        .queue(&url, &unique("frozen"))
+        .unwrap();
+    q.put(1).unwrap();
+    // SIGSTOP: the kernel still accepts connections, but nothing answers (a silent network).
+    // SAFETY: a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let start = Instant::now();
+    let put = q.put(2);
+    let put_took = start.elapsed();
+    let start = Instant::now();
+    let get = q.get();
+    let get_took = start.elapsed();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    match put {
+        Err(PutError::Failed(2, QueueError::Backend(e))) => {
+            assert!(
+                e.downcast_ref::<RedisQueueError>().unwrap().is_connection(),
+                "{e}"
+            )
+        }
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+    assert!(put_took < Duration::from_secs(3), "put took {put_took:?}");
+    assert!(
+        matches!(get, Err(GetError::Failed(QueueError::Backend(_)))),
+        "{get:?}"
+    );
+    assert!(get_took < Duration::from_secs(3), "get took {get_took:?}");
+    // The put that failed was in doubt: its copies reach the server once it runs again, and the
+    // server keeps at most one of them.
+    q.put(3).unwrap();
+    let got = q.get_many(10).unwrap();
+    assert!(got == [1, 2, 3] || got == [1, 3], "{got:?}");
 }
