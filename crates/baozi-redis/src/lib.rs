@@ -43,6 +43,10 @@
 //!   (from the server) and numbers its puts; the put script drops a (producer, sequence) it has
 //!   seen. So a put whose reply was lost (timeout, dropped connection) is retried on a new
 //!   connection (for [`RedisOptions::retry_for`]) without a duplicate.
+//! * **A put that fails is in doubt**: a put that returns [`baozi_queue::PutError::Failed`]
+//!   after its retries may still land (once) when the server answers again — its request was
+//!   sent. The item comes back in the error; putting it again may deliver it twice, so give items
+//!   an id where that matters. (Python's queues have the same hole when a feeder thread dies.)
 //! * **Per-producer order**: one handle's puts are applied in the order they were made, and
 //!   a consumer takes them in that order (a batch stays together).
 //! * **A consumer that dies after taking an item**: at-most-once by default, as the
