@@ -33,6 +33,13 @@ pub enum RedisQueueError {
         /// The queue's name.
         name: String,
     },
+    /// `create_or_open` found the queue made with another `maxsize` or lease.
+    Mismatch {
+        /// The queue's name.
+        name: String,
+        /// What differs.
+        detail: String,
+    },
     /// `task_done` in at-least-once mode came after the item's lease ran out: the item went
     /// back to the queue for another consumer, and that consumer's `task_done` will count it.
     /// Make the lease longer than the longest task.
@@ -57,6 +64,9 @@ impl fmt::Display for RedisQueueError {
             }
             RedisQueueError::NotFound { name } => {
                 write!(f, "no queue named {name} on this Redis server: create it first")
+            }
+            RedisQueueError::Mismatch { name, detail } => {
+                write!(f, "queue {name} exists with other parameters: {detail}; open it with open() or unlink it first")
             }
             RedisQueueError::LeaseExpired => f.write_str(
                 "task_done after the item's lease ran out: it was handed to another consumer; make the lease longer than the longest task",

@@ -40,7 +40,7 @@
 //!
 //! # Delivery guarantees
 //! * **A put that returned `Ok` is in the queue exactly once.** Each handle has a producer id
-//!   (from the server) and numbers its puts; the put script drops a (producer, sequence) it has
+//!   (64 random bits) and numbers its puts; the put script drops a (producer, sequence) it has
 //!   seen. So a put whose reply was lost (timeout, dropped connection) is retried on a new
 //!   connection (for [`RedisOptions::retry_for`]) without a duplicate.
 //! * **A put that fails is in doubt**: a put that returns [`baozi_queue::PutError::Failed`]

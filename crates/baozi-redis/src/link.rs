@@ -38,7 +38,7 @@ pub(crate) struct Link {
     conn: Option<redis::Connection>,
     read_timeout: Option<Duration>,
     pid: u32,
-    /// Producer id, unique per queue (the server's INCR), taken at the first put.
+    /// Producer id (64 random bits), drawn at the first put.
     pub(crate) producer: Option<u64>,
     /// Last sequence number used by puts, and by task_done calls.
     pub(crate) seq: u64,
@@ -139,18 +139,41 @@ impl Guard<'_> {
         Ok(c)
     }
 
-    /// This handle's producer id, asked of the server once.
+    /// This handle's producer id: 64 random bits, drawn once per handle and process.
+    ///
+    /// Not a counter on the server: a server restarted without persistence (or an unlinked
+    /// queue) would hand out an id again while an old handle still uses it with a higher
+    /// sequence number, and the new handle's puts would be dropped as repeats.
     pub(crate) fn producer(&mut self) -> Result<u64, RedisQueueError> {
         if let Some(p) = self.link.producer {
             return Ok(p);
         }
-        let key = self.shared.keys.producers.clone();
-        let io = self.shared.opts.io_timeout;
-        // A retried INCR only skips an id: ids need to be unique, not dense.
-        let p: u64 = self.run(true, io, |c| redis::cmd("INCR").arg(&key).query(c))?;
+        let p = random_id();
         self.link.producer = Some(p);
         Ok(p)
     }
+}
+
+/// 64 bits from the kernel's random source; should it be unreadable, a hash of the pid, the
+/// time and a per-process random key (std's `RandomState`, itself seeded from the kernel).
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b).max(1);
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish().max(1)
 }
 
 /// Sends a pipeline and returns each reply, server errors as errors.

@@ -146,8 +146,8 @@ impl<T: Message> RedisQueue<T> {
     ///
     /// # Errors
     /// [`RedisQueueError::Connection`] if the server cannot be reached; [`RedisQueueError::Server`]
-    /// for a bad URL (`rediss://`: this build has no TLS), a wrong password, or a queue that
-    /// exists with another `maxsize` or mode.
+    /// for a bad URL (`rediss://`: this build has no TLS) or a wrong password;
+    /// [`RedisQueueError::Mismatch`] for a queue that exists with another `maxsize` or lease.
     pub fn create_or_open(url: &str, name: &str, maxsize: usize) -> Result<Self, RedisQueueError> {
         RedisOptions::new().maxsize(maxsize).queue(url, name)
     }
@@ -214,10 +214,13 @@ impl<T: Message> RedisQueue<T> {
         };
         let lease = lease.unwrap_or(0);
         if create && (maxsize != shared.maxsize as u64 || lease != want_lease) {
-            return Err(RedisQueueError::protocol(format!(
-                "queue {name} exists with maxsize {maxsize} and lease {lease} ms, asked for maxsize {} and lease {want_lease} ms",
-                shared.maxsize
-            )));
+            return Err(RedisQueueError::Mismatch {
+                name: name.to_owned(),
+                detail: format!(
+                    "maxsize {maxsize} and lease {lease} ms, asked for maxsize {} and lease {want_lease} ms",
+                    shared.maxsize
+                ),
+            });
         }
         shared.maxsize = maxsize as usize;
         shared.lease = (lease > 0).then(|| Duration::from_millis(lease));

@@ -17,7 +17,6 @@ pub(crate) struct Keys {
     pub(crate) alldone: String,
     pub(crate) pending: String,
     pub(crate) leases: String,
-    pub(crate) producers: String,
 }
 
 impl Keys {
@@ -32,7 +31,6 @@ impl Keys {
             alldone: k("alldone"),
             pending: k("pending"),
             leases: k("leases"),
-            producers: k("producers"),
             prefix,
         }
     }
@@ -43,7 +41,7 @@ impl Keys {
     }
 
     /// Every fixed key, for unlink.
-    pub(crate) fn all(&self) -> [&str; 8] {
+    pub(crate) fn all(&self) -> [&str; 7] {
         [
             &self.items,
             &self.meta,
@@ -52,7 +50,6 @@ impl Keys {
             &self.alldone,
             &self.pending,
             &self.leases,
-            &self.producers,
         ]
     }
 }

@@ -366,7 +366,8 @@ fn restart(server: &std::cell::RefCell<LocalServer>) {
     let opts = RedisOptions::new()
         .retry_for(Duration::from_millis(300))
         .io_timeout(Duration::from_secs(1));
-    let q: RedisQueue<u64> = opts.queue(&url, &unique("restart")).unwrap();
+    let name = unique("restart");
+    let q: RedisQueue<u64> = opts.queue(&url, &name).unwrap();
     q.put(1).unwrap();
     let getter = q.clone();
     let blocked = std::thread::spawn(move || {
@@ -403,6 +404,16 @@ fn restart(server: &std::cell::RefCell<LocalServer>) {
     // The same handle reconnects (and reloads its scripts) by itself.
     q.put(3).unwrap();
     assert_eq!(q.get().unwrap(), 3);
+    // The server forgot everything; a new handle's puts must not be taken for repeats of the
+    // old handle's (producer ids are not handed out by the server, which would reuse them).
+    let fresh: RedisQueue<u64> = opts.queue(&url, &name).unwrap();
+    for i in 0..5 {
+        q.put(10 + i).unwrap();
+        fresh.put(20 + i).unwrap();
+    }
+    let mut got = q.get_many(100).unwrap();
+    got.sort_unstable();
+    assert_eq!(got, [10, 11, 12, 13, 14, 20, 21, 22, 23, 24]);
 }
 
 #[cfg(feature = "serde")]
