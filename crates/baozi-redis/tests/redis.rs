@@ -55,7 +55,7 @@ impl Backend for Redis {
 }
 
 const CASES: &[&str] = &[
-    "the contract suite (25 cases) at-most-once and at-least-once",
+    "the contract suite (29 cases) at-most-once and at-least-once",
     "a retried put is not duplicated",
     "maxsize under racing producers",
     "leases redeliver",

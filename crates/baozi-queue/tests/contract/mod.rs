@@ -64,6 +64,10 @@ cases!(
     join_is_released_by_task_done_in_another_thread,
     join_timeout_reports_the_unfinished,
     joinable_task_done_with_worker_threads,
+    two_producers_keep_their_order,
+    concurrent_getters_never_share_an_item,
+    empty_batches_and_zero_max_are_no_ops,
+    join_with_nothing_put_returns_at_once,
 );
 
 fn assert_waited(elapsed: Duration, timeout: Duration, what: &str) {
@@ -442,6 +446,96 @@ fn joinable_task_done_with_worker_threads<B: Backend>(b: &B) {
     q.close().unwrap();
     let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert_eq!(total, 300 * 301 / 2);
+}
+
+fn two_producers_keep_their_order<B: Backend>(b: &B) {
+    let q = b.queue::<u64>(4);
+    let n = 500u64;
+    let producers: Vec<_> = (0..2u64)
+        .map(|p| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while i < n {
+                    if i % 5 == 0 && i + 2 <= n {
+                        q.put_many(vec![p << 32 | i, p << 32 | (i + 1)]).unwrap();
+                        i += 2;
+                    } else {
+                        q.put(p << 32 | i).unwrap();
+                        i += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u64; 2];
+    for _ in 0..2 * n {
+        let v = q.get_timeout(Duration::from_secs(10)).unwrap();
+        let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+        assert_eq!(i, next[p], "producer {p}'s items out of order");
+        next[p] += 1;
+    }
+    for t in producers {
+        t.join().unwrap();
+    }
+    assert!(q.empty().unwrap());
+}
+
+fn concurrent_getters_never_share_an_item<B: Backend>(b: &B) {
+    let q = b.queue::<u64>(0);
+    let n = 600u64;
+    q.put_many((0..n).collect()).unwrap();
+    q.close().unwrap();
+    let getters: Vec<_> = (0..3)
+        .map(|g| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    let r = if g == 0 {
+                        q.get().map(|v| vec![v])
+                    } else {
+                        q.get_many(7)
+                    };
+                    match r {
+                        Ok(v) => got.extend(v),
+                        Err(GetError::Closed) => return got,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = getters
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..n).collect::<Vec<_>>(),
+        "an item lost or handed out twice"
+    );
+}
+
+fn empty_batches_and_zero_max_are_no_ops<B: Backend>(b: &B) {
+    let q = b.queue::<u64>(1);
+    q.put_many(Vec::new()).unwrap();
+    q.put_many_nowait(Vec::new()).unwrap();
+    assert!(q.empty().unwrap());
+    q.put(1).unwrap();
+    assert!(q.get_many(0).unwrap().is_empty());
+    q.put_many(Vec::new()).unwrap();
+    assert_eq!(q.qsize().unwrap(), 1);
+    assert_eq!(q.get().unwrap(), 1);
+}
+
+fn join_with_nothing_put_returns_at_once<B: Backend>(b: &B) {
+    let q = b.joinable::<u64>(0);
+    let start = Instant::now();
+    q.join().unwrap();
+    q.join_timeout(Duration::from_millis(1)).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1));
 }
 
 /// Runs `cases` one by one on `backend`, printing libtest-like lines and the closing
