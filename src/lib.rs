@@ -22,7 +22,11 @@ pub mod process {
     pub use baozi_process::*;
 }
 
-pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value};
+/// `bytemuck`, re-exported: `#[derive(baozi::bytemuck::Pod, baozi::bytemuck::Zeroable)]` makes
+/// a `repr(C)` struct fit for a `Value`, an `Array` or a `ShmMutex`.
+pub use bytemuck;
+
+pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value, ValueGuard};
 pub use baozi_process::{
     current_process, spawn, AsyncResult, JoinHandle, Pool, Process, ProcessError,
 };

@@ -6,7 +6,8 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use baozi_shm::{ObjectKind, Offset, Region, ShmSafe, CACHE_LINE, DEFAULT_READY_WAIT};
+use baozi_shm::{ObjectKind, Offset, Region, CACHE_LINE, DEFAULT_READY_WAIT};
+use bytemuck::Pod;
 
 use crate::deadline::Deadline;
 use crate::error::SyncError;
@@ -53,12 +54,12 @@ const SUBKIND_MUTEX: u64 = 1;
 /// assert_eq!(*counter.lock().unwrap(), 1); // consistent again
 /// # Ok::<(), baozi_sync::SyncError>(())
 /// ```
-pub struct ShmMutex<T: ShmSafe> {
+pub struct ShmMutex<T: Pod> {
     region: Region,
     _value: PhantomData<T>,
 }
 
-impl<T: ShmSafe> Clone for ShmMutex<T> {
+impl<T: Pod> Clone for ShmMutex<T> {
     /// Another handle to the same mutex.
     fn clone(&self) -> Self {
         ShmMutex {
@@ -68,7 +69,7 @@ impl<T: ShmSafe> Clone for ShmMutex<T> {
     }
 }
 
-impl<T: ShmSafe> fmt::Debug for ShmMutex<T> {
+impl<T: Pod> fmt::Debug for ShmMutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShmMutex")
             .field("region", &self.region.describe())
@@ -76,7 +77,7 @@ impl<T: ShmSafe> fmt::Debug for ShmMutex<T> {
     }
 }
 
-impl<T: ShmSafe> ShmMutex<T> {
+impl<T: Pod> ShmMutex<T> {
     fn total_len() -> usize {
         VALUE_AT + std::mem::size_of::<T>().max(1)
     }
@@ -91,6 +92,30 @@ impl<T: ShmSafe> ShmMutex<T> {
 
     /// A mutex holding `value`, shared with children forked after this call and with any process
     /// its handle is given to.
+    ///
+    /// `T` is any [`bytemuck::Pod`] type — the one bound for "may live in shared memory" that
+    /// `Value` and `Array` use too: integers, floats, `usize`, arrays of them, and `repr(C)`
+    /// structs with `#[derive(Pod, Zeroable)]`. (Not `bool` or enums: a process killed mid-write
+    /// could leave bytes that are no valid value of them.)
+    ///
+    /// ```
+    /// use baozi_sync::ShmMutex;
+    /// use bytemuck::{Pod, Zeroable};
+    ///
+    /// #[derive(Clone, Copy, Pod, Zeroable)]
+    /// #[repr(C)]
+    /// struct Account { balance: f64, deposits: u64 }
+    ///
+    /// let account = ShmMutex::new(Account { balance: 0.0, deposits: 0 })?;
+    /// {
+    ///     let mut a = account.lock().map_err(|e| e.to_string()).unwrap();
+    ///     a.balance += 12.5;
+    ///     a.deposits += 1;
+    /// }
+    /// let temperature = ShmMutex::new(21.5f64)?;
+    /// assert_eq!(*temperature.lock().map_err(|e| e.to_string()).unwrap(), 21.5);
+    /// # Ok::<(), baozi_sync::SyncError>(())
+    /// ```
     ///
     /// # Errors
     /// [`SyncError::Shm`] if the region cannot be mapped.
@@ -251,7 +276,7 @@ impl<T: ShmSafe> ShmMutex<T> {
 }
 
 /// Why [`ShmMutex::lock`] did not simply return a guard.
-pub enum LockError<'a, T: ShmSafe> {
+pub enum LockError<'a, T: Pod> {
     /// The lock was acquired, but its previous holder died holding it: the value may be half
     /// updated. Repair it, then [`mark_consistent`](ShmMutexGuard::mark_consistent).
     OwnerDied(ShmMutexGuard<'a, T>),
@@ -259,7 +284,7 @@ pub enum LockError<'a, T: ShmSafe> {
     Sync(SyncError),
 }
 
-impl<T: ShmSafe> fmt::Debug for LockError<'_, T> {
+impl<T: Pod> fmt::Debug for LockError<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
@@ -268,7 +293,7 @@ impl<T: ShmSafe> fmt::Debug for LockError<'_, T> {
     }
 }
 
-impl<T: ShmSafe> fmt::Display for LockError<'_, T> {
+impl<T: Pod> fmt::Display for LockError<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::OwnerDied(_) => {
@@ -279,17 +304,17 @@ impl<T: ShmSafe> fmt::Display for LockError<'_, T> {
     }
 }
 
-impl<T: ShmSafe> std::error::Error for LockError<'_, T> {}
+impl<T: Pod> std::error::Error for LockError<'_, T> {}
 
 /// Holds a [`ShmMutex`] locked; unlocks on drop. Not `Send`: the locking thread must unlock.
-pub struct ShmMutexGuard<'a, T: ShmSafe> {
+pub struct ShmMutexGuard<'a, T: Pod> {
     raw: &'a RawRobustMutex,
     value: *mut T,
     consistent: bool,
     _not_send: PhantomData<(*const (), &'a UnsafeCell<T>)>,
 }
 
-impl<T: ShmSafe> ShmMutexGuard<'_, T> {
+impl<T: Pod> ShmMutexGuard<'_, T> {
     /// Declares the value repaired after [`LockError::OwnerDied`]. Harmless otherwise.
     pub fn mark_consistent(&mut self) {
         if !self.consistent {
@@ -300,7 +325,7 @@ impl<T: ShmSafe> ShmMutexGuard<'_, T> {
     }
 }
 
-impl<T: ShmSafe> Deref for ShmMutexGuard<'_, T> {
+impl<T: Pod> Deref for ShmMutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the pointer is in bounds and aligned (ShmMutex invariant), and we hold the lock,
@@ -309,20 +334,20 @@ impl<T: ShmSafe> Deref for ShmMutexGuard<'_, T> {
     }
 }
 
-impl<T: ShmSafe> DerefMut for ShmMutexGuard<'_, T> {
+impl<T: Pod> DerefMut for ShmMutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in deref; &mut self makes this the only reference through this guard.
         unsafe { &mut *self.value }
     }
 }
 
-impl<T: ShmSafe + fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
+impl<T: Pod + fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ShmMutexGuard").field(&**self).finish()
     }
 }
 
-impl<T: ShmSafe> Drop for ShmMutexGuard<'_, T> {
+impl<T: Pod> Drop for ShmMutexGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: a guard exists only while this thread holds the lock. If it was never marked
         // consistent after OwnerDied, glibc makes the mutex ENOTRECOVERABLE: that is the contract.
