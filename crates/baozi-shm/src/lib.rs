@@ -64,5 +64,7 @@ pub use header::{
 };
 pub use offset::Offset;
 pub use pad::{CachePadded, CACHE_LINE};
-pub use region::{list, os_name, Region, ShmEntry, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX};
+pub use region::{
+    list, os_name, KeepReason, Region, ShmEntry, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX,
+};
 pub use shm_safe::ShmSafe;
