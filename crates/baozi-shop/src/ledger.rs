@@ -142,6 +142,7 @@ impl Ledger {
     /// [`mark`](Self::mark) or [`clear_mark`](Self::clear_mark) for `c` from that process while
     /// the slice lives: the slice must be the only access to the area in this process. (The
     /// parent reads the mark only after this process is dead.)
+    #[allow(clippy::mut_from_ref)] // the contract above makes the slice the area's only user
     pub(crate) unsafe fn receive_area(&self, c: usize) -> &mut [u8] {
         assert!(c < self.consumers);
         let off = self.area_at + c * self.area_len;

@@ -30,7 +30,7 @@ pub fn plot_svg(reports: &[Report]) -> String {
     let (w, h, left, bottom, top, right) = (900.0, 520.0, 80.0, 60.0, 50.0, 190.0);
     let x_of = |q: f64| {
         let n = (-(1.0 - q).max(1e-5).log10()).min(NINES);
-        left + n / NINES * (w - left - right)
+        round(left + n / NINES * (w - left - right))
     };
     // Each curve: (quantile, ns), up to the largest latency seen.
     let curves: Vec<Vec<(f64, f64)>> = reports
@@ -57,7 +57,7 @@ pub fn plot_svg(reports: &[Report]) -> String {
     );
     let y_of = |ns: f64| {
         let f = (ns.max(1.0).log10() - d_lo) / (d_hi - d_lo);
-        h - bottom - f * (h - bottom - top)
+        round(h - bottom - f * (h - bottom - top))
     };
     let mut s = String::new();
     let _ = write!(
@@ -155,4 +155,9 @@ fn decade_label(exp: i32) -> String {
         _ => ("s", 9),
     };
     format!("{} {unit}", 10u64.pow((exp - base).max(0) as u32))
+}
+
+/// A coordinate to a tenth of a pixel, so the SVG reads cleanly.
+fn round(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use baozi_queue::{CodecError, GetError, Message, Queue, QueueOptions};
 
-use super::{Recv, Shape, Transport};
+use super::{Marker, Recv, Shape, Transport};
 use crate::message::STAMP_LEN;
 
 pub(super) fn check(shape: Shape) -> Result<(), String> {
@@ -31,7 +31,7 @@ thread_local! {
     /// A producer's outgoing message: the padding stays, the stamp is rewritten per send.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// A consumer's marker, called with each message before its get commits.
-    static MARKER: RefCell<Option<Box<dyn Fn(&[u8])>>> = const { RefCell::new(None) };
+    static MARKER: RefCell<Option<Marker>> = const { RefCell::new(None) };
 }
 
 /// A harness message as the baozi queue carries it.
@@ -125,7 +125,7 @@ impl Transport for BaoziTransport {
         false
     }
 
-    fn install_marker(&self, marker: Box<dyn Fn(&[u8])>) {
+    fn install_marker(&self, marker: Marker) {
         MARKER.with(|m| *m.borrow_mut() = Some(marker));
     }
 

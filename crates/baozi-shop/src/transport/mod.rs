@@ -15,6 +15,9 @@ use std::time::Duration;
 use crate::message;
 use crate::sys;
 
+/// What a consumer calls with each message before its take commits.
+pub(crate) type Marker = Box<dyn Fn(&[u8])>;
+
 /// What a receive returned.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Recv {
@@ -55,7 +58,7 @@ pub trait Transport: Send + Sync {
     /// take commits. Only for transports whose [`fills_buffer_when_taking`] is false.
     ///
     /// [`fills_buffer_when_taking`]: Self::fills_buffer_when_taking
-    fn install_marker(&self, _marker: Box<dyn Fn(&[u8])>) {}
+    fn install_marker(&self, _marker: Marker) {}
 
     /// Called once all producers are done: makes each of `consumers` live consumers stop after
     /// draining (a close, or one stop sentinel each).
