@@ -29,7 +29,8 @@ pub use baozi_process::{
 #[cfg(feature = "serde")]
 pub use baozi_queue::Serde;
 pub use baozi_queue::{
-    GetError, JoinableQueue, Message, Pod, PutError, Queue, QueueError, QueueOptions,
+    CodecError, GetError, Iter, JoinableQueue, Message, Pod, PutError, Queue, QueueError,
+    QueueOptions,
 };
 pub use baozi_shm::{Region, ShmError};
 pub use baozi_sync::{

@@ -67,6 +67,7 @@
 mod codec;
 mod crash;
 mod error;
+mod iter;
 mod joinable;
 mod layout;
 mod queue;
@@ -76,5 +77,6 @@ mod ring;
 pub use codec::Serde;
 pub use codec::{CodecError, Message, Pod};
 pub use error::{GetError, PutError, QueueError};
+pub use iter::Iter;
 pub use joinable::JoinableQueue;
 pub use queue::{Queue, QueueOptions, DEFAULT_CAPACITY, MAX_MAXSIZE, NOWAIT_LOCK_WAIT};

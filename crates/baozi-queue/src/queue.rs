@@ -182,6 +182,7 @@ enum Refusal {
 enum PutFail {
     Full,
     TooLarge { needed: usize, capacity: usize },
+    TooMany { items: usize, maxsize: usize },
     Closed,
     Failed(QueueError),
 }
@@ -194,6 +195,11 @@ impl PutFail {
                 item,
                 needed,
                 capacity,
+            },
+            PutFail::TooMany { items, maxsize } => PutError::TooMany {
+                item,
+                items,
+                maxsize,
             },
             PutFail::Closed => PutError::Closed(item),
             PutFail::Failed(e) => PutError::Failed(item, e),
@@ -788,9 +794,13 @@ impl<T> Queue<T> {
         for &len in batch.lens {
             needed += u64::from(ring::frame_len(len as usize).unwrap_or(u32::MAX));
         }
-        if needed > u64::from(self.cap)
-            || (self.maxsize != 0 && batch.lens.len() as u64 > u64::from(self.maxsize))
-        {
+        if self.maxsize != 0 && batch.lens.len() as u64 > u64::from(self.maxsize) {
+            return Err(PutFail::TooMany {
+                items: batch.lens.len(),
+                maxsize: self.maxsize as usize,
+            });
+        }
+        if needed > u64::from(self.cap) {
             return Err(PutFail::TooLarge {
                 needed: needed as usize,
                 capacity: self.cap as usize,
@@ -1135,7 +1145,8 @@ impl<T: Message> Queue<T> {
     /// there is not room for all of them.
     ///
     /// # Errors
-    /// [`PutError::TooLarge`] at once if the batch can never fit (more than `maxsize` items, or
+    /// [`PutError::TooMany`] at once for more than `maxsize` items, [`PutError::TooLarge`] at once
+    /// if the batch can never fit (or
     /// more bytes than the ring), and the errors of [`put`](Self::put); the batch comes back.
     pub fn put_many(&self, items: Vec<T>) -> Result<(), PutError<Vec<T>>> {
         self.put_many_wait(items, Wait::Forever)

@@ -564,15 +564,23 @@ fn put_many_is_all_or_nothing() {
     }
     assert_eq!(q.qsize(), 3);
 
-    // More than maxsize can never fit: TooLarge at once, even blocking.
+    // More than maxsize can never fit: TooMany at once, even blocking, naming the item limit.
     let (r, elapsed) = timed(|| q.put_many(vec![10, 11, 12, 13, 14, 15]));
     assert!(
         elapsed < Duration::from_millis(100),
         "TooLarge batch took {elapsed:?}"
     );
     match r {
-        Err(PutError::TooLarge { item, .. }) => assert_eq!(item, [10, 11, 12, 13, 14, 15]),
-        other => panic!("expected TooLarge, got {other:?}"),
+        Err(e @ PutError::TooMany { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("6 items") && text.contains("maxsize"),
+                "{text}"
+            );
+            assert!(!text.contains("bytes"), "{text}");
+            assert_eq!(e.into_inner(), [10, 11, 12, 13, 14, 15]);
+        }
+        other => panic!("expected TooMany, got {other:?}"),
     }
     assert_eq!(q.qsize(), 3);
 
@@ -609,7 +617,7 @@ fn put_many_from_a_slice_keeps_the_items_and_is_all_or_nothing() {
     let five: Vec<String> = (0..5).map(|i| i.to_string()).collect();
     assert!(matches!(
         q.put_many_from(&five, None),
-        Err(PutError::TooLarge { item: (), .. })
+        Err(PutError::TooMany { item: (), .. })
     ));
     assert_eq!(q.qsize(), 3);
     // An empty slice is a no-op.

@@ -835,6 +835,7 @@ impl Condition {
 
 /// Holds one level of a [`Condition`]'s lock and releases it on drop; waits and notifies
 /// through the condition. Not `Send`: the acquiring thread must release.
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,
     _not_send: PhantomData<*const ()>,

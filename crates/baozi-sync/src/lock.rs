@@ -425,6 +425,7 @@ impl Lock {
 
 /// Holds a [`Lock`] (or an [`RLock`](crate::RLock) level) and releases it on drop. Not `Send`:
 /// the acquiring thread must release.
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a OwnedLock,
     _not_send: PhantomData<*const ()>,

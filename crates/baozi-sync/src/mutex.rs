@@ -247,6 +247,7 @@ impl<T: ShmSafe> fmt::Display for LockError<'_, T> {
 impl<T: ShmSafe> std::error::Error for LockError<'_, T> {}
 
 /// Holds a [`ShmMutex`] locked; unlocks on drop. Not `Send`: the locking thread must unlock.
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ShmMutexGuard<'a, T: ShmSafe> {
     raw: &'a RawRobustMutex,
     value: *mut T,

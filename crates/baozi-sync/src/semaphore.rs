@@ -482,6 +482,7 @@ semaphore_api!(BoundedSemaphore, "BoundedSemaphore");
 
 /// Holds one unit of a [`Semaphore`] or [`BoundedSemaphore`] and releases it on drop. Not
 /// `Send`, like the lock guards (a unit is usually tied to the work of one thread).
+#[must_use = "the permit is released as soon as the guard is dropped"]
 pub struct SemaphoreGuard<'a> {
     core: &'a Core,
     _not_send: PhantomData<*const ()>,
