@@ -26,7 +26,6 @@ pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value
 pub use baozi_process::{
     current_process, spawn, AsyncResult, JoinHandle, Pool, Process, ProcessError,
 };
-#[cfg(feature = "serde")]
 pub use baozi_queue::Serde;
 pub use baozi_queue::{
     CodecError, GetError, Iter, JoinableQueue, Message, Pod, PutError, Queue, QueueError,
