@@ -272,24 +272,20 @@ macro_rules! semaphore_api {
 /// somewhere it can be audited, or use a [`Lock`](crate::Lock) (robust to a holder's death).
 ///
 /// ```
+/// use baozi_process::Process;
 /// use baozi_sync::Semaphore;
+/// use std::sync::Arc;
 ///
-/// let sem = Semaphore::anonymous(1)?;
+/// let sem = Arc::new(Semaphore::anonymous(1)?);
 /// sem.acquire()?;
 /// assert_eq!(sem.get_value(), 0);
-/// // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-/// match unsafe { libc::fork() } {
-///     0 => {
-///         sem.release().unwrap(); // another process may release
-///         unsafe { libc::_exit(0) }
-///     }
-///     pid => {
-///         sem.acquire()?; // woken by the child's release
-///         unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-///     }
-/// }
+/// let shared = Arc::clone(&sem);
+/// let other = Process::new(move || shared.release().unwrap()); // another process may release
+/// other.start()?;
+/// sem.acquire()?; // woken by the other process's release
+/// assert_eq!(other.join()?, 0);
 /// assert!(!sem.try_acquire());
-/// # Ok::<(), baozi_sync::SyncError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Semaphore {
     core: Core,
