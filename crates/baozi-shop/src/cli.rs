@@ -38,7 +38,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ShmAction {
-    /// List baozi objects with their kind, creator and the processes that map them.
+    /// List baozi objects with their kind, creator and the processes that map them or hold them
+    /// open.
     List,
     /// Remove baozi objects whose header is valid, whose creator is gone, and that no process
     /// maps or holds open; list every other one with the reason it was kept.
@@ -169,8 +170,11 @@ fn shm(action: ShmAction) -> i32 {
                     None => "creator unknown".to_owned(),
                 };
                 println!(
-                    "{}  {} bytes  {kind}  {creator}  mapped by {:?}",
-                    e.name, e.size, e.mapped_by
+                    "{}  {} bytes  {kind}  {creator}  mapped by {:?}  open in {:?}",
+                    e.name,
+                    e.size,
+                    e.mapped_by,
+                    e.open_by()
                 );
             }
             0
