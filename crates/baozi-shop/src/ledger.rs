@@ -31,6 +31,36 @@ const MARK_CLEAR: u64 = u64::MAX;
 /// The most producer kills the ledger can record.
 pub(crate) const MAX_MAYBE: usize = 1 << 16;
 
+/// A consumer's mark: producer id and sequence number of the message it is taking, as the first
+/// two words of its receive area (laid out as a message's stamp, so that a kernel copy of the
+/// message writes it too). The producer word is written last and cleared alone: a mark with an
+/// all-ones producer word is empty, whatever the sequence word holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mark<'a> {
+    producer: &'a AtomicU64,
+    seq: &'a AtomicU64,
+}
+
+impl Mark<'_> {
+    /// Marks the message whose first bytes are `stamp`. Called before the take commits.
+    pub(crate) fn set(&self, stamp: &[u8]) {
+        let word = |o: usize| {
+            stamp.get(o..o + 8).map_or(MARK_CLEAR, |b| {
+                u64::from_le_bytes(b.try_into().expect("8 bytes"))
+            })
+        };
+        // Sequence first: until the producer word is written the mark is empty, so a kill
+        // between the two stores never names a mixture of two messages.
+        self.seq.store(word(8), Ordering::Relaxed);
+        self.producer.store(word(0), Ordering::Release);
+    }
+
+    /// Clears the mark (after the delivery was recorded).
+    pub(crate) fn clear(&self) {
+        self.producer.store(MARK_CLEAR, Ordering::Relaxed);
+    }
+}
+
 /// Offsets of the ledger's parts.
 #[derive(Debug)]
 pub(crate) struct Ledger {
@@ -103,26 +133,19 @@ impl Ledger {
         self.u64_at(self.area_at + c * self.area_len + i * 8)
     }
 
-    /// Writes `stamp` (the first [`MARK_LEN`] bytes of a message; shorter is padded with the
-    /// clear pattern) as consumer `c`'s mark. Called before the take commits.
-    pub(crate) fn mark(&self, c: usize, stamp: &[u8]) {
-        let mut words = [MARK_CLEAR; MARK_LEN / 8];
-        for (i, w) in words.iter_mut().enumerate() {
-            if let Some(b) = stamp.get(i * 8..i * 8 + 8) {
-                *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-            }
-        }
-        for (i, w) in words.iter().enumerate() {
-            self.mark_word(c, i).store(*w, Ordering::Relaxed);
+    /// Consumer `c`'s mark, looked up once (the hot path then makes no bounds check).
+    pub(crate) fn mark_of(&self, c: usize) -> Mark<'_> {
+        Mark {
+            producer: self.mark_word(c, 0),
+            seq: self.mark_word(c, 1),
         }
     }
 
     /// Clears consumer `c`'s mark (after its delivery was recorded, or by the parent once it has
     /// read a killed consumer's mark).
     pub(crate) fn clear_mark(&self, c: usize) {
-        for i in 0..MARK_LEN / 8 {
-            self.mark_word(c, i).store(MARK_CLEAR, Ordering::Relaxed);
-        }
+        self.mark_of(c).clear();
+        self.mark_word(c, 1).store(MARK_CLEAR, Ordering::Relaxed);
     }
 
     /// The (producer, seq) named by consumer `c`'s mark, if it names a message of this run.
@@ -218,7 +241,15 @@ impl Ledger {
             .fetch_add(1, Ordering::Relaxed);
         self.consumer_u64(c, 2)
             .fetch_max(latency, Ordering::Relaxed);
-        self.consumer_u64(c, 3).fetch_add(1, Ordering::Relaxed);
+        self.count_taken(c);
+    }
+
+    /// Bumps slot `c`'s taken count. One process at a time works a consumer slot (a replacement
+    /// starts after its predecessor was reaped), so a plain load and store do, without the cost
+    /// of a locked read-modify-write on the hot path.
+    fn count_taken(&self, c: usize) {
+        let taken = self.consumer_u64(c, 3);
+        taken.store(taken.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// Messages consumer slot `c` has taken and recorded so far (every process in the slot).
@@ -229,7 +260,7 @@ impl Ledger {
     /// Records a message that does not parse.
     pub(crate) fn garbage(&self, c: usize) {
         self.consumer_u64(c, 1).fetch_add(1, Ordering::Relaxed);
-        self.consumer_u64(c, 3).fetch_add(1, Ordering::Relaxed);
+        self.count_taken(c);
     }
 
     pub(crate) fn tally(&self, c: usize) -> ConsumerTally {

@@ -97,22 +97,32 @@ fn consumer_main(
         .store(std::process::id(), Ordering::Relaxed);
     let mut private;
     let kernel_fills = t.fills_buffer_when_taking();
+    // This process ends with _exit and never drops the ledger: a 'static handle lets the marker
+    // keep the mark's words, looked up once.
+    let ledger: &'static Ledger = Box::leak(Box::new(Arc::clone(ledger)));
+    let mark = ledger.mark_of(c);
     let buf: &mut [u8] = if kernel_fills {
         // SAFETY: this is consumer c's process, this is the only call in it, and with a
-        // transport that fills the buffer this process never calls mark/clear_mark for c.
+        // transport that fills the buffer this process never writes c's mark otherwise.
         unsafe { ledger.receive_area(c) }
     } else {
-        let marker = Arc::clone(ledger);
-        t.install_marker(Box::new(move |bytes| marker.mark(c, bytes)));
+        t.install_marker(mark);
         private = vec![0u8; size.max(MARK_LEN)];
         &mut private
     };
     let mut last = vec![u64::MAX; producers];
+    // The harness's own check: `BAOZI_SHOP_LOSE=N` makes eater-1 drop the N-th message it takes
+    // (taken, never recorded, mark cleared), a real loss the report must show as `lost`.
+    let mut lose_at: Option<u64> = (c == 0)
+        .then(|| std::env::var("BAOZI_SHOP_LOSE").ok()?.parse().ok())
+        .flatten();
     loop {
         match t.recv(buf, RECV_SLICE) {
             Ok(Recv::Message(n)) => {
                 match message::decode(&buf[..n]) {
+                    Decoded::Data(_) if lose_at == Some(1) => lose_at = None,
                     Decoded::Data(stamp) => {
+                        lose_at = lose_at.map(|k| k.saturating_sub(1));
                         ledger.deliver(c, stamp, &mut last, baozi_sync::monotonic_ns())
                     }
                     Decoded::Stop => return 0,
@@ -120,9 +130,10 @@ fn consumer_main(
                 }
                 // Recorded: the mark is no longer needed.
                 if kernel_fills {
-                    buf[..MARK_LEN].fill(0xff);
+                    // The stamp's producer word: the mark is empty again.
+                    buf[..8].fill(0xff);
                 } else {
-                    ledger.clear_mark(c);
+                    mark.clear();
                 }
             }
             Ok(Recv::Timeout) => {}

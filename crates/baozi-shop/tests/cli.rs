@@ -593,3 +593,35 @@ fn kill_every_over_a_pipe_accounts_exactly_too() {
         "{r}"
     );
 }
+
+#[test]
+fn a_real_loss_is_reported_even_in_a_run_that_kills_consumers() {
+    // Each eater-1 process drops the first message it takes (BAOZI_SHOP_LOSE, the harness's
+    // self-check) while consumers are being killed: those losses must not be written off as
+    // "taken by a killed consumer" (the old inference, missing.min(consumer kills), hid them).
+    let o = Command::new(env!("CARGO_BIN_EXE_baozi-shop"))
+        .args([
+            "run",
+            "--producers",
+            "1",
+            "--consumers",
+            "3",
+            "--count",
+            "200000",
+            "--maxsize",
+            "8",
+            "--kill-every",
+            "20",
+            "--json",
+        ])
+        .env("BAOZI_SHOP_LOSE", "1")
+        .output()
+        .expect("the baozi-shop binary runs");
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(o.status.code(), Some(1), "{r}");
+    assert_eq!(r["verified"], false, "{r}");
+    let eater1_processes = r["processes"][0]["kills"].as_u64().unwrap() + 1;
+    let lost = r["lost"].as_u64().unwrap();
+    assert!(lost >= 1 && lost <= eater1_processes, "{r}");
+    assert!(r["kills"].as_u64().unwrap() > 0, "{r}");
+}

@@ -4,7 +4,7 @@
 //! lock and before the get commits (the head moves): that is where a consumer marks in shared
 //! memory which message it is taking, so that a kill after the commit is attributed exactly.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use baozi_queue::{CodecError, GetError, Message, Queue, QueueOptions};
@@ -30,8 +30,8 @@ fn frame_len(size: usize) -> usize {
 thread_local! {
     /// A producer's outgoing message: the padding stays, the stamp is rewritten per send.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// A consumer's marker, called with each message before its get commits.
-    static MARKER: RefCell<Option<Marker>> = const { RefCell::new(None) };
+    /// A consumer's mark, set with each message before its get commits.
+    static MARKER: Cell<Option<Marker>> = const { Cell::new(None) };
 }
 
 /// A harness message as the baozi queue carries it.
@@ -60,11 +60,9 @@ impl Message for Frame {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        MARKER.with(|m| {
-            if let Some(mark) = &*m.borrow() {
-                mark(bytes);
-            }
-        });
+        if let Some(mark) = MARKER.get() {
+            mark.set(bytes);
+        }
         let mut head = [0xff; STAMP_LEN];
         let n = bytes.len().min(STAMP_LEN);
         head[..n].copy_from_slice(&bytes[..n]);
@@ -126,7 +124,7 @@ impl Transport for BaoziTransport {
     }
 
     fn install_marker(&self, marker: Marker) {
-        MARKER.with(|m| *m.borrow_mut() = Some(marker));
+        MARKER.set(Some(marker));
     }
 
     fn finish(&self, _consumers: usize) -> Result<(), String> {

@@ -15,12 +15,12 @@ use std::time::Duration;
 use crate::message;
 use crate::sys;
 
-/// What a consumer calls with each message before its take commits.
-pub(crate) type Marker = Box<dyn Fn(&[u8])>;
+/// What a consumer marks with each message before its take commits.
+pub(crate) type Marker = crate::ledger::Mark<'static>;
 
 /// What a receive returned.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Recv {
+pub(crate) enum Recv {
     /// A message of this many bytes was taken; its first bytes (at least the stamp) are in the
     /// buffer.
     Message(usize),
@@ -31,7 +31,7 @@ pub enum Recv {
 }
 
 /// A many-to-many message channel between forked processes.
-pub trait Transport: Send + Sync {
+pub(crate) trait Transport: Send + Sync {
     /// Sends one message, blocking while the channel is full.
     ///
     /// # Errors
@@ -54,7 +54,7 @@ pub trait Transport: Send + Sync {
         true
     }
 
-    /// Installs, in the calling (consumer) process, what to call with each message before the
+    /// Installs, in the calling (consumer) process, the mark to set with each message before the
     /// take commits. Only for transports whose [`fills_buffer_when_taking`] is false.
     ///
     /// [`fills_buffer_when_taking`]: Self::fills_buffer_when_taking
@@ -129,7 +129,7 @@ impl TransportKind {
     ///
     /// # Errors
     /// The operating system's refusal, described.
-    pub fn build(self, shape: Shape) -> Result<Box<dyn Transport>, String> {
+    pub(crate) fn build(self, shape: Shape) -> Result<Box<dyn Transport>, String> {
         self.check(shape)?;
         Ok(match self {
             TransportKind::Baozi => Box::new(baozi::BaoziTransport::new(shape)?),
