@@ -1271,4 +1271,41 @@ impl Queue<Vec<u8>> {
         })?;
         Ok(())
     }
+
+    /// Takes the oldest message and hands its bytes to `f` **before** the take commits, waiting
+    /// at most `timeout` (`None`: as long as it takes; zero: not at all); returns what `f`
+    /// returned.
+    ///
+    /// `f` runs under the get lock: keep it short (a copy, a note in shared memory). If the
+    /// process dies while `f` runs, the take never committed and the message stays in the queue
+    /// for the next getter; once this returns `Ok`, the message has left the queue. So `f` can
+    /// record, where a supervisor finds it after a crash, which message the process was taking.
+    ///
+    /// ```
+    /// use baozi_queue::Queue;
+    /// let q: Queue<Vec<u8>> = Queue::new(4, 4096)?;
+    /// q.put_bytes(b"bun", None)?;
+    /// let len = q.get_bytes_with(None, |bytes| bytes.len())?;
+    /// assert_eq!(len, 3);
+    /// assert!(q.empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    pub fn get_bytes_with<R>(
+        &self,
+        timeout: Option<Duration>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, GetError> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.get_frames(1, wait_for(timeout), &mut |bytes| {
+            if let Some(f) = f.take() {
+                out = Some(f(bytes));
+            }
+            Ok(())
+        })?;
+        Ok(out.expect("a successful get of one frame ran f"))
+    }
 }

@@ -1518,3 +1518,52 @@ fn a_getter_on_an_opened_handle_is_woken_by_the_creators_put() {
         assert_eq!(getter.join().unwrap().unwrap(), 99);
     });
 }
+
+#[test]
+fn get_bytes_with_hands_over_each_message_once_in_order_and_waits_like_get() {
+    let q: Queue<Vec<u8>> = Queue::new(4, 4096).unwrap();
+    for m in [&b"pork"[..], b"cabbage", b""] {
+        q.put_bytes(m, None).unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let n = q.get_bytes_with(None, |b| {
+            seen.push(b.to_vec());
+            b.len()
+        });
+        assert_eq!(n.unwrap(), seen.last().unwrap().len());
+    }
+    assert_eq!(seen, [b"pork".to_vec(), b"cabbage".to_vec(), Vec::new()]);
+    assert!(q.empty());
+    // Empty: f never runs, the timeout is kept.
+    let (r, elapsed) = timed(|| q.get_bytes_with(Some(Duration::from_millis(30)), |_| panic!()));
+    assert_get_empty(r);
+    assert_waited(elapsed, Duration::from_millis(30), "get_bytes_with");
+    q.close().unwrap();
+    assert!(matches!(
+        q.get_bytes_with(None, |_| ()),
+        Err(GetError::Closed)
+    ));
+}
+
+#[test]
+fn the_iterator_takes_items_until_the_queue_is_closed() {
+    let q: Queue<u32> = Queue::new(8, 4096).unwrap();
+    thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..100 {
+                q.put(i).unwrap();
+            }
+            q.close().unwrap();
+        });
+        let mut n = 0;
+        for (i, item) in (&q).into_iter().enumerate() {
+            assert_eq!(item, i as u32);
+            n += 1;
+        }
+        assert_eq!(n, 100);
+    });
+    let mut it = q.iter();
+    assert!(it.next().is_none());
+    assert!(it.take_error().is_none(), "closed is not an error");
+}

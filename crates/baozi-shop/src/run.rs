@@ -97,16 +97,13 @@ fn consumer_main(
         .store(std::process::id(), Ordering::Relaxed);
     let mut private;
     let kernel_fills = t.fills_buffer_when_taking();
-    // This process ends with _exit and never drops the ledger: a 'static handle lets the marker
-    // keep the mark's words, looked up once.
-    let ledger: &'static Ledger = Box::leak(Box::new(Arc::clone(ledger)));
-    let mark = ledger.mark_of(c);
+    // With a transport that fills the buffer, the buffer is the mark: no other handle on it.
+    let mark = (!kernel_fills).then(|| ledger.mark_of(c));
     let buf: &mut [u8] = if kernel_fills {
         // SAFETY: this is consumer c's process, this is the only call in it, and with a
         // transport that fills the buffer this process never writes c's mark otherwise.
         unsafe { ledger.receive_area(c) }
     } else {
-        t.install_marker(mark);
         private = vec![0u8; size.max(MARK_LEN)];
         &mut private
     };
@@ -117,7 +114,7 @@ fn consumer_main(
         .then(|| std::env::var("BAOZI_SHOP_LOSE").ok()?.parse().ok())
         .flatten();
     loop {
-        match t.recv(buf, RECV_SLICE) {
+        match t.recv(buf, RECV_SLICE, mark) {
             Ok(Recv::Message(n)) => {
                 match message::decode(&buf[..n]) {
                     Decoded::Data(_) if lose_at == Some(1) => lose_at = None,
@@ -129,11 +126,10 @@ fn consumer_main(
                     Decoded::Garbage => ledger.garbage(c),
                 }
                 // Recorded: the mark is no longer needed.
-                if kernel_fills {
+                match mark {
+                    Some(mark) => mark.clear(),
                     // The stamp's producer word: the mark is empty again.
-                    buf[..8].fill(0xff);
-                } else {
-                    mark.clear();
+                    None => buf[..8].fill(0xff),
                 }
             }
             Ok(Recv::Timeout) => {}

@@ -1,15 +1,15 @@
 //! The baozi queue as a transport.
 //!
-//! The queue carries [`Frame`]s. A frame's `decode` runs inside the queue's get, under the get
-//! lock and before the get commits (the head moves): that is where a consumer marks in shared
-//! memory which message it is taking, so that a kill after the commit is attributed exactly.
+//! A consumer takes each message with [`Queue::get_bytes_with`], whose closure runs under the
+//! get lock before the take commits: that is where it marks in shared memory which message it is
+//! taking, so that a kill after the commit is attributed exactly.
 
-use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use baozi_queue::{CodecError, GetError, Message, Queue, QueueOptions};
+use baozi_queue::{GetError, Queue, QueueOptions};
 
-use super::{Marker, Recv, Shape, Transport};
+use super::{Recv, Shape, Transport};
+use crate::ledger::Mark;
 use crate::message::STAMP_LEN;
 
 pub(super) fn check(shape: Shape) -> Result<(), String> {
@@ -27,54 +27,8 @@ fn frame_len(size: usize) -> usize {
     8 + size.div_ceil(8) * 8
 }
 
-thread_local! {
-    /// A producer's outgoing message: the padding stays, the stamp is rewritten per send.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// A consumer's mark, set with each message before its get commits.
-    static MARKER: Cell<Option<Marker>> = const { Cell::new(None) };
-}
-
-/// A harness message as the baozi queue carries it.
-#[derive(Clone, Copy, Debug)]
-enum Frame {
-    /// To send: the stamp, then padding up to `size` bytes (0x42, as every producer pads).
-    Out { head: [u8; STAMP_LEN], size: usize },
-    /// Taken: the first bytes (all ones past a short message) and the length.
-    In { head: [u8; STAMP_LEN], len: usize },
-}
-
-impl Message for Frame {
-    fn with_encoded<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, CodecError> {
-        let Frame::Out { head, size } = *self else {
-            return Err(CodecError::new("a taken frame is not sent again"));
-        };
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() != size {
-                s.clear();
-                s.resize(size, 0x42);
-            }
-            s[..STAMP_LEN].copy_from_slice(&head);
-            Ok(f(&s))
-        })
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        if let Some(mark) = MARKER.get() {
-            mark.set(bytes);
-        }
-        let mut head = [0xff; STAMP_LEN];
-        let n = bytes.len().min(STAMP_LEN);
-        head[..n].copy_from_slice(&bytes[..n]);
-        Ok(Frame::In {
-            head,
-            len: bytes.len(),
-        })
-    }
-}
-
 pub(super) struct BaoziTransport {
-    queue: Queue<Frame>,
+    queue: Queue<Vec<u8>>,
     size: usize,
 }
 
@@ -94,25 +48,26 @@ impl BaoziTransport {
 
 impl Transport for BaoziTransport {
     fn send(&self, msg: &[u8]) -> Result<(), String> {
-        let head: [u8; STAMP_LEN] = msg
-            .get(..STAMP_LEN)
-            .and_then(|h| h.try_into().ok())
-            .ok_or("a message shorter than its stamp")?;
-        let frame = Frame::Out {
-            head,
-            size: msg.len(),
-        };
-        self.queue.put(frame).map_err(|e| e.to_string())
+        self.queue.put_bytes(msg, None).map_err(|e| e.to_string())
     }
 
-    fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Recv, String> {
-        match self.queue.get_timeout(timeout) {
-            Ok(Frame::In { head, len }) => {
-                let n = buf.len().min(STAMP_LEN);
-                buf[..n].copy_from_slice(&head[..n]);
-                Ok(Recv::Message(len.min(buf.len())))
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+        mark: Option<Mark<'_>>,
+    ) -> Result<Recv, String> {
+        let taken = self.queue.get_bytes_with(Some(timeout), |bytes| {
+            if let Some(mark) = mark {
+                mark.set(bytes);
             }
-            Ok(Frame::Out { .. }) => Err("decode made an outgoing frame".to_owned()),
+            // The stamp is all the consumer reads; a shorter message is garbage either way.
+            let n = bytes.len().min(STAMP_LEN).min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            bytes.len().min(buf.len())
+        });
+        match taken {
+            Ok(n) => Ok(Recv::Message(n)),
             Err(GetError::Empty) => Ok(Recv::Timeout),
             Err(GetError::Closed) => Ok(Recv::Closed),
             Err(e) => Err(e.to_string()),
@@ -121,10 +76,6 @@ impl Transport for BaoziTransport {
 
     fn fills_buffer_when_taking(&self) -> bool {
         false
-    }
-
-    fn install_marker(&self, marker: Marker) {
-        MARKER.set(Some(marker));
     }
 
     fn finish(&self, _consumers: usize) -> Result<(), String> {

@@ -12,11 +12,9 @@ use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
+use crate::ledger::Mark;
 use crate::message;
 use crate::sys;
-
-/// What a consumer marks with each message before its take commits.
-pub(crate) type Marker = crate::ledger::Mark<'static>;
 
 /// What a receive returned.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,26 +37,25 @@ pub(crate) trait Transport: Send + Sync {
     fn send(&self, msg: &[u8]) -> Result<(), String>;
 
     /// Receives one message into `buf` (at least the message size long), waiting at most
-    /// `timeout`.
+    /// `timeout`. A transport whose [`fills_buffer_when_taking`](Self::fills_buffer_when_taking)
+    /// is false sets `mark` (then always given) with the message before the take commits.
     ///
     /// # Errors
     /// A description of the failure.
-    fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Recv, String>;
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+        mark: Option<Mark<'_>>,
+    ) -> Result<Recv, String>;
 
     /// Whether the step that takes a message off the channel also copies it into `buf` (a
     /// syscall): then a `buf` in shared memory is the consumer's mark, written by the kernel
-    /// before any other process can see the take. When false the transport calls the marker
-    /// given to [`install_marker`](Self::install_marker) with the message before it commits the
-    /// take.
+    /// before any other process can see the take. When false the transport sets the `mark`
+    /// given to [`recv`](Self::recv) before it commits the take.
     fn fills_buffer_when_taking(&self) -> bool {
         true
     }
-
-    /// Installs, in the calling (consumer) process, the mark to set with each message before the
-    /// take commits. Only for transports whose [`fills_buffer_when_taking`] is false.
-    ///
-    /// [`fills_buffer_when_taking`]: Self::fills_buffer_when_taking
-    fn install_marker(&self, _marker: Marker) {}
 
     /// Called once all producers are done: makes each of `consumers` live consumers stop after
     /// draining (a close, or one stop sentinel each).

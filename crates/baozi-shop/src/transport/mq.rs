@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{Recv, Shape, Transport};
+use crate::ledger::Mark;
 use crate::sys::{self, Mq};
 
 pub(super) fn check(shape: Shape) -> Result<(), String> {
@@ -46,7 +47,12 @@ impl Transport for MqTransport {
         self.mq.send(msg).map_err(|e| format!("mq_send: {e}"))
     }
 
-    fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Recv, String> {
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+        _mark: Option<Mark<'_>>,
+    ) -> Result<Recv, String> {
         let buf = buf
             .get_mut(..self.size)
             .ok_or("mq_receive: receive buffer smaller than a message")?;

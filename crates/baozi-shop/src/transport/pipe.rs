@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use super::{Recv, Shape, Transport};
+use crate::ledger::Mark;
 use crate::sys;
 
 /// POSIX guarantees atomic pipe writes up to PIPE_BUF bytes; Linux's is 4096.
@@ -45,7 +46,12 @@ impl Transport for PipeTransport {
         sys::write_all(self.write.as_fd(), msg).map_err(|e| format!("pipe write: {e}"))
     }
 
-    fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Recv, String> {
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+        _mark: Option<Mark<'_>>,
+    ) -> Result<Recv, String> {
         let got = super::recv_fd(&self.read, buf, self.size, timeout, "pipe read")?;
         if let Recv::Message(n) = got {
             if n != self.size {

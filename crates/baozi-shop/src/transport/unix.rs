@@ -4,6 +4,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use super::{Recv, Shape, Transport};
+use crate::ledger::Mark;
 use crate::sys;
 
 /// Above this a single datagram exceeds the default socket buffer.
@@ -44,7 +45,12 @@ impl Transport for UnixTransport {
         sys::write_all(self.write.as_fd(), msg).map_err(|e| format!("socket send: {e}"))
     }
 
-    fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Recv, String> {
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+        _mark: Option<Mark<'_>>,
+    ) -> Result<Recv, String> {
         super::recv_fd(&self.read, buf, self.size, timeout, "socket recv")
     }
 
