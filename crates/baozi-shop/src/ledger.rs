@@ -8,9 +8,9 @@
 //! * per producer: one delivery counter per sequence number, bumped by whichever consumer took it.
 //! * the "maybe" list, written by the parent: (producer, seq) pairs whose send was in flight when
 //!   the producer was killed, so may or may not have been delivered.
-//! * per consumer slot: a receive area whose first [`MARK_LEN`] bytes are the *mark*: the stamp
-//!   of the message the consumer is taking, written **before** the transport commits the take
-//!   (the baozi queue: by the message's decode, under the queue's get lock, before the head
+//! * per consumer slot: a receive area that starts with the *mark*: producer id and sequence of
+//!   the message the consumer is taking, written **before** the transport commits the take
+//!   (the baozi queue: in `Queue::get_bytes_with`, under the queue's get lock, before the head
 //!   moves; the kernel transports: the kernel copies the message into the area in the same
 //!   syscall that consumes it) and cleared after the delivery is recorded. When the parent kills
 //!   a consumer it reads the mark: a message named there and never recorded was taken by the
