@@ -67,8 +67,12 @@ pub fn plot_svg(reports: &[Report]) -> String {
     let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let title = match reports.first() {
         Some(r) => format!(
-            "baozi-shop latency by percentile: {}×{}, {} B messages",
-            r.producers, r.consumers, r.size
+            "baozi-shop latency by percentile: {}×{}, {} B messages, {}",
+            r.producers,
+            r.consumers,
+            r.size,
+            r.rate
+                .map_or("flat out".to_owned(), |x| format!("{x} msgs/s offered"))
         ),
         None => "baozi-shop latency by percentile".to_owned(),
     };

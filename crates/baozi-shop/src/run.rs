@@ -49,7 +49,18 @@ fn producer_main(t: &dyn Transport, ledger: &Ledger, plan: &ProducerPlan) -> i32
     ledger
         .producer_pid(p)
         .store(std::process::id(), Ordering::Relaxed);
-    let start = ledger.start_ns().load(Ordering::Relaxed);
+    // The fixed-rate schedule starts once every worker is up (the parent publishes it then), so
+    // that fork time is not counted as the first messages' latency.
+    let start = match plan.interval_ns {
+        Some(_) => loop {
+            let s = ledger.start_ns().load(Ordering::Acquire);
+            if s != 0 {
+                break s;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        },
+        None => 0,
+    };
     let mut buf = vec![0x42u8; plan.size];
     for seq in plan.from..plan.until {
         if ledger.stop_flag().load(Ordering::Relaxed) != 0 {
@@ -237,9 +248,6 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
     let interval_ns = s
         .rate
         .map(|r| ((f64::from(s.producers) * 1e9 / r).round() as u64).max(1));
-    ledger
-        .start_ns()
-        .store(baozi_sync::monotonic_ns(), Ordering::Relaxed);
 
     // Workers are daemons: if the shop itself is killed, they die with it.
     let spawn = |role: Role, from: u64| -> Result<Process, ShopError> {
@@ -287,6 +295,10 @@ pub fn run(s: &Scenario) -> Result<Report, ShopError> {
         }
     }
 
+    // Every worker is up: the fixed-rate schedule starts a millisecond from now.
+    ledger
+        .start_ns()
+        .store(baozi_sync::monotonic_ns() + 1_000_000, Ordering::Release);
     let mut progress = report::Progress::new(s.progress, s.stop, np as u64);
     let mut rng = Rng::seeded();
     let mut next_kill = s.kill_every.map(|k| start + k);
