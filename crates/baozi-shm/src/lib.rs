@@ -68,6 +68,7 @@ pub use header::{
 pub use offset::Offset;
 pub use pad::{CachePadded, CACHE_LINE};
 pub use region::{
-    list, os_name, KeepReason, Region, ShmEntry, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX,
+    list, os_name, KeepReason, Region, ShmEntry, ValidHeader, MAX_NAME_LEN, MAX_REGION_LEN,
+    NAME_PREFIX,
 };
 pub use shm_safe::ShmSafe;

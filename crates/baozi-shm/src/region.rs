@@ -464,6 +464,17 @@ impl std::fmt::Display for KeepReason {
     }
 }
 
+/// What [`ShmEntry::read_valid_header`] found in a complete, valid header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidHeader {
+    /// The object's kind.
+    pub kind: ObjectKind,
+    /// Its total size in bytes, header included.
+    pub total_size: u64,
+    /// The pid of the process that created it.
+    pub creator_pid: u32,
+}
+
 impl ShmEntry {
     /// Pids of live processes that hold the object open (from `/proc/*/fd`; only those this
     /// user may read).
@@ -502,7 +513,7 @@ impl ShmEntry {
     ///
     /// # Errors
     /// What is wrong with it, in words.
-    pub fn read_valid_header(&self) -> Result<crate::header::HeaderSnapshot, String> {
+    pub fn read_valid_header(&self) -> Result<ValidHeader, String> {
         use std::io::Read;
         let path = format!("/dev/shm/{NAME_PREFIX}{}", self.name);
         let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
@@ -512,19 +523,17 @@ impl ShmEntry {
             .map_err(|_| format!("{size} bytes, shorter than a header"))?;
         let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
         let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
-        let snap = crate::header::HeaderSnapshot {
-            magic: u64_at(0),
-            version: u32_at(8),
+        let (magic, version) = (u64_at(0), u32_at(8));
+        let snap = ValidHeader {
             kind: ObjectKind::from_raw(u32_at(12)),
             total_size: u64_at(16),
-            layout_hash: u64_at(24),
             creator_pid: u32_at(32),
         };
-        if snap.magic != MAGIC {
-            return Err(format!("magic {:#x} is not baozi's", snap.magic));
+        if magic != MAGIC {
+            return Err(format!("magic {magic:#x} is not baozi's"));
         }
-        if snap.version != crate::header::FORMAT_VERSION {
-            return Err(format!("format version {}", snap.version));
+        if version != crate::header::FORMAT_VERSION {
+            return Err(format!("format version {version}"));
         }
         // The state word of header.rs: "REDY" once the creator has published the object.
         const READY_WORD: u32 = 0x5245_4459;

@@ -489,8 +489,8 @@ fn killing_the_shop_kills_its_bakers_and_eaters() {
 /// A baozi header as a creator writes it (see baozi-shm's header.rs), for `shm clean` tests.
 fn header(total: u64, creator: u32, ready: bool) -> Vec<u8> {
     let mut h = vec![0u8; total as usize];
-    h[0..8].copy_from_slice(b"baoziSHM");
-    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[0..8].copy_from_slice(&baozi_shm::MAGIC.to_le_bytes());
+    h[8..12].copy_from_slice(&baozi_shm::FORMAT_VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&4u32.to_le_bytes());
     h[16..24].copy_from_slice(&total.to_le_bytes());
     h[32..36].copy_from_slice(&creator.to_le_bytes());
