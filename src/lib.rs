@@ -30,10 +30,10 @@ pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value
 pub use baozi_process::{
     current_process, spawn, AsyncResult, JoinHandle, Pool, Process, ProcessError,
 };
-#[cfg(feature = "serde")]
 pub use baozi_queue::Serde;
 pub use baozi_queue::{
-    GetError, JoinableQueue, Message, Pod, PutError, Queue, QueueError, QueueOptions,
+    CodecError, GetError, Iter, JoinableQueue, Message, Pod, PutError, Queue, QueueError,
+    QueueOptions,
 };
 pub use baozi_shm::{Region, ShmError};
 pub use baozi_sync::{

@@ -638,7 +638,10 @@ fn creator_killed() {
         0
     });
     let Serde((anon, named)) = channel.get_timeout(BOUND).unwrap();
-    assert!(ready.wait_timeout(BOUND).unwrap(), "the creator sent both references");
+    assert!(
+        ready.wait_timeout(BOUND).unwrap(),
+        "the creator sent both references"
+    );
     creator.signal(libc::SIGKILL);
     assert!(creator.wait_timeout(BOUND).unwrap().sigkilled());
     killed.set();

@@ -29,6 +29,7 @@ enum Outcome<T> {
 /// The value travels as postcard bytes through a one-slot shared-memory
 /// [`Queue`](baozi_queue::Queue) mapped before the fork. Dropping the handle drops its
 /// [`Process`] (see its "Drop").
+#[must_use = "dropping the handle leaves the result unread; call join"]
 pub struct JoinHandle<T> {
     process: Process,
     slot: Arc<Queue<Serde<Outcome<T>>>>,

@@ -119,6 +119,7 @@ enum State {
 /// assert_eq!(p.exitcode(), Some(7));
 /// # Ok::<(), baozi_process::ProcessError>(())
 /// ```
+#[must_use = "a Process does nothing until it is started"]
 pub struct Process {
     name: String,
     daemon: bool,

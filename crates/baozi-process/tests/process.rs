@@ -175,7 +175,7 @@ fn names() -> Result<(), String> {
     check!(current_process().name() == "MainProcess");
     let parent = std::process::id() as i32;
     // The child sees its own name and parent, and counts its own children from 1.
-    let ok_addr = ok as *const AtomicI32 as usize;
+    let ok_addr = std::ptr::from_ref::<AtomicI32>(ok) as usize;
     let d = Process::builder().name("eater").spawn_fn(move || {
         // SAFETY: the region is mapped before the fork and outlives the child.
         let ok = unsafe { &*(ok_addr as *const AtomicI32) };
@@ -202,7 +202,7 @@ fn names() -> Result<(), String> {
 fn daemon_dies_with_parent() -> Result<(), String> {
     let region = Region::anonymous(4096).map_err(e)?;
     let slot: &AtomicI32 = region.get(Offset::new(0)).map_err(e)?;
-    let addr = slot as *const AtomicI32 as usize;
+    let addr = std::ptr::from_ref::<AtomicI32>(slot) as usize;
     let middle = Process::new(move || {
         // SAFETY: the region is mapped before the fork and outlives this process.
         let slot = unsafe { &*(addr as *const AtomicI32) };

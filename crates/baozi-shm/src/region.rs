@@ -928,3 +928,145 @@ fn mapped_shm_files() -> Vec<(u32, String)> {
     }
     out
 }
+
+/// Why [`ShmEntry::check_removable`] keeps an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeepReason {
+    /// The header could not be read or is not a complete baozi header (garbage, a foreign file,
+    /// or an object whose creator has not finished writing it): nothing proves it is ours.
+    HeaderInvalid(String),
+    /// The creator is still running.
+    CreatorAlive(u32),
+    /// Live processes map it (from `/proc/*/maps`).
+    Mapped(Vec<u32>),
+    /// Live processes hold it open (from `/proc/*/fd`).
+    Open(Vec<u32>),
+}
+
+impl std::fmt::Display for KeepReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeepReason::HeaderInvalid(why) => write!(f, "header not valid: {why}"),
+            KeepReason::CreatorAlive(pid) => write!(f, "creator {pid} is alive"),
+            KeepReason::Mapped(pids) => write!(f, "mapped by {pids:?}"),
+            KeepReason::Open(pids) => write!(f, "open in {pids:?}"),
+        }
+    }
+}
+
+/// What [`ShmEntry::read_valid_header`] found in a complete, valid header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidHeader {
+    /// The object's kind.
+    pub kind: ObjectKind,
+    /// Its total size in bytes, header included.
+    pub total_size: u64,
+    /// The pid of the process that created it.
+    pub creator_pid: u32,
+}
+
+impl ShmEntry {
+    /// Pids of live processes that hold the object open (from `/proc/*/fd`; only those this
+    /// user may read).
+    pub fn open_by(&self) -> Vec<u32> {
+        let path = format!("/dev/shm/{NAME_PREFIX}{}", self.name);
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+                continue;
+            };
+            let holds = fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| {
+                    let t = target.to_string_lossy();
+                    t.trim_end_matches(" (deleted)") == path
+                })
+            });
+            if holds {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// Reads the object's header again and checks it is a complete baozi header (magic, format
+    /// version, ready state, a size that fits the file, a creator pid).
+    ///
+    /// # Errors
+    /// What is wrong with it, in words.
+    pub fn read_valid_header(&self) -> Result<ValidHeader, String> {
+        use std::io::Read;
+        let path = format!("/dev/shm/{NAME_PREFIX}{}", self.name);
+        let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
+        let size = file.metadata().map_err(|e| e.to_string())?.len();
+        let mut h = [0u8; HEADER_SIZE];
+        file.read_exact(&mut h)
+            .map_err(|_| format!("{size} bytes, shorter than a header"))?;
+        let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
+        let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
+        let (magic, version) = (u64_at(0), u32_at(8));
+        let snap = ValidHeader {
+            kind: ObjectKind::from_raw(u32_at(12)),
+            total_size: u64_at(16),
+            creator_pid: u32_at(32),
+        };
+        if magic != MAGIC {
+            return Err(format!("magic {magic:#x} is not baozi's"));
+        }
+        if version != crate::header::FORMAT_VERSION {
+            return Err(format!("format version {version}"));
+        }
+        // The state word of header.rs: "REDY" once the creator has published the object.
+        const READY_WORD: u32 = 0x5245_4459;
+        if u32_at(36) != READY_WORD {
+            return Err("its creator has not finished writing it".to_owned());
+        }
+        if snap.total_size < HEADER_SIZE as u64 || snap.total_size > size {
+            return Err(format!(
+                "total size {} does not fit the file of {size} bytes",
+                snap.total_size
+            ));
+        }
+        if snap.creator_pid == 0 {
+            return Err("no creator pid".to_owned());
+        }
+        Ok(snap)
+    }
+
+    /// Whether `shm clean` may remove the object: its header reads back valid, its creator is
+    /// gone, and no live process maps it or holds it open. Checked afresh at each call.
+    ///
+    /// # Errors
+    /// The reason to keep it.
+    pub fn check_removable(&self) -> Result<(), KeepReason> {
+        let snap = self
+            .read_valid_header()
+            .map_err(KeepReason::HeaderInvalid)?;
+        if sys::pid_exists(snap.creator_pid) {
+            return Err(KeepReason::CreatorAlive(snap.creator_pid));
+        }
+        let path = format!("/dev/shm/{NAME_PREFIX}{}", self.name);
+        let mapped: Vec<u32> = mapped_shm_files()
+            .into_iter()
+            .filter(|(_, p)| *p == path)
+            .map(|(pid, _)| pid)
+            .collect();
+        if !mapped.is_empty() {
+            return Err(KeepReason::Mapped(mapped));
+        }
+        let open = self.open_by();
+        if !open.is_empty() {
+            return Err(KeepReason::Open(open));
+        }
+        Ok(())
+    }
+}

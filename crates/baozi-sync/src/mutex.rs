@@ -28,19 +28,19 @@ const SUBKIND_MUTEX: u64 = 1;
 /// without marking it makes the mutex unrecoverable for everyone, as POSIX prescribes.
 ///
 /// ```
+/// use baozi_process::Process;
 /// use baozi_sync::{LockError, ShmMutex};
+/// use std::sync::Arc;
 ///
-/// let counter = ShmMutex::anonymous(0u64)?;
-/// // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-/// match unsafe { libc::fork() } {
-///     0 => {
-///         let mut g = counter.lock().unwrap();
-///         *g += 1;
-///         std::mem::forget(g);          // dies holding the lock
-///         unsafe { libc::_exit(0) }
-///     }
-///     pid => unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0); },
-/// }
+/// let counter = Arc::new(ShmMutex::anonymous(0u64)?);
+/// let shared = Arc::clone(&counter);
+/// let child = Process::new(move || {
+///     let mut g = shared.lock().unwrap();
+///     *g += 1;
+///     std::mem::forget(g); // the process ends holding the lock
+/// });
+/// child.start()?;
+/// child.join()?;
 /// let value = match counter.lock() {
 ///     Ok(g) => *g,
 ///     Err(LockError::OwnerDied(mut g)) => {
@@ -52,7 +52,7 @@ const SUBKIND_MUTEX: u64 = 1;
 /// };
 /// assert_eq!(value, 1);
 /// assert_eq!(*counter.lock().unwrap(), 1); // consistent again
-/// # Ok::<(), baozi_sync::SyncError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ShmMutex<T: Pod> {
     region: Region,
@@ -307,6 +307,7 @@ impl<T: Pod> fmt::Display for LockError<'_, T> {
 impl<T: Pod> std::error::Error for LockError<'_, T> {}
 
 /// Holds a [`ShmMutex`] locked; unlocks on drop. Not `Send`: the locking thread must unlock.
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ShmMutexGuard<'a, T: Pod> {
     raw: &'a RawRobustMutex,
     value: *mut T,

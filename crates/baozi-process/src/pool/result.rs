@@ -46,6 +46,7 @@ type Finish<T> = fn(Vec<Vec<u8>>) -> Result<T, ProcessError>;
 /// assert_eq!(m, [0, 1, 4, 9, 16]);
 /// # Ok::<(), baozi_process::ProcessError>(())
 /// ```
+#[must_use = "dropping the handle leaves the task's result unread; call get"]
 pub struct AsyncResult<T> {
     shared: Arc<Shared>,
     tasks: BatchId,
