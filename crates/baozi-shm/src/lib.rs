@@ -55,27 +55,28 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod attach;
 mod error;
 mod header;
 mod identity;
+mod list;
 mod offset;
 mod pad;
 mod region;
 mod shm_safe;
 mod sys;
 
+#[cfg(feature = "serde")]
+pub use attach::attach_failed;
+pub use attach::{take_attach_error, LINGER, LINGER_MAX};
 pub use error::ShmError;
 pub use header::{
     Header, HeaderSnapshot, LayoutHash, ObjectKind, TypeName, DEFAULT_READY_WAIT, FORMAT_VERSION,
     HEADER_SIZE, MAGIC,
 };
 pub use identity::{ObjectId, TypeTag, TYPE_NAME_MAX};
+pub use list::{list, KeepReason, ShmEntry, ValidHeader};
 pub use offset::Offset;
 pub use pad::{CachePadded, CACHE_LINE};
-#[cfg(feature = "serde")]
-pub use region::attach_failed;
-pub use region::{
-    list, os_name, take_attach_error, KeepReason, Region, RegionRef, ShmEntry, ValidHeader, LINGER,
-    LINGER_MAX, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX,
-};
+pub use region::{os_name, Region, RegionRef, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX};
 pub use shm_safe::ShmSafe;
