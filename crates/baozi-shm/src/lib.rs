@@ -78,5 +78,7 @@ pub use identity::{ObjectId, TypeTag, TYPE_NAME_MAX};
 pub use list::{list, KeepReason, ShmEntry, ValidHeader};
 pub use offset::Offset;
 pub use pad::{CachePadded, CACHE_LINE};
-pub use region::{os_name, Region, RegionRef, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX};
+pub use region::{
+    os_name, Region, RegionRef, UnmapCheck, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX,
+};
 pub use shm_safe::ShmSafe;

@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::attach::{
@@ -76,6 +76,26 @@ const MEMFD_PREFIX: &str = "baozi:";
 #[derive(Clone)]
 pub struct Region {
     map: Arc<Mapping>,
+    /// For the handles of the process that created the name: unlinks it when the last of them
+    /// goes (a lingering mapping does not keep the name, see `to_ref`).
+    owner: Option<Arc<NameOwner>>,
+}
+
+/// The creator's claim on a name; unlinks it on drop, in the creating process only.
+struct NameOwner {
+    /// `baozi-NAME`.
+    name: String,
+    pid: u32,
+    unlink_on_drop: AtomicBool,
+}
+
+impl Drop for NameOwner {
+    fn drop(&mut self) {
+        // A forked child inherits the owner handle but not the ownership of the name.
+        if self.unlink_on_drop.load(Ordering::Relaxed) && self.pid == sys::getpid() {
+            let _ = sys::shm_unlink(&c_name(&self.name));
+        }
+    }
 }
 
 /// One mapping in this process, shared by every clone of a [`Region`].
@@ -90,10 +110,14 @@ pub(crate) struct Mapping {
     id: ObjectId,
     /// `baozi-NAME` for named regions (without the leading slash); `None` when anonymous.
     name: Option<String>,
-    /// The process that created the name; only it unlinks on drop.
-    owner_pid: Option<u32>,
-    unlink_on_drop: AtomicBool,
+    /// Whether unmapping could leave a robust mutex that a thread of this process holds
+    /// unreachable (see [`Region::set_unmap_check`]); such a mapping is kept until exit.
+    unmap_check: OnceLock<UnmapCheck>,
 }
+
+/// Says whether a mapping (its base and length) must stay mapped: see
+/// [`Region::set_unmap_check`].
+pub type UnmapCheck = fn(base: *const u8, len: usize) -> bool;
 
 /// Device and inode: a file's identity while it exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -193,7 +217,6 @@ impl Mapping {
         len: usize,
         id: ObjectId,
         name: Option<String>,
-        owner: bool,
         display: &str,
     ) -> Result<Arc<Mapping>, ShmError> {
         let ptr =
@@ -205,8 +228,7 @@ impl Mapping {
             file,
             id,
             name,
-            owner_pid: owner.then(sys::getpid),
-            unlink_on_drop: AtomicBool::new(owner),
+            unmap_check: OnceLock::new(),
         });
         if let Some(mut table) = lock_bounded(attached()) {
             table.retain(|_, w| w.strong_count() > 0);
@@ -232,8 +254,8 @@ impl Region {
             .map_err(|e| ShmError::from_io("memfd_create", display, e))?;
         sys::ftruncate(&fd, len as u64).map_err(|e| ShmError::from_io("ftruncate", display, e))?;
         let file = file_key(&fd, display)?;
-        let map = Mapping::map(fd, file, len, id, None, false, display)?;
-        Ok(Region { map })
+        let map = Mapping::map(fd, file, len, id, None, display)?;
+        Ok(Region { map, owner: None })
     }
 
     /// Creates the named object `/dev/shm/baozi-NAME` of `len` zeroed bytes, exclusively.
@@ -255,10 +277,17 @@ impl Region {
             .map_err(|e| ShmError::from_io("ftruncate", &display, e))
             .and_then(|()| file_key(&fd, &display))
             .and_then(|file| {
-                Mapping::map(fd, file, len, ObjectId::new(), Some(os), true, &display)
+                Mapping::map(fd, file, len, ObjectId::new(), Some(os.clone()), &display)
             });
         match made {
-            Ok(map) => Ok(Region { map }),
+            Ok(map) => Ok(Region {
+                map,
+                owner: Some(Arc::new(NameOwner {
+                    name: os,
+                    pid: sys::getpid(),
+                    unlink_on_drop: AtomicBool::new(true),
+                })),
+            }),
             Err(e) => {
                 let _ = sys::shm_unlink(&cname);
                 Err(e)
@@ -362,19 +391,10 @@ impl Region {
         let len = check_len(size)?;
         let file = file_key(&fd, &display)?;
         if let Some(map) = cached(file, len) {
-            return Ok(Region { map });
+            return Ok(Region { map, owner: None });
         }
-        let map = Mapping::map(
-            fd,
-            file,
-            len,
-            ObjectId::from_raw(0),
-            Some(os),
-            false,
-            &display,
-        )?;
-        let region = Region { map };
-        Ok(region)
+        let map = Mapping::map(fd, file, len, ObjectId::from_raw(0), Some(os), &display)?;
+        Ok(Region { map, owner: None })
     }
 
     /// A reference to this region that another process can [`attach`](Self::attach) to.
@@ -412,7 +432,7 @@ impl Region {
             None => "anonymous region".to_owned(),
         };
         if let Some(map) = cached(file, 0) {
-            return Ok(Region { map });
+            return Ok(Region { map, owner: None });
         }
         let mut denied = None;
         let mut found = None;
@@ -455,10 +475,9 @@ impl Region {
             len,
             ObjectId::from_raw(r.id),
             r.name.clone(),
-            false,
             &display,
         )?;
-        Ok(Region { map })
+        Ok(Region { map, owner: None })
     }
 
     /// Removes the name `/dev/shm/baozi-NAME`. Processes that have it mapped keep using it; the
@@ -511,12 +530,23 @@ impl Region {
     /// Keeps the name after this creator drops its last handle (it stays in `/dev/shm` until
     /// [`Region::unlink`]). Has no effect on regions that were opened, not created.
     pub fn persist(&self) {
-        self.map.unlink_on_drop.store(false, Ordering::Relaxed);
+        if let Some(owner) = &self.owner {
+            owner.unlink_on_drop.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Registers the object's check for what must not be unmapped: when the last handle in this
+    /// process goes, `must_stay(base, len)` is asked first, and a `true` keeps the mapping until
+    /// the process ends. baozi-sync registers one that is true while a thread of this process
+    /// holds one of the object's robust mutexes (glibc keeps held robust mutexes on a per-thread
+    /// list, which must never point into unmapped memory). The first registration wins.
+    pub fn set_unmap_check(&self, must_stay: UnmapCheck) {
+        let _ = self.map.unmap_check.set(must_stay);
     }
 
     /// Whether this handle created the name (and so unlinks it on drop unless persisted).
     pub fn is_owner(&self) -> bool {
-        self.map.owner_pid.is_some()
+        self.owner.is_some()
     }
 
     /// The region's identity: set at creation for regions this process made or attached; 0 for
@@ -615,18 +645,21 @@ impl Region {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: ptr/len is the mapping made in `Mapping::map`; every reference handed out
-        // borrowed a Region holding this Mapping, so none is alive now.
-        let unmapped = unsafe { sys::munmap(self.ptr, self.len) };
-        debug_assert!(
-            unmapped.is_ok() || std::thread::panicking(),
-            "munmap: {unmapped:?}"
-        );
-        if let (Some(name), Some(pid)) = (&self.name, self.owner_pid) {
-            // A forked child inherits the owner handle but not the ownership of the name.
-            if self.unlink_on_drop.load(Ordering::Relaxed) && pid == sys::getpid() {
-                let _ = sys::shm_unlink(&c_name(name));
-            }
+        // A robust mutex in the region that a thread of this process holds is on that thread's
+        // robust list in glibc: unmapping it would leave the list pointing at unmapped memory,
+        // and the thread's next lock would fault. Such a mapping stays until the process ends.
+        let keep = self
+            .unmap_check
+            .get()
+            .is_some_and(|must_stay| must_stay(self.ptr.as_ptr(), self.len));
+        if !keep {
+            // SAFETY: ptr/len is the mapping made in `Mapping::map`; every reference handed out
+            // borrowed a Region holding this Mapping, so none is alive now.
+            let unmapped = unsafe { sys::munmap(self.ptr, self.len) };
+            debug_assert!(
+                unmapped.is_ok() || std::thread::panicking(),
+                "munmap: {unmapped:?}"
+            );
         }
         // try_lock: a forked child of a threaded parent may find the table locked for ever; a
         // dead entry left behind is harmless (it no longer upgrades) and pruned later.

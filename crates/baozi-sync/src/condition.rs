@@ -256,6 +256,7 @@ impl Condition {
             }
             Ok(())
         })?;
+        region.set_unmap_check(object::keep_while_held);
         Ok(Condition {
             region,
             max_waiters,
@@ -342,6 +343,7 @@ impl Condition {
 
     fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
         let (region, snap) = object::open(src, &PRIMITIVE)?;
+        region.set_unmap_check(object::keep_while_held);
         if (snap.total_size as usize) < SLOTS_AT {
             object::check_size(&region, &snap, SLOTS_AT)?;
         }

@@ -340,6 +340,7 @@ impl Lock {
 
     fn build(region: Region) -> Result<Self, SyncError> {
         let region = object::build(region, &PRIMITIVE, OWNED_LOCK_LEN, init_owned_lock)?;
+        region.set_unmap_check(object::keep_while_held);
         Ok(Lock { region })
     }
 
@@ -392,6 +393,7 @@ impl Lock {
 
     fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
         let (region, snap) = object::open(src, &PRIMITIVE)?;
+        region.set_unmap_check(object::keep_while_held);
         object::check_size(&region, &snap, OWNED_LOCK_LEN)?;
         Ok(Lock { region })
     }

@@ -160,6 +160,7 @@ impl<T: Pod> ShmMutex<T> {
 
     fn open_from(src: impl crate::object::Source) -> Result<Self, SyncError> {
         let region = src.region()?;
+        region.set_unmap_check(crate::object::keep_while_held);
         let snap = region.header()?.wait_ready(
             &region.describe(),
             region.len() as u64,
@@ -203,6 +204,7 @@ impl<T: Pod> ShmMutex<T> {
             region.as_ptr().add(VALUE_AT).cast::<T>().write(value);
         }
         header.publish();
+        region.set_unmap_check(crate::object::keep_while_held);
         Ok(ShmMutex {
             region,
             _value: PhantomData,

@@ -85,6 +85,7 @@ impl RLock {
 
     fn build(region: Region) -> Result<Self, SyncError> {
         let region = object::build(region, &PRIMITIVE, OWNED_LOCK_LEN, init_owned_lock)?;
+        region.set_unmap_check(object::keep_while_held);
         Ok(RLock { region })
     }
 
@@ -135,6 +136,7 @@ impl RLock {
 
     fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
         let (region, snap) = object::open(src, &PRIMITIVE)?;
+        region.set_unmap_check(object::keep_while_held);
         object::check_size(&region, &snap, OWNED_LOCK_LEN)?;
         Ok(RLock { region })
     }
