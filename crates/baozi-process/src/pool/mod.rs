@@ -25,6 +25,7 @@ mod parent;
 mod proto;
 mod result;
 mod spawner;
+mod workers;
 
 use std::fmt;
 use std::fs::File;
@@ -42,9 +43,10 @@ use crate::error::ProcessError;
 use crate::process::Process;
 use crate::sys;
 use call::Call;
-use parent::{BatchId, Phase, Shared, INBOX_DEPTH};
-use proto::{Event, Request};
-use spawner::{Initializer, Spawner};
+use parent::{Phase, Shared, INBOX_DEPTH};
+use proto::{encode_chunk, Event};
+use spawner::{Initializer, Spawner, SpawnerWorkers};
+use workers::End;
 
 /// Default ring bytes of each worker's task queue (1 MiB, mapped lazily): bounds the encoded
 /// arguments of one chunk.
@@ -294,11 +296,11 @@ impl PoolBuilder {
             .name("PoolSpawner")
             .spawn_fn(move || spawner.run());
         spawner.start()?;
+        let workers = Arc::new(SpawnerWorkers::new(File::from(write_end), spawner));
         let shared = Arc::new(Shared::new(
             inboxes,
             results,
-            spawner,
-            File::from(write_end),
+            workers,
             self.maxtasksperchild,
         ));
         let for_thread = Arc::clone(&shared);
@@ -330,43 +332,6 @@ fn setup<E: std::error::Error + Send + Sync + 'static>(
     move |e| ProcessError::PoolSetup {
         what,
         source: Box::new(e),
-    }
-}
-
-/// A chunk of items as the bytes a worker decodes. A `Serialize` that panics is an
-/// [`ProcessError::Encode`] too (its message is on stderr, by the panic hook).
-fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, ProcessError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        postcard::to_allocvec(items)
-    })) {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(ProcessError::Encode(format!(
-            "the task's arguments did not encode in the parent: {e}"
-        ))),
-        Err(p) => Err(ProcessError::Encode(format!(
-            "the task's arguments did not encode in the parent: their Serialize panicked: {}",
-            crate::child::panic_message(&*p)
-        ))),
-    }
-}
-
-/// A worker's encoded results. A `Deserialize` that panics is a [`ProcessError::Decode`] too:
-/// it may run on the pool's result thread (for an `on_ready` callback), and its caller must
-/// still get an outcome.
-fn decode_chunk<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, ProcessError> {
-    match std::panic::catch_unwind(|| postcard::from_bytes::<Vec<R>>(bytes)) {
-        Ok(Ok(items)) => Ok(items),
-        Ok(Err(e)) => {
-            // A handle in the result that did not attach says why (postcard drops it).
-            let why = baozi_shm::take_attach_error().map_or(String::new(), |w| format!(": {w}"));
-            Err(ProcessError::Decode(format!(
-                "the task's result did not decode in the parent: {e}{why}"
-            )))
-        }
-        Err(p) => Err(ProcessError::Decode(format!(
-            "the task's result did not decode in the parent: its Deserialize panicked: {}",
-            crate::child::panic_message(&*p)
-        ))),
     }
 }
 
@@ -604,16 +569,16 @@ impl Pool {
             return Err(ProcessError::PoolRunning);
         }
         let (mut st, _) = self.shared.wait_until(st, None, |st| st.all_final());
-        st.finish(Request::Shutdown);
+        st.finish(End::Shutdown);
         drop(st);
         self.shared.notify();
         self.stop_helpers();
         Ok(())
     }
 
-    /// Reaps the spawner (which has been told to finish) and stops the result thread.
+    /// Reaps the workers' keeper (which has been told to finish) and stops the result thread.
     fn stop_helpers(&self) {
-        let _ = self.shared.spawner.join();
+        self.shared.workers.reap();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             self.shared.lock().quit = true;
@@ -652,13 +617,24 @@ impl Chunked<'_> {
         }
     }
 
-    fn submit_all<T: Serialize>(&self, call: Call, items: Vec<T>) -> Result<BatchId, ProcessError> {
+    /// The one body of the map family (`map`, `map_async`, `starmap`, `starmap_async`): the
+    /// items cut in chunks, each chunk one task running `call`, the results in input order.
+    fn map_call<T: Serialize, R: DeserializeOwned>(
+        &self,
+        call: Call,
+        items: Vec<T>,
+    ) -> Result<AsyncResult<Vec<R>>, ProcessError> {
         let size = self.size_for(items.len())?;
         let chunks = items
             .chunks(size)
             .map(encode_chunk)
             .collect::<Result<Vec<_>, _>>()?;
-        self.pool.shared.submit(call, chunks)
+        let tasks = self.pool.shared.submit(call, chunks)?;
+        Ok(AsyncResult::new(
+            Arc::clone(&self.pool.shared),
+            tasks,
+            result::finish_all::<R>,
+        ))
     }
 
     /// [`Pool::map`] with this chunksize.
@@ -692,12 +668,7 @@ impl Chunked<'_> {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let tasks = self.submit_all(Call::unary(f), items.into_iter().collect())?;
-        Ok(AsyncResult::new(
-            Arc::clone(&self.pool.shared),
-            tasks,
-            result::finish_all::<R>,
-        ))
+        self.map_call(Call::unary(f), items.into_iter().collect())
     }
 
     /// [`Pool::starmap`] with this chunksize.
@@ -733,12 +704,7 @@ impl Chunked<'_> {
         B: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let tasks = self.submit_all(Call::binary(f), items.into_iter().collect())?;
-        Ok(AsyncResult::new(
-            Arc::clone(&self.pool.shared),
-            tasks,
-            result::finish_all::<R>,
-        ))
+        self.map_call(Call::binary(f), items.into_iter().collect())
     }
 
     fn imap_with<A, R, I>(

@@ -16,17 +16,15 @@
 //!   with [`ProcessError::WorkerDied`].
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use baozi_queue::{GetError, Queue};
 
 use super::call::Call;
-use super::proto::{self, Event, Failure, Request, TaskMsg};
+use super::proto::{self, Event, Failure, TaskMsg};
+use super::workers::{End, Workers};
 use crate::error::ProcessError;
-use crate::process::Process;
 
 /// Tasks given to one worker at a time: one running and one waiting in its inbox, so a worker
 /// never idles while the parent's result thread wakes up.
@@ -115,8 +113,8 @@ pub(crate) struct State {
     callbacks: HashMap<u64, (BatchId, Callback)>,
     /// Calls with a callback that have settled: the result thread runs them.
     due: Vec<u64>,
-    /// The write end of the spawner's request pipe; `None` once the spawner was told to finish.
-    requests: Option<File>,
+    /// Where workers come from; `None` once they were told to end.
+    workers: Option<Arc<dyn Workers>>,
     maxtasksperchild: Option<usize>,
     /// Workers that died in a row without finishing a task: past a bound, respawning is
     /// pointless (CPython respawns such workers for ever).
@@ -133,14 +131,15 @@ pub(crate) struct State {
     wake: bool,
 }
 
-/// The state, the queues, and the spawner, shared by the pool, its results and its thread.
+/// The state, the queues, and the workers' keeper, shared by the pool, its results and its
+/// thread.
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     pub(crate) inboxes: Arc<Vec<Queue<Vec<u8>>>>,
     pub(crate) results: Arc<Queue<Vec<u8>>>,
-    pub(crate) spawner: Process,
+    pub(crate) workers: Arc<dyn Workers>,
     /// The process that made the pool: only it may stop it.
     owner: crate::sys::Pid,
 }
@@ -149,8 +148,7 @@ impl Shared {
     pub(crate) fn new(
         inboxes: Arc<Vec<Queue<Vec<u8>>>>,
         results: Arc<Queue<Vec<u8>>>,
-        spawner: Process,
-        requests: File,
+        workers: Arc<dyn Workers>,
         maxtasksperchild: Option<usize>,
     ) -> Shared {
         let n = inboxes.len();
@@ -165,7 +163,7 @@ impl Shared {
                 batches: BTreeMap::new(),
                 callbacks: HashMap::new(),
                 due: Vec::new(),
-                requests: Some(requests),
+                workers: Some(Arc::clone(&workers)),
                 maxtasksperchild,
                 fruitless_exits: 0,
                 first_reports: vec![false; n],
@@ -176,7 +174,7 @@ impl Shared {
             changed: Condvar::new(),
             inboxes,
             results,
-            spawner,
+            workers,
             owner: crate::sys::getpid(),
         }
     }
@@ -465,18 +463,15 @@ impl State {
         }
     }
 
-    /// Asks the spawner for every slot's first worker.
+    /// Asks for every slot's first worker.
     pub(crate) fn spawn_all(&mut self) {
         for slot in 0..self.slots.len() {
-            self.request(Request::Spawn(slot as u32));
+            self.start_worker(slot as u32);
         }
     }
 
-    fn request(&mut self, r: Request) {
-        let ok = match &mut self.requests {
-            Some(pipe) => pipe.write_all(&r.encode()).is_ok(),
-            None => false,
-        };
+    fn start_worker(&mut self, slot: u32) {
+        let ok = self.workers.as_ref().is_some_and(|w| w.start(slot));
         if !ok && matches!(self.phase, Phase::Running | Phase::Closed) {
             self.break_pool("the pool's spawner process stopped taking requests".into());
         }
@@ -488,7 +483,7 @@ impl State {
             return;
         }
         self.phase = Phase::Broken(reason);
-        self.finish(Request::KillAll);
+        self.finish(End::Kill);
     }
 
     /// `terminate`: fails every unsettled task, kills every worker.
@@ -497,15 +492,14 @@ impl State {
             return;
         }
         self.phase = Phase::Terminated;
-        self.finish(Request::KillAll);
+        self.finish(End::Kill);
     }
 
-    /// Ends the spawner with `last` (it kills what is left of its workers) and marks every slot
-    /// final.
-    pub(crate) fn finish(&mut self, last: Request) {
+    /// Ends the workers as `how` says and marks every slot final.
+    pub(crate) fn finish(&mut self, how: End) {
         self.fail_all();
-        if let Some(mut pipe) = self.requests.take() {
-            let _ = pipe.write_all(&last.encode());
+        if let Some(w) = self.workers.take() {
+            w.end(how);
         }
         for s in &mut self.slots {
             *s = Slot::Final;
@@ -761,7 +755,7 @@ impl State {
         };
         if respawn {
             self.slots[slot] = Slot::Starting;
-            self.request(Request::Spawn(slot as u32));
+            self.start_worker(slot as u32);
         }
     }
 }
@@ -778,12 +772,10 @@ pub(crate) fn result_thread(shared: Arc<Shared>) {
                 None => st.break_pool("a garbled message came through the results queue".into()),
             },
             Err(GetError::Empty) => {
-                if matches!(st.phase, Phase::Running | Phase::Closed) && !shared.spawner.is_alive()
-                {
-                    let code = shared.spawner.exitcode().unwrap_or(0);
-                    st.break_pool(format!(
-                        "the pool's spawner process died (exit code {code}), and its workers with it"
-                    ));
+                if matches!(st.phase, Phase::Running | Phase::Closed) {
+                    if let Some(why) = shared.workers.lost() {
+                        st.break_pool(why);
+                    }
                 }
             }
             Err(e) => {

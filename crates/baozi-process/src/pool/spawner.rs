@@ -8,16 +8,17 @@
 //! never inherits a lock that another thread held at the fork.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baozi_queue::Queue;
 
 use super::call;
 use super::proto::{self, Event, Failure, Request, TaskMsg};
+use super::workers::{End, Workers};
 use crate::child::panic_message;
 use crate::process::Process;
 use crate::sys;
@@ -263,5 +264,65 @@ fn work(
             return 2;
         }
         ran += 1;
+    }
+}
+
+/// The parent's side of the spawner: requests go down its pipe, and its death is noticed by
+/// the result thread. The pool's one [`Workers`] today.
+#[derive(Debug)]
+pub(crate) struct SpawnerWorkers {
+    /// The write end of the request pipe; `None` once the spawner was told to finish.
+    requests: Mutex<Option<File>>,
+    spawner: Process,
+}
+
+impl SpawnerWorkers {
+    pub(crate) fn new(requests: File, spawner: Process) -> SpawnerWorkers {
+        SpawnerWorkers {
+            requests: Mutex::new(Some(requests)),
+            spawner,
+        }
+    }
+
+    fn send(&self, r: Request) -> bool {
+        let mut pipe = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *pipe {
+            Some(p) => p.write_all(&r.encode()).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl Workers for SpawnerWorkers {
+    fn start(&self, slot: u32) -> bool {
+        self.send(Request::Spawn(slot))
+    }
+
+    fn end(&self, how: End) {
+        self.send(match how {
+            End::Kill => Request::KillAll,
+            End::Shutdown => Request::Shutdown,
+        });
+        // Closing the pipe tells a spawner that missed the request (it reads end-of-file).
+        drop(
+            self.requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
+
+    fn lost(&self) -> Option<String> {
+        if self.spawner.is_alive() {
+            return None;
+        }
+        let code = self.spawner.exitcode().unwrap_or(0);
+        Some(format!(
+            "the pool's spawner process died (exit code {code}), and its workers with it"
+        ))
+    }
+
+    fn reap(&self) {
+        let _ = self.spawner.join();
     }
 }
