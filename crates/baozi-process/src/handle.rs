@@ -82,7 +82,7 @@ impl<T: Serialize + serde::de::DeserializeOwned + 'static> JoinHandle<T> {
         let slot: Arc<Queue<Serde<Outcome<T>>>> =
             Arc::new(Queue::new(1, capacity).map_err(ProcessError::ResultSlot)?);
         let child_slot = Arc::clone(&slot);
-        let process = builder.make(Box::new(move || {
+        let process = builder.make(crate::process::Target::Closure(Box::new(move || {
             let outcome = match panic::catch_unwind(AssertUnwindSafe(f)) {
                 Ok(v) => Outcome::Value(v),
                 Err(payload) => Outcome::Panic(panic_message(&*payload)),
@@ -100,7 +100,7 @@ impl<T: Serialize + serde::de::DeserializeOwned + 'static> JoinHandle<T> {
                     PANIC_EXIT
                 }
             }
-        }));
+        })));
         process.start()?;
         Ok(JoinHandle { process, slot })
     }

@@ -95,7 +95,9 @@ mod family;
 mod handle;
 mod pool;
 mod process;
+mod start;
 mod sys;
+mod task;
 mod wait;
 
 pub use current::{cpu_count, current_process, parent_pid, CurrentProcess};
@@ -107,4 +109,5 @@ pub use pool::{
     MIN_RESULTS_CAPACITY, MIN_TASK_CAPACITY,
 };
 pub use process::{Builder, IntoExitCode, Process, ProcessBody, DEFAULT_RESULT_CAPACITY};
+pub use start::{get_start_method, main_guard, set_start_method, StartMethod, UnknownStartMethod};
 pub use wait::{wait, Waitable};

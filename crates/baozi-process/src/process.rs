@@ -7,12 +7,16 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
 use crate::child;
 use crate::current;
 use crate::error::ProcessError;
 use crate::family;
 use crate::handle::JoinHandle;
+use crate::start::{self, Job, Spawned, StartMethod};
 use crate::sys;
+use crate::task::TaskCall;
 
 /// What a child's closure may return: its exit code.
 ///
@@ -72,21 +76,54 @@ pub trait ProcessBody: Send + 'static {
     }
 }
 
-/// The boxed body of a child: runs the user's closure and returns the exit code.
-type Target = Box<dyn FnOnce() -> i32 + Send + 'static>;
+/// What a child runs: a closure (it crosses only by fork), or a function with serde
+/// arguments (it crosses by any start method).
+pub(crate) enum Target {
+    /// The boxed closure; returns the exit code.
+    Closure(Box<dyn FnOnce() -> i32 + Send + 'static>),
+    /// A plain function and its encoded argument.
+    Task(TaskCall),
+}
+
+/// What a spawned child started with a task needs: its identity and its call.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TaskJob {
+    name: String,
+    daemon: bool,
+    parent: sys::Pid,
+    parent_name: String,
+    call: TaskCall,
+}
+
+/// In a spawned child: runs its task as a forked child runs its closure (never returns).
+pub(crate) fn run_task_job(job: TaskJob) -> i32 {
+    child::run(
+        job.name,
+        job.daemon,
+        job.parent,
+        job.parent_name,
+        move || job.call.run(),
+    )
+}
 
 enum State {
-    /// Made, not started; holds the closure.
+    /// Made, not started; holds the target.
     Initial(Option<Target>),
-    /// Forked and not yet reaped. `pidfd` is `None` where `pidfd_open` failed (Linux < 5.3).
+    /// Started and not yet reaped. `pidfd` is `None` where `pidfd_open` failed (Linux < 5.3).
     Running {
         pid: sys::Pid,
-        /// The process that forked it: only it may wait for or signal the child.
+        /// The process that started it: only it may wait for or signal the child.
         parent: sys::Pid,
         pidfd: Option<Arc<OwnedFd>>,
+        /// A spawned child's job, to tell whether it reached `main_guard`.
+        spawned: Option<Spawned>,
     },
-    /// Reaped.
-    Exited { pid: sys::Pid, code: i32 },
+    /// Reaped. `unguarded`: a spawned child that never took its job (no `main_guard`).
+    Exited {
+        pid: sys::Pid,
+        code: i32,
+        unguarded: bool,
+    },
 }
 
 /// A child process running a closure, with the API of Python's `multiprocessing.Process`.
@@ -122,6 +159,8 @@ enum State {
 pub struct Process {
     name: String,
     daemon: bool,
+    /// `None`: the process-wide default at `start`.
+    method: Option<StartMethod>,
     state: Mutex<State>,
     /// The child's pidfd from its start to the drop of this `Process` (kept after the child is
     /// reaped, so that [`sentinel`](Process::sentinel) can lend it for as long as `self`).
@@ -135,7 +174,7 @@ impl fmt::Debug for Process {
         match &*self.lock() {
             State::Initial(_) => d.field("state", &"initial"),
             State::Running { pid, .. } => d.field("pid", pid).field("state", &"started"),
-            State::Exited { pid, code } => d.field("pid", pid).field("exitcode", code),
+            State::Exited { pid, code, .. } => d.field("pid", pid).field("exitcode", code),
         };
         d.finish()
     }
@@ -148,6 +187,7 @@ pub struct Builder {
     /// `None`: the creating process's own flag (Python's default).
     daemon: Option<bool>,
     result_capacity: Option<usize>,
+    method: Option<StartMethod>,
 }
 
 /// Default size of a [`JoinHandle`]'s result slot: 1 MiB (of lazily mapped shared memory).
@@ -186,13 +226,52 @@ impl Builder {
         self
     }
 
+    /// How the child is started (default: the process-wide [`get_start_method`](crate::get_start_method)
+    /// at [`start`](Process::start); a closure then uses [`StartMethod::Fork`] unless a method
+    /// was set, as only a fork can carry it).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
     /// A [`Process`] that will run `f`; not started yet (Python's `Process(target=f)`).
+    ///
+    /// A closure crosses to the child only by fork: started with
+    /// [`StartMethod::Spawn`] or [`StartMethod::Forkserver`], it fails with
+    /// [`ProcessError::NeedsFork`]. Use [`task`](Builder::task) for those.
     pub fn spawn_fn<F, R>(self, f: F) -> Process
     where
         F: FnOnce() -> R + Send + 'static,
         R: IntoExitCode,
     {
-        self.make(Box::new(move || f().into_exit_code()))
+        self.make(Target::Closure(Box::new(move || f().into_exit_code())))
+    }
+
+    /// A [`Process`] that will run `f(arg)` under any start method (Python's
+    /// `Process(target=f, args=(arg,))`): `f` is a plain function of this program (no
+    /// captures), `arg` a serde value, encoded now. Several arguments: a tuple. Handles (a
+    /// `Queue`, a `Lock`, a `Value`) are serde values that attach in the child.
+    ///
+    /// ```
+    /// use baozi_process::{Process, StartMethod};
+    ///
+    /// fn steam((baskets, minutes): (i32, i32)) -> i32 { baskets * minutes }
+    ///
+    /// let p = Process::builder().task(steam, (2, 3))?;
+    /// p.start()?;
+    /// assert_eq!(p.join()?, 6);
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Encode`] when `arg` does not encode.
+    pub fn task<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: IntoExitCode,
+    {
+        Ok(self.make(Target::Task(TaskCall::process(f, &arg)?)))
     }
 
     /// A [`Process`] that will run `body` (see [`Process::from_body`]); the builder's name,
@@ -224,11 +303,15 @@ impl Builder {
         Process {
             name: self.name.unwrap_or_else(current::next_default_name),
             daemon: self.daemon.unwrap_or_else(current::is_daemon),
+            method: self.method,
             state: Mutex::new(State::Initial(Some(target))),
             sentinel: OnceLock::new(),
         }
     }
 }
+
+/// A started child's pid (and job, when spawned), or the error and the target to keep.
+type StartResult = Result<(sys::Pid, Option<Spawned>), (ProcessError, Option<Target>)>;
 
 /// Longest sleep between checks when `pidfd_open` is unavailable (Linux < 5.3).
 const POLL_MAX: Duration = Duration::from_millis(20);
@@ -269,9 +352,22 @@ impl Process {
         Builder::new().body(body)
     }
 
-    /// Options: name, daemon.
+    /// Options: name, daemon, start method.
     pub fn builder() -> Builder {
         Builder::new()
+    }
+
+    /// A process that will run `f(arg)`, under any start method (see [`Builder::task`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Encode`] when `arg` does not encode.
+    pub fn task<A, R>(f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: IntoExitCode,
+    {
+        Builder::new().task(f, arg)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -309,6 +405,7 @@ impl Process {
     /// the calling process is a daemon: a daemonic process may not have children (Python's
     /// rule: a daemon is killed without a chance to join them).
     pub fn start(&self) -> Result<(), ProcessError> {
+        start::refuse_unguarded()?;
         if current::is_daemon() {
             return Err(ProcessError::DaemonicParent {
                 name: current::name(),
@@ -324,29 +421,124 @@ impl Process {
                 name: self.name.clone(),
             });
         };
+        let method = match (&target, self.method) {
+            (_, Some(m)) => m,
+            // A closure goes by fork unless a method was set for the program: only a fork
+            // carries it (and in a multi-threaded program that says why it cannot).
+            (Target::Closure(_), None) => start::explicit_default().unwrap_or(StartMethod::Fork),
+            (Target::Task(_), None) => start::get_start_method(),
+        };
         let parent = sys::getpid();
-        // Everything the child needs is made before the fork.
-        let name = self.name.clone();
-        let parent_name = current::name();
-        // SAFETY: the child runs only `child::run`, which runs the closure under catch_unwind and
-        // leaves with _exit; what the closure may do is the caller's part (crate doc).
-        match unsafe { sys::fork() } {
-            Err(e) => {
-                *state = State::Initial(Some(target));
-                Err(ProcessError::Fork(e))
-            }
-            Ok(sys::Forked::Child) => child::run(name, self.daemon, parent, parent_name, target),
-            Ok(sys::Forked::Parent(pid)) => {
-                drop((name, parent_name));
+        let started = match method {
+            StartMethod::Fork => match start::check_fork() {
+                Ok(()) => self.fork(target, parent),
+                Err(e) => Err((e, Some(target))),
+            },
+            _ => self.spawn_child(target, method, parent),
+        };
+        match started {
+            Ok((pid, spawned)) => {
                 // Any failure (ENOSYS before 5.3, EMFILE) falls back to sleep-polling.
                 let pidfd = sys::pidfd_open(pid).ok().map(Arc::new);
                 if let Some(fd) = &pidfd {
                     let _ = self.sentinel.set(Arc::clone(fd));
                 }
                 family::register(pid, &self.name, self.daemon, pidfd.clone());
-                *state = State::Running { pid, parent, pidfd };
+                *state = State::Running {
+                    pid,
+                    parent,
+                    pidfd,
+                    spawned,
+                };
                 Ok(())
             }
+            Err((e, target)) => {
+                *state = State::Initial(target);
+                Err(e)
+            }
+        }
+    }
+
+    /// A daemon child that is a spawned run of this program doing `job` (a pool's spawner or
+    /// worker), already started; `keep` are fds it inherits.
+    pub(crate) fn start_job(name: String, job: Job, keep: &[i32]) -> Result<Process, ProcessError> {
+        if current::is_daemon() && !matches!(job, Job::PoolWorker(_)) {
+            return Err(ProcessError::DaemonicParent {
+                name: current::name(),
+            });
+        }
+        let spawned = Spawned::start(job, keep, true)?;
+        let pid = spawned.pid;
+        let pidfd = sys::pidfd_open(pid).ok().map(Arc::new);
+        let p = Process {
+            name,
+            daemon: true,
+            method: Some(StartMethod::Spawn),
+            state: Mutex::new(State::Running {
+                pid,
+                parent: sys::getpid(),
+                pidfd: pidfd.clone(),
+                spawned: Some(spawned),
+            }),
+            sentinel: OnceLock::new(),
+        };
+        if let Some(fd) = pidfd {
+            let _ = p.sentinel.set(fd);
+        }
+        Ok(p)
+    }
+
+    /// Forks a child that runs `target`.
+    fn fork(&self, target: Target, parent: sys::Pid) -> StartResult {
+        // Everything the child needs is made before the fork.
+        let name = self.name.clone();
+        let parent_name = current::name();
+        // SAFETY: the child runs only `child::run`, which runs the target under catch_unwind
+        // and leaves with _exit; what a closure may do is the caller's part (crate doc).
+        match unsafe { sys::fork() } {
+            Err(e) => Err((ProcessError::Fork(e), Some(target))),
+            Ok(sys::Forked::Child) => {
+                child::run(name, self.daemon, parent, parent_name, || match target {
+                    Target::Closure(f) => f(),
+                    Target::Task(call) => call.run(),
+                })
+            }
+            Ok(sys::Forked::Parent(pid)) => Ok((pid, None)),
+        }
+    }
+
+    /// Runs this program again to run `target`, which must be a task.
+    fn spawn_child(&self, target: Target, method: StartMethod, parent: sys::Pid) -> StartResult {
+        let call = match target {
+            Target::Task(call) if call.portable() => call,
+            Target::Task(call) => {
+                let what = "a function outside the program's executable (a shared library)";
+                let e = ProcessError::NeedsFork {
+                    what: what.into(),
+                    method,
+                };
+                return Err((e, Some(Target::Task(call))));
+            }
+            closure => {
+                let e = ProcessError::NeedsFork {
+                    what: "a closure".into(),
+                    method,
+                };
+                return Err((e, Some(closure)));
+            }
+        };
+        let job = TaskJob {
+            name: self.name.clone(),
+            daemon: self.daemon,
+            parent,
+            parent_name: current::name(),
+            call,
+        };
+        match Spawned::start(Job::Task(job), &[], self.daemon) {
+            Ok(spawned) => Ok((spawned.pid, Some(spawned))),
+            // The job (and its call) went into the failed attempt: the process cannot be
+            // started again.
+            Err(e) => Err((e, None)),
         }
     }
 
@@ -358,8 +550,18 @@ impl Process {
             State::Initial(_) => Err(ProcessError::NotStarted {
                 name: self.name.clone(),
             }),
+            State::Exited {
+                unguarded: true,
+                pid,
+                ..
+            } => Err(ProcessError::MainGuardMissing { pid: *pid }),
             State::Exited { code, .. } => Ok(Ok(*code)),
-            State::Running { pid, parent, pidfd } => {
+            State::Running {
+                pid,
+                parent,
+                pidfd,
+                spawned,
+            } => {
                 let pid = *pid;
                 if *parent != sys::getpid() {
                     return Err(ProcessError::NotChild {
@@ -369,8 +571,16 @@ impl Process {
                 }
                 match sys::try_reap(pid) {
                     Ok(Some(code)) => {
-                        *state = State::Exited { pid, code };
+                        let unguarded = spawned.as_ref().is_some_and(|s| !s.taken());
+                        *state = State::Exited {
+                            pid,
+                            code,
+                            unguarded,
+                        };
                         family::unregister(pid);
+                        if unguarded {
+                            return Err(ProcessError::MainGuardMissing { pid });
+                        }
                         Ok(Ok(code))
                     }
                     Ok(None) => Ok(Err(pidfd.clone())),
@@ -557,7 +767,11 @@ impl Drop for Process {
             }
             // Errors (ECHILD: someone else reaped it) leave nothing to clean up.
             if let Ok(code) = sys::reap_blocking(pid) {
-                *state = State::Exited { pid, code };
+                *state = State::Exited {
+                    pid,
+                    code,
+                    unguarded: false,
+                };
             }
             family::unregister(pid);
         }

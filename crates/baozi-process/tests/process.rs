@@ -624,5 +624,6 @@ const CASES: &[(&str, Case)] = &[
 ];
 
 fn main() {
+    baozi_process::main_guard();
     run_cases(CASES);
 }

@@ -40,11 +40,12 @@ use serde::Serialize;
 pub use result::{AsyncResult, IMap};
 
 use crate::error::ProcessError;
-use crate::process::Process;
+use crate::start::{FnRef, StartMethod};
 use crate::sys;
 use call::Call;
 use parent::{Phase, Shared, INBOX_DEPTH};
 use proto::{encode_chunk, Event};
+pub(crate) use spawner::{run_spawner_job, run_worker_job, SpawnerJob, WorkerJob};
 use spawner::{Initializer, Spawner, SpawnerWorkers};
 use workers::End;
 
@@ -157,6 +158,7 @@ pub struct PoolBuilder {
     maxtasksperchild: Option<usize>,
     task_capacity: usize,
     results_capacity: usize,
+    method: Option<StartMethod>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -167,6 +169,7 @@ impl fmt::Debug for PoolBuilder {
             .field("maxtasksperchild", &self.maxtasksperchild)
             .field("task_capacity", &self.task_capacity)
             .field("results_capacity", &self.results_capacity)
+            .field("start_method", &self.method)
             .finish()
     }
 }
@@ -179,6 +182,7 @@ impl Default for PoolBuilder {
             maxtasksperchild: None,
             task_capacity: DEFAULT_TASK_CAPACITY,
             results_capacity: DEFAULT_RESULTS_CAPACITY,
+            method: None,
         }
     }
 }
@@ -194,9 +198,52 @@ impl PoolBuilder {
     /// Runs in each worker before its first task (Python's `initializer` with its `initargs`
     /// captured). If it panics, the pool is broken: every task fails with
     /// [`ProcessError::PoolBroken`] carrying the message.
+    ///
+    /// A closure crosses to the workers only by fork: with [`StartMethod::Spawn`] or
+    /// [`StartMethod::Forkserver`], [`build`](PoolBuilder::build) fails with
+    /// [`ProcessError::NeedsFork`]; use [`initializer_fn`](PoolBuilder::initializer_fn).
     #[must_use]
     pub fn initializer(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
-        self.initializer = Some(Arc::new(f));
+        self.initializer = Some(Initializer::Closure(Arc::new(f)));
+        self
+    }
+
+    /// A plain function run in each worker before its first task, under any start method
+    /// (what it would capture, it reads from the environment, a file, or shared memory made
+    /// by name). A panic breaks the pool, as for [`initializer`](PoolBuilder::initializer).
+    #[must_use]
+    pub fn initializer_fn(mut self, f: fn()) -> Self {
+        self.initializer = Some(Initializer::Func(FnRef::new(f as usize)));
+        self
+    }
+
+    /// How the workers are started (default: the process-wide
+    /// [`get_start_method`](crate::get_start_method) at `build`).
+    ///
+    /// * [`StartMethod::Fork`]: the pool's spawner (the process that starts and reaps the
+    ///   workers) is forked from this process, and forks the workers. Refused when this
+    ///   process has other threads ([`ProcessError::ForkWithThreads`]).
+    /// * [`StartMethod::Forkserver`]: the spawner is a spawned run of this program, a clean
+    ///   single-threaded process, and forks the workers: safe from any process, and a worker
+    ///   still starts at the cost of a fork.
+    /// * [`StartMethod::Spawn`]: the spawner is spawned, and spawns each worker.
+    ///
+    /// Spawn and forkserver need [`main_guard`](crate::main_guard) on the first line of
+    /// `main`. Tasks run the same way under all three once the workers run.
+    ///
+    /// ```
+    /// use baozi_process::{Pool, StartMethod};
+    ///
+    /// fn triple(x: u32) -> u32 { x * 3 }
+    ///
+    /// // (The doc-test's main has no main_guard: this example uses fork.)
+    /// let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).build()?;
+    /// assert_eq!(pool.map(triple, [1, 2])?, [3, 6]);
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    #[must_use]
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
         self
     }
 
@@ -282,26 +329,30 @@ impl PoolBuilder {
             .anonymous::<Vec<u8>>()
             .map_err(setup("map the results queue"))?;
         let (inboxes, results) = (Arc::new(inboxes), Arc::new(results));
+        crate::start::refuse_unguarded()?;
+        let method = self.method.unwrap_or_else(crate::get_start_method);
+        if method == StartMethod::Fork {
+            crate::start::check_fork()?;
+        }
         let (read_end, write_end) = sys::pipe().map_err(setup("make the spawner's pipe"))?;
         let spawner = Spawner {
             requests: File::from(read_end),
-            parent_end: write_end.as_raw_fd(),
+            parent_end: Some(write_end.as_raw_fd()),
             parent: sys::getpid(),
             inboxes: Arc::clone(&inboxes),
             results: Arc::clone(&results),
             initializer: self.initializer,
             maxtasksperchild: self.maxtasksperchild,
+            method,
         };
-        let spawner = Process::builder()
-            .name("PoolSpawner")
-            .spawn_fn(move || spawner.run());
-        spawner.start()?;
+        let spawner = spawner.start()?;
         let workers = Arc::new(SpawnerWorkers::new(File::from(write_end), spawner));
         let shared = Arc::new(Shared::new(
             inboxes,
             results,
             workers,
             self.maxtasksperchild,
+            method,
         ));
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()

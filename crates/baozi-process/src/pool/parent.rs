@@ -25,6 +25,7 @@ use super::call::Call;
 use super::proto::{self, Event, Failure, TaskMsg};
 use super::workers::{End, Workers};
 use crate::error::ProcessError;
+use crate::start::{FnRef, StartMethod};
 
 /// Tasks given to one worker at a time: one running and one waiting in its inbox, so a worker
 /// never idles while the parent's result thread wakes up.
@@ -129,6 +130,8 @@ pub(crate) struct State {
     /// Something a waiter may be waiting for happened (a call settled, a slot ended): the
     /// result thread wakes the waiters. Results that settle nothing wake nobody.
     wake: bool,
+    /// Calls found portable (spawn and forkserver pools check each call once).
+    portable: HashSet<(FnRef, FnRef)>,
 }
 
 /// The state, the queues, and the workers' keeper, shared by the pool, its results and its
@@ -142,6 +145,8 @@ pub(crate) struct Shared {
     pub(crate) workers: Arc<dyn Workers>,
     /// The process that made the pool: only it may stop it.
     owner: crate::sys::Pid,
+    /// How the workers were started: with spawn or forkserver, a call must be portable.
+    method: StartMethod,
 }
 
 impl Shared {
@@ -150,6 +155,7 @@ impl Shared {
         results: Arc<Queue<Vec<u8>>>,
         workers: Arc<dyn Workers>,
         maxtasksperchild: Option<usize>,
+        method: StartMethod,
     ) -> Shared {
         let n = inboxes.len();
         Shared {
@@ -170,12 +176,14 @@ impl Shared {
                 startup_failure: None,
                 quit: false,
                 wake: false,
+                portable: HashSet::new(),
             }),
             changed: Condvar::new(),
             inboxes,
             results,
             workers,
             owner: crate::sys::getpid(),
+            method,
         }
     }
 
@@ -267,6 +275,16 @@ impl Shared {
         self.owned()?;
         let mut st = self.lock();
         st.accepting()?;
+        if self.method != StartMethod::Fork && !st.portable.contains(&(call.trampoline, call.func))
+        {
+            if !call.portable() {
+                return Err(ProcessError::NeedsFork {
+                    what: "a function outside the program's executable (a shared library)".into(),
+                    method: self.method,
+                });
+            }
+            st.portable.insert((call.trampoline, call.func));
+        }
         let max = self.inboxes[0].max_message_len();
         let first = st.next_task;
         let mut msgs = Vec::with_capacity(chunks.len());

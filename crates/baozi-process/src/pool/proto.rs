@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProcessError;
+use crate::start::FnRef;
 
 /// A message in a worker's inbox.
 #[derive(Debug, Serialize, Deserialize)]
@@ -20,8 +21,8 @@ pub(crate) enum TaskMsg {
     /// Run `func` through `trampoline` on the encoded chunk `args`.
     Run {
         task: u64,
-        trampoline: usize,
-        func: usize,
+        trampoline: FnRef,
+        func: FnRef,
         args: Vec<u8>,
     },
     /// Exit cleanly (after `close`, once the worker has nothing left to do).
