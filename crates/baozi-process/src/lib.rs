@@ -110,4 +110,11 @@ pub use pool::{
 };
 pub use process::{Builder, IntoExitCode, Process, ProcessBody, DEFAULT_RESULT_CAPACITY};
 pub use start::{get_start_method, main_guard, set_start_method, StartMethod, UnknownStartMethod};
+pub use task::{lookup_task, registered_tasks, ErasedRun, TaskEntry};
 pub use wait::{wait, Waitable};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::task::__run_erased as run_erased;
+    pub use inventory;
+}
