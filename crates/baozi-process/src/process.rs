@@ -550,11 +550,6 @@ impl Process {
             State::Initial(_) => Err(ProcessError::NotStarted {
                 name: self.name.clone(),
             }),
-            State::Exited {
-                unguarded: true,
-                pid,
-                ..
-            } => Err(ProcessError::MainGuardMissing { pid: *pid }),
             State::Exited { code, .. } => Ok(Ok(*code)),
             State::Running {
                 pid,
@@ -571,16 +566,16 @@ impl Process {
                 }
                 match sys::try_reap(pid) {
                     Ok(Some(code)) => {
-                        let unguarded = spawned.as_ref().is_some_and(|s| !s.taken());
+                        // Killed before it got there, or its exec failed (127): not the guard.
+                        let unguarded = code >= 0
+                            && code != 127
+                            && spawned.as_ref().is_some_and(|s| !s.taken());
                         *state = State::Exited {
                             pid,
                             code,
                             unguarded,
                         };
                         family::unregister(pid);
-                        if unguarded {
-                            return Err(ProcessError::MainGuardMissing { pid });
-                        }
                         Ok(Ok(code))
                     }
                     Ok(None) => Ok(Err(pidfd.clone())),
@@ -595,7 +590,17 @@ impl Process {
         let mut nap = Duration::from_millis(1);
         loop {
             let pidfd = match self.check("wait for")? {
-                Ok(code) => return Ok(Some(code)),
+                Ok(code) => {
+                    if let State::Exited {
+                        pid,
+                        unguarded: true,
+                        ..
+                    } = *self.lock()
+                    {
+                        return Err(ProcessError::MainGuardMissing { pid });
+                    }
+                    return Ok(Some(code));
+                }
                 Err(pidfd) => pidfd,
             };
             let left = match deadline {
@@ -630,7 +635,9 @@ impl Process {
     /// # Errors
     ///
     /// [`ProcessError::NotStarted`], [`ProcessError::NotChild`] (called in another process than
-    /// the starter), [`ProcessError::Os`] when `waitpid` fails (someone else reaped the child).
+    /// the starter), [`ProcessError::Os`] when `waitpid` fails (someone else reaped the child),
+    /// [`ProcessError::MainGuardMissing`] for a spawned child that never reached
+    /// [`main_guard`](crate::main_guard) (its [`exitcode`](Process::exitcode) is still there).
     pub fn join(&self) -> Result<i32, ProcessError> {
         self.wait(None)
             .map(|c| c.expect("a wait without deadline returns a code"))

@@ -467,6 +467,11 @@ impl Workers for SpawnerWorkers {
         if self.spawner.is_alive() {
             return None;
         }
+        if let Err(e @ crate::ProcessError::MainGuardMissing { .. }) =
+            self.spawner.join_timeout(Duration::ZERO)
+        {
+            return Some(format!("the pool's spawner could not start: {e}"));
+        }
         let code = self.spawner.exitcode().unwrap_or(0);
         Some(format!(
             "the pool's spawner process died (exit code {code}), and its workers with it"

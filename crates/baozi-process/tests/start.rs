@@ -1,0 +1,312 @@
+//! Start methods: what a user relies on, under fork, spawn and forkserver alike (exit codes,
+//! daemon flag, name, terminate/kill, join timeouts, kill -9 in a loop, handles as task
+//! arguments, WorkerDied in pools), and the refusals (closures outside fork, fork from a
+//! multi-threaded process). `harness = false`: main calls `main_guard` first, as a program
+//! using spawn must.
+
+use std::time::{Duration, Instant};
+
+use baozi_process::{current_process, Pool, Process, ProcessError, StartMethod};
+use baozi_queue::Queue;
+
+mod common;
+use common::{e, run_cases, sleep_ms, Case};
+
+const METHODS: [StartMethod; 3] = [
+    StartMethod::Fork,
+    StartMethod::Spawn,
+    StartMethod::Forkserver,
+];
+
+// ---- tasks ----------------------------------------------------------------------------------
+
+fn code(n: i32) -> i32 {
+    n
+}
+
+fn nothing(_: ()) {}
+
+fn panics(msg: String) -> i32 {
+    panic!("{msg}")
+}
+
+fn exits(n: i32) -> i32 {
+    std::process::exit(n)
+}
+
+fn sleeps(ms: u64) -> i32 {
+    sleep_ms(ms);
+    0
+}
+
+/// 1 when the child sees itself as a daemon named `name`.
+fn identity(name: String) -> i32 {
+    let me = current_process();
+    i32::from(me.is_daemon()) * 10 + i32::from(me.name() == name)
+}
+
+fn doubles((q, x): (Queue<u64>, u64)) -> i32 {
+    match q.put(x * 2) {
+        Ok(()) => 0,
+        Err(_) => 3,
+    }
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn worker_pid(ms: u64) -> i32 {
+    sleep_ms(ms);
+    std::process::id() as i32
+}
+
+baozi_process::task! {
+    /// Registered by name; looked up by name in the parent.
+    fn named_triple(x: u64) -> u64 { x * 3 }
+}
+
+fn start(m: StartMethod, p: Process) -> Result<Process, String> {
+    let _ = m;
+    p.start().map_err(e)?;
+    Ok(p)
+}
+
+fn task<A, R>(m: StartMethod, f: fn(A) -> R, a: A) -> Result<Process, String>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned,
+    R: baozi_process::IntoExitCode,
+{
+    start(m, Process::builder().start_method(m).task(f, a).map_err(e)?)
+}
+
+// ---- cases ----------------------------------------------------------------------------------
+
+fn exit_codes_under_every_method() -> Result<(), String> {
+    for m in METHODS {
+        check!(task(m, code, 7)?.join().map_err(e)? == 7, "{m}: exit code");
+        check!(task(m, nothing, ())?.join().map_err(e)? == 0, "{m}: ()");
+        check!(task(m, exits, 4)?.join().map_err(e)? == 4, "{m}: exit(4)");
+        let p = task(m, panics, "no filling".to_string())?;
+        check!(p.join().map_err(e)? == 1, "{m}: a panic is exit code 1");
+        check!(p.exitcode() == Some(1));
+    }
+    Ok(())
+}
+
+fn name_daemon_terminate_kill_timeouts() -> Result<(), String> {
+    for m in METHODS {
+        let p = Process::builder()
+            .name("steamer")
+            .daemon(true)
+            .start_method(m)
+            .task(identity, "steamer".to_string())
+            .map_err(e)?;
+        p.start().map_err(e)?;
+        check!(
+            p.join().map_err(e)? == 11,
+            "{m}: the child's name and daemon flag"
+        );
+
+        let p = task(m, sleeps, 60_000)?;
+        let t = Instant::now();
+        check!(p
+            .join_timeout(Duration::from_millis(50))
+            .map_err(e)?
+            .is_none());
+        check!(t.elapsed() >= Duration::from_millis(50));
+        check!(p.is_alive(), "{m}: alive while sleeping");
+        p.terminate().map_err(e)?;
+        check!(p.join().map_err(e)? == -15, "{m}: terminate");
+
+        let p = task(m, sleeps, 60_000)?;
+        p.kill().map_err(e)?;
+        check!(p.join().map_err(e)? == -9, "{m}: kill");
+        check!(!p.is_alive());
+        check!(matches!(
+            p.start(),
+            Err(ProcessError::AlreadyStarted { .. })
+        ));
+    }
+    Ok(())
+}
+
+/// Children SIGKILLed at random moments of their start, under each method: every one is
+/// reaped with -9 (or 0, when it finished first), none is left behind (the runner checks).
+fn kill9_children_in_a_loop() -> Result<(), String> {
+    let iters: u64 = std::env::var("BAOZI_START_KILL_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for m in METHODS {
+        let mut killed = 0;
+        for _ in 0..iters {
+            let p = task(m, sleeps, 5)?;
+            sleep_ms(rand(8));
+            p.kill().map_err(e)?;
+            match p.join().map_err(e)? {
+                -9 => killed += 1,
+                0 => {}
+                other => return Err(format!("{m}: exit code {other} after kill -9")),
+            }
+        }
+        println!("    {m}: {iters} iterations, {killed} killed before they finished");
+    }
+    Ok(())
+}
+
+/// Handles are serde values: a queue made before the child goes to it as its argument.
+fn handles_as_task_arguments() -> Result<(), String> {
+    for m in METHODS {
+        let q: Queue<u64> = Queue::new(8, 4096).map_err(e)?;
+        let p = task(m, doubles, (q.clone(), 21))?;
+        check!(p.join().map_err(e)? == 0, "{m}: the child's put");
+        check!(
+            q.get_timeout(Duration::from_secs(5)).map_err(e)? == 42,
+            "{m}"
+        );
+    }
+    Ok(())
+}
+
+fn pools_under_every_method() -> Result<(), String> {
+    for m in METHODS {
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(m)
+            .build()
+            .map_err(e)?;
+        check!(
+            pool.map(square, 0..10u64).map_err(e)? == (0..10).map(|x| x * x).collect::<Vec<_>>()
+        );
+        let triple =
+            baozi_process::lookup_task::<u64, u64>(&format!("{}::named_triple", module_path!()))
+                .map_err(e)?;
+        check!(
+            pool.apply(triple, 5).map_err(e)? == 15,
+            "{m}: a task by name"
+        );
+        // A worker killed while it runs a task: its caller gets WorkerDied, the pool goes on.
+        let r = pool.apply_async(worker_pid, 60_000).map_err(e)?;
+        let pids = pool.worker_pids();
+        sleep_ms(100);
+        for pid in &pids {
+            // SAFETY: a signal to a pid.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        match r.get() {
+            Err(ProcessError::WorkerDied {
+                signal: Some(9), ..
+            }) => {}
+            other => return Err(format!("{m}: {other:?}")),
+        }
+        check!(
+            pool.apply(square, 3).map_err(e)? == 9,
+            "{m}: replaced workers"
+        );
+        pool.close();
+        pool.join().map_err(e)?;
+    }
+    Ok(())
+}
+
+/// A closure cannot cross spawn or forkserver: a clear error, and the process can still be
+/// started by fork.
+fn closures_need_fork() -> Result<(), String> {
+    for m in [StartMethod::Spawn, StartMethod::Forkserver] {
+        let p = Process::builder().start_method(m).spawn_fn(|| 3);
+        match p.start() {
+            Err(ProcessError::NeedsFork { method, .. }) if method == m => {}
+            other => return Err(format!("{m}: {other:?}")),
+        }
+        let built = Pool::builder()
+            .processes(1)
+            .start_method(m)
+            .initializer(|| {})
+            .build();
+        check!(
+            matches!(built, Err(ProcessError::NeedsFork { .. })),
+            "{m}: closure initializer: {built:?}"
+        );
+    }
+    let p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .spawn_fn(|| 3);
+    p.start().map_err(e)?;
+    check!(p.join().map_err(e)? == 3);
+    Ok(())
+}
+
+/// With another thread running, fork is refused (naming forkserver), and the default start
+/// method moves to forkserver for what can cross it.
+fn fork_with_threads_is_refused() -> Result<(), String> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = std::sync::Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            sleep_ms(5);
+        }
+    });
+    let result = (|| {
+        let p = Process::builder()
+            .start_method(StartMethod::Fork)
+            .spawn_fn(|| 0);
+        match p.start() {
+            Err(err @ ProcessError::ForkWithThreads { threads }) => {
+                check!(threads >= 2, "{threads}");
+                check!(err.to_string().contains("Forkserver"), "{err}");
+            }
+            other => return Err(format!("{other:?}")),
+        }
+        // The default for a closure is fork: the same refusal.
+        let p = Process::new(|| 0);
+        check!(matches!(
+            p.start(),
+            Err(ProcessError::ForkWithThreads { .. })
+        ));
+        check!(baozi_process::get_start_method() == StartMethod::Forkserver);
+        // A task and a pool take the default, forkserver, and work.
+        let p = Process::task(code, 5).map_err(e)?;
+        p.start().map_err(e)?;
+        check!(p.join().map_err(e)? == 5);
+        let pool = Pool::new(2).map_err(e)?;
+        check!(pool.apply(square, 4).map_err(e)? == 16);
+        let forked = Pool::builder()
+            .processes(1)
+            .start_method(StartMethod::Fork)
+            .build();
+        check!(matches!(forked, Err(ProcessError::ForkWithThreads { .. })));
+        Ok(())
+    })();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = thread.join();
+    result
+}
+
+const CASES: &[(&str, Case)] = &[
+    (
+        "exit_codes_under_every_method",
+        exit_codes_under_every_method,
+    ),
+    (
+        "name_daemon_terminate_kill_timeouts",
+        name_daemon_terminate_kill_timeouts,
+    ),
+    ("kill9_children_in_a_loop", kill9_children_in_a_loop),
+    ("handles_as_task_arguments", handles_as_task_arguments),
+    ("pools_under_every_method", pools_under_every_method),
+    ("closures_need_fork", closures_need_fork),
+    ("fork_with_threads_is_refused", fork_with_threads_is_refused),
+];
+
+fn main() {
+    baozi_process::main_guard();
+    run_cases(CASES);
+}
