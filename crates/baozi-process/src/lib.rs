@@ -109,7 +109,10 @@ pub use pool::{
     MIN_RESULTS_CAPACITY, MIN_TASK_CAPACITY,
 };
 pub use process::{Builder, IntoExitCode, Process, ProcessBody, DEFAULT_RESULT_CAPACITY};
-pub use start::{get_start_method, main_guard, set_start_method, StartMethod, UnknownStartMethod};
+pub use start::{
+    get_start_method, main_guard, set_start_method, stop_forkserver, StartMethod,
+    UnknownStartMethod,
+};
 pub use task::{lookup_task, registered_tasks, ErasedRun, TaskEntry};
 pub use wait::{wait, Waitable};
 

@@ -106,6 +106,14 @@ pub(crate) fn run_task_job(job: TaskJob) -> i32 {
     )
 }
 
+/// In a child forked by the forkserver `server`: as [`run_task_job`], with the server as the
+/// parent that a daemon dies with.
+pub(crate) fn run_served_job(job: TaskJob, server: sys::Pid) -> ! {
+    child::run(job.name, job.daemon, server, job.parent_name, move || {
+        job.call.run()
+    })
+}
+
 enum State {
     /// Made, not started; holds the target.
     Initial(Option<Target>),
@@ -117,6 +125,9 @@ enum State {
         pidfd: Option<Arc<OwnedFd>>,
         /// A spawned child's job, to tell whether it reached `main_guard`.
         spawned: Option<Spawned>,
+        /// A child of the program's forkserver (`Some` of the server's generation): the
+        /// server reaps it and reports its code.
+        served: Option<u64>,
     },
     /// Reaped. `unguarded`: a spawned child that never took its job (no `main_guard`).
     Exited {
@@ -310,8 +321,15 @@ impl Builder {
     }
 }
 
-/// A started child's pid (and job, when spawned), or the error and the target to keep.
-type StartResult = Result<(sys::Pid, Option<Spawned>), (ProcessError, Option<Target>)>;
+/// A started child: its pid, its job when spawned, its pidfd when the forkserver forked it.
+struct Started {
+    pid: sys::Pid,
+    spawned: Option<Spawned>,
+    served: Option<(OwnedFd, u64)>,
+}
+
+/// A started child, or the error and the target to keep.
+type StartResult = Result<Started, (ProcessError, Option<Target>)>;
 
 /// Longest sleep between checks when `pidfd_open` is unavailable (Linux < 5.3).
 const POLL_MAX: Duration = Duration::from_millis(20);
@@ -437,9 +455,15 @@ impl Process {
             _ => self.spawn_child(target, method, parent),
         };
         match started {
-            Ok((pid, spawned)) => {
+            Ok(Started {
+                pid,
+                spawned,
+                served,
+            }) => {
                 // Any failure (ENOSYS before 5.3, EMFILE) falls back to sleep-polling.
-                let pidfd = sys::pidfd_open(pid).ok().map(Arc::new);
+                let generation = served.as_ref().map(|(_, g)| *g);
+                let served_fd = served.map(|(fd, _)| Arc::new(fd));
+                let pidfd = served_fd.or_else(|| sys::pidfd_open(pid).ok().map(Arc::new));
                 if let Some(fd) = &pidfd {
                     let _ = self.sentinel.set(Arc::clone(fd));
                 }
@@ -449,6 +473,7 @@ impl Process {
                     parent,
                     pidfd,
                     spawned,
+                    served: generation,
                 };
                 Ok(())
             }
@@ -462,23 +487,34 @@ impl Process {
     /// A daemon child that is a spawned run of this program doing `job` (a pool's spawner or
     /// worker), already started; `keep` are fds it inherits.
     pub(crate) fn start_job(name: String, job: Job, keep: &[i32]) -> Result<Process, ProcessError> {
+        Process::start_job_with(name, job, keep, true)
+    }
+
+    /// As [`start_job`](Process::start_job), a daemon or not.
+    pub(crate) fn start_job_with(
+        name: String,
+        job: Job,
+        keep: &[i32],
+        daemon: bool,
+    ) -> Result<Process, ProcessError> {
         if current::is_daemon() && !matches!(job, Job::PoolWorker(_)) {
             return Err(ProcessError::DaemonicParent {
                 name: current::name(),
             });
         }
-        let spawned = Spawned::start(job, keep, true)?;
+        let spawned = Spawned::start(job, keep, daemon)?;
         let pid = spawned.pid;
         let pidfd = sys::pidfd_open(pid).ok().map(Arc::new);
         let p = Process {
             name,
-            daemon: true,
+            daemon,
             method: Some(StartMethod::Spawn),
             state: Mutex::new(State::Running {
                 pid,
                 parent: sys::getpid(),
                 pidfd: pidfd.clone(),
                 spawned: Some(spawned),
+                served: None,
             }),
             sentinel: OnceLock::new(),
         };
@@ -503,7 +539,11 @@ impl Process {
                     Target::Task(call) => call.run(),
                 })
             }
-            Ok(sys::Forked::Parent(pid)) => Ok((pid, None)),
+            Ok(sys::Forked::Parent(pid)) => Ok(Started {
+                pid,
+                spawned: None,
+                served: None,
+            }),
         }
     }
 
@@ -534,8 +574,22 @@ impl Process {
             parent_name: current::name(),
             call,
         };
+        if method == StartMethod::Forkserver {
+            return match start::start_served(&job) {
+                Ok((pid, pidfd, generation)) => Ok(Started {
+                    pid,
+                    spawned: None,
+                    served: Some((pidfd, generation)),
+                }),
+                Err(e) => Err((e, Some(Target::Task(job.call)))),
+            };
+        }
         match Spawned::start(Job::Task(job), &[], self.daemon) {
-            Ok(spawned) => Ok((spawned.pid, Some(spawned))),
+            Ok(spawned) => Ok(Started {
+                pid: spawned.pid,
+                spawned: Some(spawned),
+                served: None,
+            }),
             // The job (and its call) went into the failed attempt: the process cannot be
             // started again.
             Err(e) => Err((e, None)),
@@ -556,6 +610,7 @@ impl Process {
                 parent,
                 pidfd,
                 spawned,
+                served,
             } => {
                 let pid = *pid;
                 if *parent != sys::getpid() {
@@ -564,7 +619,12 @@ impl Process {
                         pid,
                     });
                 }
-                match sys::try_reap(pid) {
+                let reaped = if let Some(generation) = *served {
+                    start::served_exit_code(pid, generation)
+                } else {
+                    sys::try_reap(pid).map_err(|source| ProcessError::Os { op, pid, source })
+                };
+                match reaped {
                     Ok(Some(code)) => {
                         // Killed before it got there, or its exec failed (127): not the guard.
                         let unguarded = code >= 0
@@ -579,7 +639,7 @@ impl Process {
                         Ok(Ok(code))
                     }
                     Ok(None) => Ok(Err(pidfd.clone())),
-                    Err(source) => Err(ProcessError::Os { op, pid, source }),
+                    Err(e) => Err(e),
                 }
             }
         }
@@ -614,11 +674,17 @@ impl Process {
                 // Sleeps in poll until the child exits (the pidfd turns readable) or time is up;
                 // the lock is not held, so other threads may signal the child meanwhile.
                 Some(fd) => {
-                    sys::poll_readable(&fd, left).map_err(|source| ProcessError::Os {
-                        op: "wait for",
-                        pid: self.pid().unwrap_or(0),
-                        source,
-                    })?;
+                    let exited =
+                        sys::poll_readable(&fd, left).map_err(|source| ProcessError::Os {
+                            op: "wait for",
+                            pid: self.pid().unwrap_or(0),
+                            source,
+                        })?;
+                    // A forkserver's child has exited; the server's report follows within
+                    // microseconds (its pidfd stays readable meanwhile: do not spin on it).
+                    if exited && self.served() {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
                 }
                 // No pidfd (Linux < 5.3): sleep-poll, 1 ms doubling to 20 ms, never past the deadline.
                 None => {
@@ -652,6 +718,17 @@ impl Process {
     /// As [`join`](Process::join).
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>, ProcessError> {
         self.wait(Some(Instant::now() + timeout))
+    }
+
+    /// Whether the child is the forkserver's (it reaps it).
+    fn served(&self) -> bool {
+        matches!(
+            &*self.lock(),
+            State::Running {
+                served: Some(_),
+                ..
+            }
+        )
     }
 
     /// The child's pidfd while it runs unreaped (`None` before start, after reaping, or where
@@ -724,6 +801,30 @@ impl Process {
             }),
             // Already reaped: nothing to signal (and the pid may be someone else's by now).
             State::Exited { .. } => Ok(()),
+            State::Running {
+                pid,
+                parent,
+                served: Some(_),
+                pidfd: Some(fd),
+                ..
+            } => {
+                if *parent != sys::getpid() {
+                    return Err(ProcessError::NotChild {
+                        name: self.name.clone(),
+                        pid: *pid,
+                    });
+                }
+                // The forkserver reaps it: only its pidfd names it for sure. ESRCH: it has
+                // exited (and may be reaped already): nothing to signal, as after a join.
+                match sys::pidfd_signal(fd, sig) {
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                    r => r.map_err(|source| ProcessError::Os {
+                        op: "signal",
+                        pid: *pid,
+                        source,
+                    }),
+                }
+            }
             State::Running { pid, parent, .. } => {
                 if *parent != sys::getpid() {
                     return Err(ProcessError::NotChild {
@@ -764,6 +865,25 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let State::Running {
+            pid,
+            parent,
+            served: Some(_),
+            ..
+        } = *state
+        {
+            if parent != sys::getpid() {
+                return;
+            }
+            if self.daemon {
+                let _ = self.kill();
+            }
+            // The forkserver reaps it; wait for its report (an error: the server is gone).
+            let _ = self.wait(None);
+            family::unregister(pid);
+            return;
+        }
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if let State::Running { pid, parent, .. } = *state {
             if parent != sys::getpid() {

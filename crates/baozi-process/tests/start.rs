@@ -52,6 +52,12 @@ fn doubles((q, x): (Queue<u64>, u64)) -> i32 {
     }
 }
 
+fn parent_pid_into((q, _): (Queue<i32>, ())) -> i32 {
+    // SAFETY: getppid touches no memory.
+    let ppid = unsafe { libc::getppid() };
+    i32::from(q.put(ppid).is_err())
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -290,7 +296,48 @@ fn fork_with_threads_is_refused() -> Result<(), String> {
     result
 }
 
+/// One forkserver serves every forkserver child of the program; killed, its children's
+/// joins fail instead of hanging (its daemon children die with it), and the next start
+/// makes a new one.
+fn one_forkserver_per_program() -> Result<(), String> {
+    let m = StartMethod::Forkserver;
+    let q: Queue<i32> = Queue::new(8, 4096).map_err(e)?;
+    let mut parents = Vec::new();
+    for _ in 0..3 {
+        let p = task(m, parent_pid_into, (q.clone(), ()))?;
+        check!(p.join().map_err(e)? == 0);
+        parents.push(q.get_timeout(Duration::from_secs(5)).map_err(e)?);
+    }
+    let me = std::process::id() as i32;
+    check!(
+        parents.iter().all(|&p| p == parents[0] && p != me),
+        "{parents:?}, me {me}"
+    );
+    let server = parents[0];
+    let daemon = Process::builder()
+        .daemon(true)
+        .start_method(m)
+        .task(sleeps, 60_000)
+        .map_err(e)?;
+    daemon.start().map_err(e)?;
+    // SAFETY: a signal to a pid.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    let t = Instant::now();
+    check!(daemon.join().is_err(), "no exit code without the server");
+    check!(t.elapsed() < Duration::from_secs(5));
+    check!(task(m, code, 9)?.join().map_err(e)? == 9, "a new server");
+    // The orphaned daemon came to this case process (a subreaper, as init would be): reap it,
+    // and the killed server if nothing did, before the runner counts children.
+    for pid in [server, daemon.pid().unwrap_or(0)] {
+        let mut status = 0;
+        // SAFETY: a valid, writable int.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
+    Ok(())
+}
+
 const CASES: &[(&str, Case)] = &[
+    ("one_forkserver_per_program", one_forkserver_per_program),
     (
         "exit_codes_under_every_method",
         exit_codes_under_every_method,

@@ -22,6 +22,8 @@ pub(crate) enum Job {
     PoolSpawner(crate::pool::SpawnerJob),
     /// A pool worker (spawn pools).
     PoolWorker(crate::pool::WorkerJob),
+    /// The program's forkserver.
+    Forkserver(super::forkserver::ForkserverJob),
 }
 
 /// The job with the mark of the image that sent it.
@@ -127,6 +129,7 @@ pub fn main_guard() {
         Job::Task(job) => crate::process::run_task_job(job),
         Job::PoolSpawner(job) => crate::pool::run_spawner_job(job),
         Job::PoolWorker(job) => crate::pool::run_worker_job(job),
+        Job::Forkserver(job) => super::forkserver::run_server(job),
     };
     sys::exit_now(code)
 }

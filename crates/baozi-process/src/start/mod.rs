@@ -9,15 +9,17 @@
 //!   of `main`, sends the new process to its task instead of the program's own `main`. The
 //!   child starts clean (one thread, fresh heap), and takes a plain function and serde
 //!   arguments.
-//! * **Forkserver**: a pool's spawner (the single-threaded process that starts its workers) is
-//!   itself spawned, then forks every worker: children as clean as spawn's, started at the cost
-//!   of a fork. For a single [`Process`](crate::Process), which has no spawner, it is Spawn.
+//! * **Forkserver**: a spawned single-threaded server forks the children: as clean as spawn's,
+//!   started at the cost of a fork. A [`Process`](crate::Process) uses the program's one
+//!   forkserver (started on first use; [`stop_forkserver`]); a [`Pool`](crate::Pool) uses its
+//!   own spawner, which it spawns, as that server.
 //!
 //! The default when nothing is set ([`set_start_method`], `BAOZI_START_METHOD`): Fork while
 //! the calling process has one thread (then it is safe, it is the fastest, and it is the only
 //! method that runs capturing closures), Forkserver once it has more (Python 3.14's default,
 //! for the same reason).
 
+mod forkserver;
 mod image;
 mod job;
 
@@ -30,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::ProcessError;
 use crate::sys;
 
+pub use forkserver::stop_forkserver;
+pub(crate) use forkserver::{exit_code as served_exit_code, start_child as start_served};
 pub(crate) use image::FnRef;
 pub use job::main_guard;
 pub(crate) use job::{refuse_unguarded, Job, Spawned};
@@ -50,8 +54,9 @@ pub enum StartMethod {
     /// Run this program again (`/proc/self/exe`), which [`main_guard`] sends to its task:
     /// a clean child, safe from any parent. Tasks are plain functions with serde arguments.
     Spawn,
-    /// Pools: a spawned single-threaded spawner forks the workers (clean children at the cost
-    /// of a fork). A single `Process`: as `Spawn`.
+    /// A spawned single-threaded server forks the children: clean children at the cost of a
+    /// fork (the program's forkserver for a `Process`, the pool's spawner for a pool). Tasks
+    /// as for `Spawn`.
     Forkserver,
 }
 

@@ -83,6 +83,8 @@ fn run_case(case: Case) -> Result<(), String> {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         }
         let r = std::panic::catch_unwind(case).unwrap_or_else(|_| Err("case panicked".into()));
+        // The program's forkserver, if the case started one, is a child too.
+        baozi_process::stop_forkserver();
         let r = r.and_then(|()| {
             let left = children();
             if left.is_empty() {
