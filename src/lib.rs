@@ -24,7 +24,8 @@ pub mod process {
 
 pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value};
 pub use baozi_process::{
-    current_process, spawn, AsyncResult, JoinHandle, Pool, Process, ProcessError,
+    current_process, get_start_method, lookup_task, main_guard, set_start_method, spawn, task,
+    AsyncResult, JoinHandle, Pool, Process, ProcessError, StartMethod,
 };
 #[cfg(feature = "serde")]
 pub use baozi_queue::Serde;

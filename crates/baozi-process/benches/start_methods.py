@@ -60,7 +60,7 @@ def main():
 
             ap = best(apply)
             mp_ = best(pmap)
-        print(f"{m:<11} {sj*1e6:>11.1} µs {ps*1e6:>11.1} µs {ap*1e6:>11.2} µs {mp_*1e6:>13.2} µs")
+        print(f"{m:<11} {sj*1e6:>11.1f} µs {ps*1e6:>11.1f} µs {ap*1e6:>11.2f} µs {mp_*1e6:>13.2f} µs")
 
 
 if __name__ == "__main__":
