@@ -123,6 +123,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod body;
 mod child;
 mod current;
 mod error;
@@ -135,6 +136,7 @@ mod sys;
 mod task;
 mod wait;
 
+pub use body::{IntoExitCode, ProcessBody};
 pub use current::{cpu_count, current_process, parent_pid, CurrentProcess};
 pub use error::ProcessError;
 pub use family::{active_children, parent_process, ActiveChild, ParentProcess};
@@ -143,7 +145,7 @@ pub use pool::{
     AsyncResult, Chunked, IMap, Pool, PoolBuilder, DEFAULT_RESULTS_CAPACITY, DEFAULT_TASK_CAPACITY,
     MIN_RESULTS_CAPACITY, MIN_TASK_CAPACITY,
 };
-pub use process::{Builder, IntoExitCode, Process, ProcessBody, DEFAULT_RESULT_CAPACITY};
+pub use process::{Builder, Process, DEFAULT_RESULT_CAPACITY};
 pub use start::{
     get_start_method, main_guard, set_start_method, stop_forkserver, StartMethod,
     UnknownStartMethod,

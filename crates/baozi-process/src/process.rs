@@ -7,8 +7,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 
+use crate::body::{IntoExitCode, ProcessBody};
 use crate::child;
 use crate::current;
 use crate::error::ProcessError;
@@ -16,65 +17,7 @@ use crate::family;
 use crate::handle::JoinHandle;
 use crate::start::{self, Job, Spawned, StartMethod};
 use crate::sys;
-use crate::task::TaskCall;
-
-/// What a child's closure may return: its exit code.
-///
-/// | returns | exit code |
-/// |---|---|
-/// | `()` | 0 |
-/// | `i32` | that number (the parent sees only its low 8 bits: `exit(256)` reads as 0) |
-/// | `Result<T, E>` | `Ok(t)`: `t`'s code; `Err(e)`: 1, after `Error: {e:?}` on stderr, as `main` does |
-///
-/// A panic gives 1, like an uncaught exception in Python; a signal gives minus its number.
-pub trait IntoExitCode {
-    /// The exit code this value stands for.
-    fn into_exit_code(self) -> i32;
-}
-
-impl IntoExitCode for () {
-    fn into_exit_code(self) -> i32 {
-        0
-    }
-}
-
-impl IntoExitCode for i32 {
-    fn into_exit_code(self) -> i32 {
-        self
-    }
-}
-
-impl<T: IntoExitCode, E: fmt::Debug> IntoExitCode for Result<T, E> {
-    fn into_exit_code(self) -> i32 {
-        match self {
-            Ok(t) => t.into_exit_code(),
-            Err(e) => {
-                eprintln!("Error: {e:?}");
-                1
-            }
-        }
-    }
-}
-
-/// A type that is a process's body: Python's `Process` subclass that overrides `run`.
-///
-/// The value is moved into the child at the fork (it is there as the parent made it, see the
-/// crate doc's "Passing closures across fork") and [`run`](ProcessBody::run) is called there;
-/// its output is the exit code ([`IntoExitCode`]). Start one with [`Process::from_body`] or
-/// [`Builder::body`]. A closure does the same job; a type names it, carries its own state and
-/// may give the process its name.
-pub trait ProcessBody: Send + 'static {
-    /// What `run` returns: `()`, an `i32` exit code, or a `Result` (see [`IntoExitCode`]).
-    type Output: IntoExitCode;
-
-    /// The child's work; runs in the child, once.
-    fn run(self) -> Self::Output;
-
-    /// The process's name, unless the builder gives one (default: `Process-N`).
-    fn name(&self) -> Option<String> {
-        None
-    }
-}
+use crate::task::{TaskCall, TaskJob};
 
 /// What a child runs: a closure (it crosses only by fork), or a function with serde
 /// arguments (it crosses by any start method).
@@ -83,35 +26,6 @@ pub(crate) enum Target {
     Closure(Box<dyn FnOnce() -> i32 + Send + 'static>),
     /// A plain function and its encoded argument.
     Task(TaskCall),
-}
-
-/// What a spawned child started with a task needs: its identity and its call.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct TaskJob {
-    name: String,
-    daemon: bool,
-    parent: sys::Pid,
-    parent_name: String,
-    call: TaskCall,
-}
-
-/// In a spawned child: runs its task as a forked child runs its closure (never returns).
-pub(crate) fn run_task_job(job: TaskJob) -> i32 {
-    child::run(
-        job.name,
-        job.daemon,
-        job.parent,
-        job.parent_name,
-        move || job.call.run(),
-    )
-}
-
-/// In a child forked by the forkserver `server`: as [`run_task_job`], with the server as the
-/// parent that a daemon dies with.
-pub(crate) fn run_served_job(job: TaskJob, server: sys::Pid) -> ! {
-    child::run(job.name, job.daemon, server, job.parent_name, move || {
-        job.call.run()
-    })
 }
 
 enum State {

@@ -7,9 +7,40 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::body::IntoExitCode;
+use crate::child;
 use crate::error::ProcessError;
-use crate::process::IntoExitCode;
 use crate::start::FnRef;
+use crate::sys;
+
+/// What a spawned child started with a task needs: its identity and its call.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TaskJob {
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) parent: sys::Pid,
+    pub(crate) parent_name: String,
+    pub(crate) call: TaskCall,
+}
+
+/// In a spawned child: runs its task as a forked child runs its closure (never returns).
+pub(crate) fn run_task_job(job: TaskJob) -> i32 {
+    child::run(
+        job.name,
+        job.daemon,
+        job.parent,
+        job.parent_name,
+        move || job.call.run(),
+    )
+}
+
+/// In a child forked by the forkserver `server`: as [`run_task_job`], with the server as the
+/// parent that a daemon dies with.
+pub(crate) fn run_served_job(job: TaskJob, server: sys::Pid) -> ! {
+    child::run(job.name, job.daemon, server, job.parent_name, move || {
+        job.call.run()
+    })
+}
 
 /// A process trampoline: (function address, encoded argument) → exit code.
 type ProcessTrampoline = unsafe fn(usize, &[u8]) -> i32;

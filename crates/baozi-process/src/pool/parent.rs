@@ -17,9 +17,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use baozi_queue::{GetError, Queue};
+use baozi_queue::Queue;
 
 use super::call::Call;
 use super::proto::{self, Event, Failure, TaskMsg};
@@ -33,9 +33,6 @@ pub(crate) const INBOX_DEPTH: usize = 2;
 
 /// Workers per slot that may die in a row without finishing a task before the pool gives up.
 const FRUITLESS_EXITS_PER_SLOT: usize = 10;
-
-/// How often the result thread checks the spawner when no event comes.
-const TICK: Duration = Duration::from_millis(200);
 
 /// The pool's life: Running → Closed → (joined), or → Terminated / Broken at any time.
 #[derive(Clone, Debug)]
@@ -129,7 +126,7 @@ pub(crate) struct State {
     pub(crate) quit: bool,
     /// Something a waiter may be waiting for happened (a call settled, a slot ended): the
     /// result thread wakes the waiters. Results that settle nothing wake nobody.
-    wake: bool,
+    pub(super) wake: bool,
     /// Calls found portable (spawn and forkserver pools check each call once).
     portable: HashSet<(FnRef, FnRef)>,
 }
@@ -418,7 +415,7 @@ impl State {
     }
 
     /// The callbacks whose calls have settled, each with its call's results.
-    fn take_due(&mut self) -> Vec<(Callback, Chunks)> {
+    pub(super) fn take_due(&mut self) -> Vec<(Callback, Chunks)> {
         let mut out = Vec::new();
         for first in std::mem::take(&mut self.due) {
             if let Some((id, cb)) = self.callbacks.remove(&first) {
@@ -535,7 +532,7 @@ impl State {
 
     /// Gives pending tasks to live workers with room, least loaded first; after `close`, tells
     /// idle workers to stop once nothing is pending.
-    fn dispatch(&mut self, shared: &Shared) {
+    pub(super) fn dispatch(&mut self, shared: &Shared) {
         while !self.pending.is_empty() {
             let best = self
                 .slots
@@ -644,7 +641,7 @@ impl State {
     }
 
     /// Takes one event from the results queue into account.
-    fn on_event(&mut self, shared: &Shared, event: Event) {
+    pub(super) fn on_event(&mut self, shared: &Shared, event: Event) {
         if matches!(self.phase, Phase::Terminated | Phase::Broken(_)) {
             return;
         }
@@ -774,51 +771,6 @@ impl State {
         if respawn {
             self.slots[slot] = Slot::Starting;
             self.start_worker(slot as u32);
-        }
-    }
-}
-
-/// The parent's result thread: reads the results queue, settles tasks, feeds workers, and
-/// watches the spawner.
-pub(crate) fn result_thread(shared: Arc<Shared>) {
-    loop {
-        let got = shared.results.get_timeout(TICK);
-        let mut st = shared.lock();
-        match got {
-            Ok(bytes) => match proto::decode::<Event>(&bytes) {
-                Some(ev) => st.on_event(&shared, ev),
-                None => st.break_pool("a garbled message came through the results queue".into()),
-            },
-            Err(GetError::Empty) => {
-                if matches!(st.phase, Phase::Running | Phase::Closed) {
-                    if let Some(why) = shared.workers.lost() {
-                        st.break_pool(why);
-                    }
-                }
-            }
-            Err(e) => {
-                st.break_pool(format!("the results queue failed: {e}"));
-                drop(st);
-                shared.notify();
-                std::thread::sleep(TICK);
-                st = shared.lock();
-            }
-        }
-        st.dispatch(&shared);
-        let quit = st.quit;
-        let wake = std::mem::take(&mut st.wake);
-        let due = st.take_due();
-        drop(st);
-        if wake || quit {
-            shared.notify();
-        }
-        for (callback, result) in due {
-            // A panicking callback must not take the result thread (and every caller) down;
-            // the panic hook has printed it.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (callback.0)(result)));
-        }
-        if quit {
-            return;
         }
     }
 }

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::job::Job;
 use crate::error::ProcessError;
-use crate::process::{Process, TaskJob};
+use crate::process::Process;
 use crate::sys;
+use crate::task::TaskJob;
 
 /// What the server needs: its two sockets (inherited fds) and the program's pid.
 #[derive(Serialize, Deserialize)]
@@ -257,7 +258,7 @@ fn fork_child(
             // The program must see end-of-file when the server goes, whatever children live.
             sys::close_in_child(ctl.as_raw_fd());
             sys::close_in_child(status.as_raw_fd());
-            crate::process::run_served_job(job, server)
+            crate::task::run_served_job(job, server)
         }
         sys::Forked::Parent(pid) => Ok((pid, sys::pidfd_open(pid)?)),
     }

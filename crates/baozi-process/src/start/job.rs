@@ -17,7 +17,7 @@ const ENV: &str = "BAOZI_SPAWNED_JOB";
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Job {
     /// A [`Process`](crate::Process) started with a task.
-    Task(crate::process::TaskJob),
+    Task(crate::task::TaskJob),
     /// A pool's spawner (forkserver and spawn pools).
     PoolSpawner(crate::pool::SpawnerJob),
     /// A pool worker (spawn pools).
@@ -126,7 +126,7 @@ pub fn main_guard() {
         Err(why) => fail(&why),
     };
     let code = match envelope.job {
-        Job::Task(job) => crate::process::run_task_job(job),
+        Job::Task(job) => crate::task::run_task_job(job),
         Job::PoolSpawner(job) => crate::pool::run_spawner_job(job),
         Job::PoolWorker(job) => crate::pool::run_worker_job(job),
         Job::Forkserver(job) => super::forkserver::run_server(job),
