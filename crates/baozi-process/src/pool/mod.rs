@@ -1,5 +1,5 @@
-//! [`Pool`]: Python's `multiprocessing.Pool` over fork, where a worker that dies never hangs
-//! the caller.
+//! [`Pool`]: Python's `multiprocessing.Pool` under fork, spawn or forkserver, where a worker
+//! that dies never hangs the caller.
 //!
 //! # How it is built
 //!
@@ -16,9 +16,11 @@
 //! (unlike `concurrent.futures`) and never waits for a result that cannot come (unlike
 //! CPython's `Pool`, bpo-22393). The reasoning is in `parent.rs`.
 //!
-//! Workers are forked by a single-threaded spawner process made at [`Pool::new`], not by the
+//! Workers are started by a single-threaded spawner process made at [`Pool::new`], not by the
 //! parent, which by then has a result thread: a fork of a multi-threaded process can inherit a
-//! lock that some other thread held (stdout's, a `Mutex`), and hang on it.
+//! lock that some other thread held (stdout's, a `Mutex`), and hang on it. The start method
+//! decides how the spawner and the workers begin (`spawner.rs`); the parent's bookkeeping
+//! reaches them only through the [`Workers`](workers::Workers) trait (`workers.rs`).
 
 mod call;
 mod chunked;
@@ -71,8 +73,10 @@ pub const DEFAULT_RESULTS_CAPACITY: usize = 16 << 20;
 /// # Functions and arguments
 ///
 /// A task is a plain function (`fn(A) -> R`; `fn(A, B) -> R` for
-/// [`starmap`](Pool::starmap)), not a capturing closure: it crosses to the worker as an
-/// address, valid there because every worker is a fork of this program (same binary image).
+/// [`starmap`](Pool::starmap)), not a capturing closure: it crosses to the worker as its place
+/// in the program's executable, valid there because every worker runs this program (a fork of
+/// it, or, under spawn and forkserver, a run of the same executable), the same way under
+/// every [start method](PoolBuilder::start_method).
 /// Arguments and results cross as serde values (postcard), so `A: Serialize` and
 /// `R: DeserializeOwned` in the parent, and the reverse in the workers. What a capturing
 /// closure would carry, put in the [`initializer`](PoolBuilder::initializer) (it runs in each
@@ -286,9 +290,10 @@ impl PoolBuilder {
     /// left it is [broken](ProcessError::PoolBroken) with the fork's error, so that no task
     /// waits for a worker that will never come.
     ///
-    /// Call it before the program starts threads of its own, as for
-    /// [`Process::start`](crate::Process::start): the spawner is forked from the calling
-    /// thread.
+    /// With [`StartMethod::Fork`] the spawner is forked from the calling thread, so the
+    /// process must have no other thread then ([`ProcessError::ForkWithThreads`]); the default
+    /// start method turns to forkserver by itself once the process has threads (see
+    /// [`start_method`](PoolBuilder::start_method)).
     ///
     /// # Errors
     ///
@@ -297,7 +302,10 @@ impl PoolBuilder {
     /// [`ProcessError::PoolSetup`] when a queue cannot be mapped (an out-of-range capacity) or
     /// the pipe cannot be made, [`ProcessError::Fork`] when the spawner or a worker cannot be
     /// forked (e.g. `EAGAIN` under `RLIMIT_NPROC`), [`ProcessError::DaemonicParent`] in a
-    /// daemonic process (a pool worker, for one).
+    /// daemonic process (a pool worker, for one), [`ProcessError::ForkWithThreads`],
+    /// [`ProcessError::NeedsFork`] for a closure initializer under spawn or forkserver,
+    /// [`ProcessError::MainGuardMissing`] in a spawned child that skipped
+    /// [`main_guard`](crate::main_guard).
     pub fn build(self) -> Result<Pool, ProcessError> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 || processes > u32::MAX as usize {
