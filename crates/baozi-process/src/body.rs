@@ -45,8 +45,8 @@ impl<T: IntoExitCode, E: fmt::Debug> IntoExitCode for Result<T, E> {
 ///
 /// The value is moved into the child at the fork (it is there as the parent made it, see the
 /// crate doc's "Passing closures across fork") and [`run`](ProcessBody::run) is called there;
-/// its output is the exit code ([`IntoExitCode`]). Start one with [`Process::from_body`] or
-/// [`Builder::body`]. A closure does the same job; a type names it, carries its own state and
+/// its output is the exit code ([`IntoExitCode`]). Start one with [`Process::from_body`](crate::Process::from_body) or
+/// [`Builder::body`](crate::Builder::body). A closure does the same job; a type names it, carries its own state and
 /// may give the process its name.
 pub trait ProcessBody: Send + 'static {
     /// What `run` returns: `()`, an `i32` exit code, or a `Result` (see [`IntoExitCode`]).
