@@ -24,8 +24,9 @@ pub mod process {
 
 pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value};
 pub use baozi_process::{
-    current_process, get_start_method, lookup_task, main_guard, set_start_method, spawn, task,
-    AsyncResult, JoinHandle, Pool, Process, ProcessError, StartMethod,
+    current_process, get_start_method, guard_before_main, lookup_task, main_guard,
+    set_start_method, spawn, task, AsyncResult, JoinHandle, Pool, Process, ProcessError,
+    StartMethod,
 };
 #[cfg(feature = "serde")]
 pub use baozi_queue::Serde;

@@ -134,6 +134,42 @@ pub fn main_guard() {
     sys::exit_now(code)
 }
 
+/// [`main_guard`] for a program whose `main` you do not write: a test binary with libtest's
+/// harness (`#[test]` functions; `cargo test`'s default), a benchmark harness. Put it once at
+/// the top level of the file; it registers a function that the loader runs before `main`
+/// (an `.init_array` entry, as the `task!` registry's), which does what `main_guard()` does.
+///
+/// ```
+/// baozi_process::guard_before_main!();
+///
+/// fn steam(minutes: u32) -> i32 { minutes as i32 }
+///
+/// # fn main() -> Result<(), baozi_process::ProcessError> {
+/// // In a #[test] (libtest runs it on a thread of its own: fork is refused there).
+/// let p = baozi_process::Process::builder()
+///     .start_method(baozi_process::StartMethod::Spawn)
+///     .task(steam, 3)?;
+/// p.start()?;
+/// assert_eq!(p.join()?, 3);
+/// # Ok(()) }
+/// ```
+///
+/// Before `main`, std has not set up the main thread's name or its stack-overflow message; a
+/// task's panic still prints and gives exit code 1.
+#[macro_export]
+macro_rules! guard_before_main {
+    () => {
+        #[used]
+        #[link_section = ".init_array"]
+        static __BAOZI_GUARD_BEFORE_MAIN: extern "C" fn() = {
+            extern "C" fn __baozi_guard_before_main() {
+                $crate::main_guard();
+            }
+            __baozi_guard_before_main
+        };
+    };
+}
+
 fn fail(why: &str) -> ! {
     eprintln!("baozi: a spawned child cannot run its job: {why}");
     sys::exit_now(2)
