@@ -58,6 +58,18 @@ fn parent_pid_into((q, _): (Queue<i32>, ())) -> i32 {
     i32::from(q.put(ppid).is_err())
 }
 
+/// A daemon may not start children: 7 when the start is refused so.
+fn starts_a_grandchild(m: StartMethod) -> i32 {
+    let p = match Process::builder().start_method(m).task(code, 1) {
+        Ok(p) => p,
+        Err(_) => return 2,
+    };
+    match p.start() {
+        Err(ProcessError::DaemonicParent { .. }) => 7,
+        _ => 3,
+    }
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -336,7 +348,67 @@ fn one_forkserver_per_program() -> Result<(), String> {
     Ok(())
 }
 
+/// Drop, sentinels and `wait`, `active_children`, and the daemon rule, under every method.
+fn drop_wait_children_daemons() -> Result<(), String> {
+    for m in METHODS {
+        // A dropped daemon is killed and reaped; a dropped non-daemon is joined.
+        let d = Process::builder()
+            .daemon(true)
+            .start_method(m)
+            .task(sleeps, 60_000)
+            .map_err(e)?;
+        d.start().map_err(e)?;
+        let dpid = d.pid().ok_or("no pid")?;
+        let t = Instant::now();
+        drop(d);
+        check!(
+            t.elapsed() < Duration::from_secs(5),
+            "{m}: daemon drop waited"
+        );
+        check!(!common::running(dpid), "{m}: the dropped daemon still runs");
+        let n = task(m, sleeps, 100)?;
+        let t = Instant::now();
+        drop(n);
+        check!(
+            t.elapsed() >= Duration::from_millis(90),
+            "{m}: non-daemon drop did not join"
+        );
+
+        // wait() over sentinels: the short one first.
+        let slow = task(m, sleeps, 60_000)?;
+        let fast = task(m, sleeps, 20)?;
+        let names: Vec<i32> = baozi_process::active_children()
+            .iter()
+            .map(|c| c.pid())
+            .collect();
+        check!(
+            names.contains(&slow.pid().unwrap_or(0)) && names.contains(&fast.pid().unwrap_or(0)),
+            "{m}: active_children {names:?}"
+        );
+        let ready =
+            baozi_process::wait(&[&slow, &fast], Some(Duration::from_secs(10))).map_err(e)?;
+        check!(ready == [1], "{m}: wait gave {ready:?}");
+        check!(fast.join().map_err(e)? == 0);
+        slow.kill().map_err(e)?;
+        check!(slow.join().map_err(e)? == -9);
+
+        // A daemon may not have children, whatever its start method.
+        let p = Process::builder()
+            .daemon(true)
+            .start_method(m)
+            .task(starts_a_grandchild, m)
+            .map_err(e)?;
+        p.start().map_err(e)?;
+        check!(
+            p.join().map_err(e)? == 7,
+            "{m}: a daemon's child was not refused"
+        );
+    }
+    Ok(())
+}
+
 const CASES: &[(&str, Case)] = &[
+    ("drop_wait_children_daemons", drop_wait_children_daemons),
     ("one_forkserver_per_program", one_forkserver_per_program),
     (
         "exit_codes_under_every_method",
