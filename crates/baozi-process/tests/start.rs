@@ -407,7 +407,108 @@ fn drop_wait_children_daemons() -> Result<(), String> {
     Ok(())
 }
 
+fn ppid_of_me(q: Queue<i32>) -> i32 {
+    // SAFETY: getppid touches no memory.
+    let pair = [std::process::id() as i32, unsafe { libc::getppid() }];
+    if pair.iter().all(|&p| q.put(p).is_ok()) {
+        sleep_ms(60_000);
+    }
+    0
+}
+
+/// The program SIGKILLed: its forkserver leaves (its socket closed) and takes the daemon
+/// children with it.
+fn forkserver_dies_with_the_program() -> Result<(), String> {
+    let q: Queue<i32> = Queue::new(8, 4096).map_err(e)?;
+    let theirs = q.clone();
+    // SAFETY: single-threaded case process; the child leaves with _exit or is killed.
+    let owner = unsafe { libc::fork() };
+    if owner == 0 {
+        let p = Process::builder()
+            .daemon(true)
+            .start_method(StartMethod::Forkserver)
+            .task(ppid_of_me, theirs)
+            .and_then(|p| p.start().map(|()| p));
+        if p.is_ok() {
+            sleep_ms(60_000);
+        }
+        // SAFETY: leaves the child.
+        unsafe { libc::_exit(1) };
+    }
+    let child = q.get_timeout(Duration::from_secs(10)).map_err(e)?;
+    let server = q.get_timeout(Duration::from_secs(10)).map_err(e)?;
+    check!(server != owner && common::running(server) && common::running(child));
+    // SAFETY: a signal to our own child, then its reaping.
+    unsafe {
+        libc::kill(owner, libc::SIGKILL);
+        libc::waitpid(owner, std::ptr::null_mut(), 0);
+    }
+    let t = Instant::now();
+    while (common::running(server) || common::running(child))
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        sleep_ms(5);
+    }
+    check!(
+        !common::running(server),
+        "the forkserver outlived its program"
+    );
+    check!(
+        !common::running(child),
+        "a daemon child outlived its forkserver"
+    );
+    // The orphans came to this case process (a subreaper): reap them.
+    let t = Instant::now();
+    while !common::children().is_empty() && t.elapsed() < Duration::from_secs(2) {
+        // SAFETY: reaps any exited child without blocking.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        sleep_ms(5);
+    }
+    Ok(())
+}
+
+/// A fork of a program that has a forkserver starts its own (it must not share its parent's
+/// sockets), and both go on working.
+fn a_fork_gets_its_own_forkserver() -> Result<(), String> {
+    let q: Queue<i32> = Queue::new(8, 4096).map_err(e)?;
+    let p = task(StartMethod::Forkserver, parent_pid_into, (q.clone(), ()))?;
+    check!(p.join().map_err(e)? == 0);
+    let ours = q.get_timeout(Duration::from_secs(5)).map_err(e)?;
+    let theirs_q = q.clone();
+    let forked = Process::builder()
+        .start_method(StartMethod::Fork)
+        .spawn_fn(move || {
+            let inner = Process::builder()
+                .start_method(StartMethod::Forkserver)
+                .task(parent_pid_into, (theirs_q, ()))
+                .and_then(|p| p.start().map(|()| p))
+                .and_then(|p| p.join());
+            baozi_process::stop_forkserver();
+            i32::from(inner.ok() != Some(0))
+        });
+    forked.start().map_err(e)?;
+    check!(
+        forked.join().map_err(e)? == 0,
+        "the fork's own forkserver child"
+    );
+    let theirs = q.get_timeout(Duration::from_secs(5)).map_err(e)?;
+    check!(
+        theirs != ours,
+        "the fork used its parent's forkserver ({ours})"
+    );
+    check!(task(StartMethod::Forkserver, code, 4)?.join().map_err(e)? == 4);
+    Ok(())
+}
+
 const CASES: &[(&str, Case)] = &[
+    (
+        "a_fork_gets_its_own_forkserver",
+        a_fork_gets_its_own_forkserver,
+    ),
+    (
+        "forkserver_dies_with_the_program",
+        forkserver_dies_with_the_program,
+    ),
     ("drop_wait_children_daemons", drop_wait_children_daemons),
     ("one_forkserver_per_program", one_forkserver_per_program),
     (

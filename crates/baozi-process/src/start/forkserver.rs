@@ -43,6 +43,9 @@ struct Client {
     /// Which server this is (a new one replaces one that died): a child's code can come only
     /// from the server that forked it.
     generation: u64,
+    /// The process that started the server. A fork of it has a copy of this client, which it
+    /// must not use (it would share the sockets with its parent): it starts its own server.
+    owner: sys::Pid,
 }
 
 static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
@@ -76,6 +79,7 @@ fn start_server() -> Result<Client, ProcessError> {
         codes: HashMap::new(),
         gone: false,
         generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+        owner: sys::getpid(),
     })
 }
 
@@ -86,7 +90,7 @@ fn start_server() -> Result<Client, ProcessError> {
 /// closes. Tests that count their children call it.
 pub fn stop_forkserver() {
     let client = lock().take();
-    if let Some(c) = client {
+    if let Some(c) = client.filter(|c| c.owner == sys::getpid()) {
         drop(c.ctl);
         let _ = c.server.join();
     }
@@ -98,10 +102,9 @@ pub(crate) fn start_child(job: &TaskJob) -> Result<(sys::Pid, OwnedFd, u64), Pro
         .map_err(|e| ProcessError::Encode(format!("the child's job did not encode: {e}")))?;
     let file = sys::memfd_with(&bytes).map_err(ProcessError::Fork)?;
     let mut client = lock();
-    if client
-        .as_ref()
-        .map_or(true, |c| c.gone || !c.server.is_alive())
-    {
+    if client.as_ref().map_or(true, |c| {
+        c.owner != sys::getpid() || c.gone || !c.server.is_alive()
+    }) {
         *client = Some(start_server()?);
     }
     let c = client.as_mut().expect("started above");
@@ -140,7 +143,11 @@ pub(crate) fn start_child(job: &TaskJob) -> Result<(sys::Pid, OwnedFd, u64), Pro
 /// The exit code of a served child once the server has reaped it; `Ok(None)` before.
 pub(crate) fn exit_code(pid: sys::Pid, generation: u64) -> Result<Option<i32>, ProcessError> {
     let mut client = lock();
-    let Some(c) = client.as_mut().filter(|c| c.generation == generation) else {
+    let me = sys::getpid();
+    let Some(c) = client
+        .as_mut()
+        .filter(|c| c.generation == generation && c.owner == me)
+    else {
         return Err(gone(pid));
     };
     let mut rec = [0u8; 8];
