@@ -49,13 +49,27 @@ impl FnRef {
         anchor_addr().wrapping_add_signed(self.0)
     }
 
-    /// Whether the function lies in the same loaded object as this crate (the executable),
-    /// so that the reference holds in a spawned copy of the program too.
+    /// Whether the function lies in the program's executable, as this crate does, so that
+    /// the reference holds in a spawned run of the program too.
     pub(crate) fn portable(self) -> bool {
-        static BASE: OnceLock<Option<usize>> = OnceLock::new();
-        let base = *BASE.get_or_init(|| sys::object_base(anchor_addr()));
+        let base = executable_base();
         base.is_some() && sys::object_base(self.addr()) == base
     }
+}
+
+/// The base of the executable when this crate is part of it; `None` when baozi lives in a
+/// shared library that another program loaded (a spawned child would run that program).
+fn executable_base() -> Option<usize> {
+    static BASE: OnceLock<Option<usize>> = OnceLock::new();
+    *BASE.get_or_init(|| {
+        let anchor = sys::object_base(anchor_addr());
+        anchor.filter(|&b| sys::executable_base() == Some(b))
+    })
+}
+
+/// Whether a spawned run of the program (`/proc/self/exe`) contains this crate.
+pub(crate) fn in_executable() -> bool {
+    executable_base().is_some()
 }
 
 /// This image's mark: equal in every run of the same executable.

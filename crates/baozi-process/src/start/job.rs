@@ -50,6 +50,14 @@ impl Spawned {
     /// `PR_SET_PDEATHSIG`. Safe from a multi-threaded process (the child only execs).
     pub(crate) fn start(job: Job, keep: &[i32], daemon: bool) -> Result<Spawned, ProcessError> {
         refuse_unguarded()?;
+        if !super::image::in_executable() {
+            return Err(ProcessError::NeedsFork {
+                what:
+                    "baozi inside a shared library (a spawned child runs the program's executable)"
+                        .into(),
+                method: super::StartMethod::Spawn,
+            });
+        }
         let bytes = postcard::to_allocvec(&Envelope {
             mark: image_mark(),
             job,

@@ -540,3 +540,14 @@ pub(crate) fn read_all_at(fd: &OwnedFd) -> io::Result<Vec<u8>> {
     file.read_exact_at(&mut bytes, 0)?;
     Ok(bytes)
 }
+
+/// The base address of the program's executable (the object holding its program headers,
+/// `getauxval(AT_PHDR)`), or `None` when it cannot be told.
+pub(crate) fn executable_base() -> Option<usize> {
+    // SAFETY: getauxval reads the process's auxiliary vector; no memory of ours is touched.
+    let phdr = unsafe { libc::getauxval(libc::AT_PHDR) } as usize;
+    if phdr == 0 {
+        return None;
+    }
+    object_base(phdr)
+}
