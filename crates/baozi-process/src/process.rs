@@ -178,7 +178,7 @@ impl Builder {
     /// `Queue`, a `Lock`, a `Value`) are serde values that attach in the child.
     ///
     /// ```
-    /// use baozi_process::{Process, StartMethod};
+    /// use baozi_process::Process;
     ///
     /// fn steam((baskets, minutes): (i32, i32)) -> i32 { baskets * minutes }
     ///
@@ -324,11 +324,12 @@ impl Process {
         }
     }
 
-    /// Forks the child, which runs the closure and leaves with `_exit`: with the closure's exit
-    /// code, 1 after a panic (its message is on stderr). The parent returns at once.
+    /// Starts the child (by its [start method](Builder::start_method)), which runs the
+    /// closure or task and leaves with `_exit`: with its exit code, 1 after a panic (the
+    /// message is on stderr). The parent returns at once.
     ///
-    /// Read the crate doc's "Passing closures across fork" before starting a process from a
-    /// program that has threads.
+    /// Read the crate doc's "Passing closures across fork" and "Start methods" before
+    /// starting a process from a program that has threads.
     ///
     /// # Errors
     ///
@@ -336,6 +337,10 @@ impl Process {
     /// fails (the process can then be started again), [`ProcessError::DaemonicParent`] when
     /// the calling process is a daemon: a daemonic process may not have children (Python's
     /// rule: a daemon is killed without a chance to join them).
+    /// [`ProcessError::ForkWithThreads`] for fork from a process with other threads,
+    /// [`ProcessError::NeedsFork`] for a closure under spawn or forkserver (both leave the
+    /// process startable), [`ProcessError::MainGuardMissing`] in a spawned child that skipped
+    /// [`main_guard`](crate::main_guard).
     pub fn start(&self) -> Result<(), ProcessError> {
         start::refuse_unguarded()?;
         if current::is_daemon() {
