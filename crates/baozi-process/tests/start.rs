@@ -500,7 +500,23 @@ fn a_fork_gets_its_own_forkserver() -> Result<(), String> {
     Ok(())
 }
 
+/// Many children started before any is joined: the server's exit reports pile up meanwhile
+/// (more than its socket holds), and starting goes on all the same.
+fn many_started_then_joined() -> Result<(), String> {
+    for m in [StartMethod::Forkserver, StartMethod::Spawn] {
+        let n = if m == StartMethod::Spawn { 50 } else { 600 };
+        let ps = (0..n)
+            .map(|i| task(m, code, i % 100))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, p) in ps.iter().enumerate() {
+            check!(p.join().map_err(e)? == (i % 100) as i32, "{m}: child {i}");
+        }
+    }
+    Ok(())
+}
+
 const CASES: &[(&str, Case)] = &[
+    ("many_started_then_joined", many_started_then_joined),
     (
         "a_fork_gets_its_own_forkserver",
         a_fork_gets_its_own_forkserver,

@@ -48,6 +48,25 @@ struct Client {
     owner: sys::Pid,
 }
 
+impl Client {
+    /// Takes in every exit code the server has reported.
+    fn drain(&mut self) {
+        let mut rec = [0u8; 8];
+        while !self.gone {
+            match sys::recv_msg(&self.status, &mut rec, true) {
+                Ok(Some((8, _))) => {
+                    let p = i32::from_le_bytes(rec[..4].try_into().expect("4 bytes"));
+                    let code = i32::from_le_bytes(rec[4..].try_into().expect("4 bytes"));
+                    self.codes.insert(p, code);
+                }
+                Ok(Some((0, _))) | Err(_) => self.gone = true,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+            }
+        }
+    }
+}
+
 static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
 
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -110,7 +129,17 @@ pub(crate) fn start_child(job: &TaskJob) -> Result<(sys::Pid, OwnedFd, u64), Pro
     let c = client.as_mut().expect("started above");
     sys::send_msg(&c.ctl, &[1], Some(&file)).map_err(os("ask the forkserver for"))?;
     let mut reply = [0u8; 4];
+    let mut ready = Vec::new();
     loop {
+        // The server may be blocked reporting exits that nobody has asked about yet (children
+        // started and not joined): take those in while waiting, or both would wait for ever.
+        let _ = sys::poll_many(&[c.ctl.as_fd(), c.status.as_fd()], None, &mut ready);
+        if ready.get(1) == Some(&true) {
+            c.drain();
+        }
+        if ready.first() != Some(&true) {
+            continue;
+        }
         match sys::recv_msg(&c.ctl, &mut reply, false) {
             Ok(Some((4, fd))) => {
                 let pid = i32::from_le_bytes(reply);
@@ -150,19 +179,7 @@ pub(crate) fn exit_code(pid: sys::Pid, generation: u64) -> Result<Option<i32>, P
     else {
         return Err(gone(pid));
     };
-    let mut rec = [0u8; 8];
-    while !c.gone {
-        match sys::recv_msg(&c.status, &mut rec, true) {
-            Ok(Some((8, _))) => {
-                let p = i32::from_le_bytes(rec[..4].try_into().expect("4 bytes"));
-                let code = i32::from_le_bytes(rec[4..].try_into().expect("4 bytes"));
-                c.codes.insert(p, code);
-            }
-            Ok(Some((0, _))) | Err(_) => c.gone = true,
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-        }
-    }
+    c.drain();
     match c.codes.remove(&pid) {
         Some(code) => Ok(Some(code)),
         None if c.gone => Err(gone(pid)),
