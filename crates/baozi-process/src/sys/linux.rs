@@ -277,9 +277,6 @@ pub(crate) struct ExecPlan {
     envp: Vec<*const libc::c_char>,
 }
 
-// SAFETY: the raw pointers point into `_strings`, owned by the plan and never changed.
-unsafe impl Send for ExecPlan {}
-
 impl ExecPlan {
     /// `/proc/self/exe` with this process's `argv[0]` and environment plus `extra` variables.
     pub(crate) fn this_program(extra: &[(&str, String)]) -> io::Result<ExecPlan> {
