@@ -41,8 +41,9 @@
 //! * [`current_process`], [`parent_process`], [`active_children`], [`parent_pid`],
 //!   [`cpu_count`];
 //! * start methods ([`StartMethod`]: fork, spawn, forkserver; [`set_start_method`],
-//!   [`get_start_method`], [`main_guard`], [`stop_forkserver`]), tasks that cross to a child
-//!   under any method ([`Process::task`], [`task!`] to register one by name, [`lookup_task`]);
+//!   [`get_start_method`], [`main_guard`], [`guard_before_main!`], [`stop_forkserver`]), tasks
+//!   that cross to a child under any method ([`Process::task`], [`Builder::spawn_task`] for a
+//!   value back, [`task!`] to register one by name, [`lookup_task`]);
 //! * [`ProcessError`], the crate's one error type.
 //!
 //! # Start methods

@@ -224,6 +224,36 @@ impl Builder {
         JoinHandle::start(self, cap, f)
     }
 
+    /// Starts a child running `f(arg)` under any start method and returns a handle whose
+    /// [`join`](JoinHandle::join) gives back its value: [`spawn`](Builder::spawn) for a plain
+    /// function with a serde argument.
+    ///
+    /// ```
+    /// fn bake(filling: String) -> String { format!("{filling} bun") }
+    ///
+    /// let h = baozi_process::Builder::new().spawn_task(bake, "pork".to_string())?;
+    /// assert_eq!(h.join()?, "pork bun");
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Builder::spawn) and [`Process::start`], and [`ProcessError::Encode`] when
+    /// `arg` does not encode.
+    pub fn spawn_task<A, T>(self, f: fn(A) -> T, arg: A) -> Result<JoinHandle<T>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        T: Serialize + DeserializeOwned + 'static,
+    {
+        let cap = self.result_capacity.unwrap_or(DEFAULT_RESULT_CAPACITY);
+        JoinHandle::start_task(self, cap, f, arg)
+    }
+
+    /// The start method chosen on this builder, if any.
+    pub(crate) fn chosen_method(&self) -> Option<StartMethod> {
+        self.method
+    }
+
     pub(crate) fn make(self, target: Target) -> Process {
         Process {
             name: self.name.unwrap_or_else(current::next_default_name),

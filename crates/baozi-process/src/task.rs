@@ -42,6 +42,39 @@ pub(crate) fn run_served_job(job: TaskJob, server: sys::Pid) -> ! {
     })
 }
 
+/// A plain function as a serde value (by its place in the executable), for a task whose
+/// argument names another function (`spawn_task`: the child runs `deliver`, which calls it).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct FnArg<A, R> {
+    func: FnRef,
+    #[serde(skip)]
+    _types: std::marker::PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> FnArg<A, R> {
+    pub(crate) fn new(f: fn(A) -> R) -> Self {
+        FnArg {
+            func: FnRef::new(f as usize),
+            _types: std::marker::PhantomData,
+        }
+    }
+
+    /// Whether it holds in a spawned run of the program.
+    pub(crate) fn portable(&self) -> bool {
+        self.func.portable()
+    }
+
+    /// Calls the function.
+    pub(crate) fn call(self, a: A) -> R {
+        // SAFETY: an `FnArg<A, R>` is made only by `new` from an `fn(A) -> R` of this image,
+        // and reaches a child inside a task whose trampoline was monomorphised for the same
+        // `A` and `R` (`TaskCall::process` with `Delivery<A, R>`), in a fork of the process
+        // that made it or a run of the same executable (image mark checked).
+        let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(self.func.addr()) };
+        f(a)
+    }
+}
+
 /// A process trampoline: (function address, encoded argument) → exit code.
 type ProcessTrampoline = unsafe fn(usize, &[u8]) -> i32;
 

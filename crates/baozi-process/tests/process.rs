@@ -46,6 +46,16 @@ where
         .expect("spawn")
 }
 
+/// `spawn` for a plain function (a task: the run's start method).
+fn spawn_t<T>(f: fn(()) -> T) -> JoinHandle<T>
+where
+    T: Serialize + serde::de::DeserializeOwned + 'static,
+{
+    baozi_process::Builder::new()
+        .spawn_task(f, ())
+        .expect("spawn_task")
+}
+
 // ---- cases ---------------------------------------------------------------------------------
 
 fn exitcode_zero() -> Result<(), String> {
@@ -315,10 +325,10 @@ struct Basket {
 }
 
 fn join_handle_values() -> Result<(), String> {
-    let h = spawn(|| format!("{} from {}", "豆沙包", std::process::id()));
+    let h = spawn_t(|()| format!("{} from {}", "豆沙包", std::process::id()));
     let child = h.process().pid().unwrap();
     check!(h.join().map_err(e)? == format!("豆沙包 from {child}"));
-    let h = spawn(|| Basket {
+    let h = spawn_t(|()| Basket {
         filling: "pork".into(),
         count: 12,
         steamed: vec![true, false],
@@ -333,7 +343,7 @@ fn join_handle_values() -> Result<(), String> {
         "{b:?}"
     );
     // Timed join gives the handle back while the child runs.
-    let h = spawn(|| {
+    let h = spawn_t(|()| {
         sleep_ms(300);
         7u8
     });
@@ -348,7 +358,7 @@ fn join_handle_values() -> Result<(), String> {
 fn join_handle_errors() -> Result<(), String> {
     // Silence the child's panic message: the hook is inherited over fork.
     std::panic::set_hook(Box::new(|_| {}));
-    let h = spawn(|| -> String { panic!("no more {}", "flour") });
+    let h = spawn_t(|()| -> String { panic!("no more {}", "flour") });
     let r = h.join();
     let _ = std::panic::take_hook();
     match r {
@@ -357,7 +367,7 @@ fn join_handle_errors() -> Result<(), String> {
         }
         other => return Err(format!("expected Panicked, got {other:?}")),
     }
-    let h = spawn(|| -> u32 {
+    let h = spawn_t(|()| -> u32 {
         sleep_ms(30_000);
         1
     });
@@ -367,7 +377,7 @@ fn join_handle_errors() -> Result<(), String> {
         Err(ProcessError::Died { pid: p, signal: 9 }) if p == pid => {}
         other => return Err(format!("expected Died, got {other:?}")),
     }
-    let h = spawn(|| -> u32 {
+    let h = spawn_t(|()| -> u32 {
         // SAFETY: leaves at once without delivering a result.
         unsafe { libc::_exit(5) }
     });
@@ -376,9 +386,8 @@ fn join_handle_errors() -> Result<(), String> {
         other => return Err(format!("expected NoResult, got {other:?}")),
     }
     let h = baozi_process::Builder::new()
-        .start_method(FORK)
         .result_capacity(4096)
-        .spawn(|| vec![0u8; 100_000])
+        .spawn_task(|()| vec![0u8; 100_000], ())
         .map_err(e)?;
     match h.join() {
         Err(ProcessError::NoResult {

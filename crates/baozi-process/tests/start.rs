@@ -515,7 +515,36 @@ fn many_started_then_joined() -> Result<(), String> {
     Ok(())
 }
 
+fn basket(n: u32) -> Vec<String> {
+    (0..n).map(|i| format!("bun {i}")).collect()
+}
+
+fn burnt(_: u32) -> Vec<String> {
+    panic!("burnt at the bottom")
+}
+
+/// `spawn_task`: the value comes back under every method, and a panic as `Panicked`.
+fn values_back_under_every_method() -> Result<(), String> {
+    for m in METHODS {
+        let b = baozi_process::Builder::new().start_method(m);
+        let h = b.spawn_task(basket, 3).map_err(e)?;
+        check!(h.join().map_err(e)? == ["bun 0", "bun 1", "bun 2"], "{m}");
+        let b = baozi_process::Builder::new().start_method(m);
+        match b.spawn_task(burnt, 1).map_err(e)?.join() {
+            Err(ProcessError::Panicked { message, .. }) => {
+                check!(message == "burnt at the bottom", "{m}: {message}")
+            }
+            other => return Err(format!("{m}: {other:?}")),
+        }
+    }
+    Ok(())
+}
+
 const CASES: &[(&str, Case)] = &[
+    (
+        "values_back_under_every_method",
+        values_back_under_every_method,
+    ),
     ("many_started_then_joined", many_started_then_joined),
     (
         "a_fork_gets_its_own_forkserver",
