@@ -28,7 +28,9 @@ pub use bytemuck;
 
 pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value, ValueGuard};
 pub use baozi_process::{
-    current_process, spawn, AsyncResult, JoinHandle, Pool, Process, ProcessError,
+    current_process, get_start_method, guard_before_main, lookup_task, main_guard,
+    set_start_method, spawn, task, AsyncResult, JoinHandle, Pool, Process, ProcessError,
+    StartMethod,
 };
 pub use baozi_queue::Serde;
 pub use baozi_queue::{

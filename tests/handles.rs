@@ -378,6 +378,10 @@ fn pool_result() {
     assert_eq!(h.value.get().unwrap(), 41);
     assert_eq!(h.queue.get_timeout(BOUND).unwrap(), "made by a worker");
     h.value.set(0).unwrap();
+    // The pool's result thread is gone once it is joined: fork is refused while a process has
+    // other threads (ProcessError::ForkWithThreads).
+    pool.close();
+    pool.join().unwrap();
     // And the returned handles travel on: to a process forked from the parent.
     let theirs = h.clone();
     let p = Process::new(move || touch(&theirs, "after-pool"));
@@ -387,8 +391,6 @@ fn pool_result() {
         || p.start().unwrap(),
         |()| assert_eq!(p.join().unwrap(), 0),
     );
-    pool.close();
-    pool.join().unwrap();
 }
 
 fn inside_a_message() {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::call::Call;
 use super::parent::{BatchId, Callback, Shared};
-use super::{decode_chunk, encode_chunk};
+use super::proto::{decode_chunk, encode_chunk};
 use crate::error::ProcessError;
 
 /// How a settled batch of chunks becomes the caller's value.
