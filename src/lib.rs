@@ -22,14 +22,20 @@ pub mod process {
     pub use baozi_process::*;
 }
 
-pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value};
+/// `bytemuck`, re-exported: `#[derive(baozi::bytemuck::Pod, baozi::bytemuck::Zeroable)]` makes
+/// a `repr(C)` struct fit for a `Value`, an `Array` or a `ShmMutex`.
+pub use bytemuck;
+
+pub use baozi_alloc::{AllocError, Array, Heap, RawArray, RawValue, ShmBox, Value, ValueGuard};
 pub use baozi_process::{
-    current_process, spawn, AsyncResult, JoinHandle, Pool, Process, ProcessError,
+    current_process, get_start_method, guard_before_main, lookup_task, main_guard,
+    set_start_method, spawn, task, AsyncResult, JoinHandle, Pool, Process, ProcessError,
+    StartMethod,
 };
-#[cfg(feature = "serde")]
 pub use baozi_queue::Serde;
 pub use baozi_queue::{
-    GetError, JoinableQueue, Message, Pod, PutError, Queue, QueueError, QueueOptions,
+    CodecError, GetError, Iter, JoinableQueue, Message, Pod, PutError, Queue, QueueError,
+    QueueOptions,
 };
 pub use baozi_shm::{Region, ShmError};
 pub use baozi_sync::{

@@ -293,6 +293,10 @@ fn main() {
             .timeout(Duration::from_secs(120)),
         case("creator_killed_objects_stay_and_clean_up", creator_killed),
         case("handles_of_a_dead_object_are_gone", dead_object_is_gone),
+        case(
+            "a_lock_held_when_its_last_handle_goes_stays_mapped",
+            held_lock_stays_mapped,
+        ),
     ])
 }
 
@@ -374,6 +378,10 @@ fn pool_result() {
     assert_eq!(h.value.get().unwrap(), 41);
     assert_eq!(h.queue.get_timeout(BOUND).unwrap(), "made by a worker");
     h.value.set(0).unwrap();
+    // The pool's result thread is gone once it is joined: fork is refused while a process has
+    // other threads (ProcessError::ForkWithThreads).
+    pool.close();
+    pool.join().unwrap();
     // And the returned handles travel on: to a process forked from the parent.
     let theirs = h.clone();
     let p = Process::new(move || touch(&theirs, "after-pool"));
@@ -383,8 +391,6 @@ fn pool_result() {
         || p.start().unwrap(),
         |()| assert_eq!(p.join().unwrap(), 0),
     );
-    pool.close();
-    pool.join().unwrap();
 }
 
 fn inside_a_message() {
@@ -538,6 +544,11 @@ fn type_mismatch() {
             .unwrap(),
         5
     );
+    // Serialising keeps the mapping lingering for other processes, but not the names: they go
+    // with the creator's last handle.
+    drop(v);
+    let lock_file = format!("/dev/shm/baozi-{}.lock", vname.name());
+    assert!(!vname.exists() && !std::path::Path::new(&lock_file).exists());
     let arr = Array::<u16>::zeroed(3).unwrap();
     let bytes = postcard::to_allocvec(&arr).unwrap();
     assert!(postcard::from_bytes::<Array<u32>>(&bytes).is_err());
@@ -695,4 +706,37 @@ fn dead_object_is_gone() {
     let e = <Serde<Queue<String>> as baozi::Message>::decode(&bytes).unwrap_err();
     assert!(e.to_string().contains("no longer exists"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A robust mutex held by this thread when the last handle to its object goes (taken with
+/// `acquire` and never released, or a guard forgotten) is on the thread's glibc robust list:
+/// unmapping it would make the next robust lock of the thread fault. The mapping stays, and
+/// every later lock works.
+fn held_lock_stays_mapped() {
+    for round in 0..3 {
+        let lock = Lock::new().unwrap();
+        assert_eq!(lock.acquire().unwrap(), baozi::sync::Acquired::Clean);
+        let rlock = RLock::new().unwrap();
+        let _ = rlock.acquire().unwrap();
+        let cond = Condition::new().unwrap();
+        let _ = cond.acquire().unwrap();
+        let mutex = ShmMutex::new(5u64).unwrap();
+        std::mem::forget(mutex.lock().unwrap());
+        let value = Value::new(1u32).unwrap();
+        std::mem::forget(value.lock().unwrap());
+        let copies = (lock.clone(), rlock.clone());
+        drop((lock, rlock, cond, mutex, value, copies));
+        // The thread's robust list still names them; these would fault on an unmapped entry.
+        let q: Queue<String> = Queue::new(0, 4096).unwrap();
+        q.put(format!("round {round}")).unwrap();
+        assert_eq!(q.get().unwrap(), format!("round {round}"));
+        let fresh = Lock::new().unwrap();
+        assert_eq!(fresh.acquire().unwrap(), baozi::sync::Acquired::Clean);
+        fresh.release().unwrap();
+        let heap = Heap::new(1 << 16).unwrap();
+        let block = heap
+            .alloc(std::alloc::Layout::from_size_align(64, 8).unwrap())
+            .unwrap();
+        heap.free(block).unwrap();
+    }
 }

@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
                         model.extend(batch);
                     }
                     Err(PutError::Full(())) => assert!(!closed && model.len() + n > MAXSIZE && n <= MAXSIZE),
-                    Err(PutError::TooLarge { .. }) => assert!(n > MAXSIZE),
+                    Err(PutError::TooMany { .. }) => assert!(n > MAXSIZE),
                     Err(PutError::Closed(())) => assert!(closed),
                     Err(e) => panic!("unexpected {e:?}"),
                 }

@@ -19,26 +19,23 @@
 //!
 //! ```
 //! use baozi_alloc::{Heap, ShmBox};
+//! use baozi_process::Process;
+//! use std::sync::Arc;
 //!
-//! let heap = Heap::anonymous(1 << 20)?;
+//! let heap = Arc::new(Heap::anonymous(1 << 20)?);
 //! let offset = ShmBox::new_in(&heap, 42u64)?.into_offset(); // handed over, not freed
-//! // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-//! match unsafe { libc::fork() } {
-//!     0 => {
-//!         // SAFETY: the parent gave up this block with into_offset.
-//!         let b = unsafe { ShmBox::<u64>::from_offset(&heap, offset) }.unwrap();
-//!         let code = if *b == 42 { 0 } else { 1 };
-//!         drop(b); // freed here, in the child
-//!         unsafe { libc::_exit(code) }
-//!     }
-//!     pid => {
-//!         let mut status = 0;
-//!         unsafe { libc::waitpid(pid, &mut status, 0) };
-//!         assert_eq!(status, 0);
-//!     }
-//! }
+//! let at_heap = Arc::clone(&heap);
+//! let child = Process::new(move || {
+//!     // SAFETY: the parent gave up this block with into_offset, and nobody else takes it.
+//!     let b = unsafe { ShmBox::<u64>::from_offset(&at_heap, offset) }.unwrap();
+//!     let code = if *b == 42 { 0 } else { 1 };
+//!     drop(b); // freed here, in the child
+//!     code
+//! });
+//! child.start()?;
+//! assert_eq!(child.join()?, 0);
 //! assert_eq!(heap.stats()?.used, 0); // the child's free is seen here
-//! # Ok::<(), baozi_alloc::AllocError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Fork

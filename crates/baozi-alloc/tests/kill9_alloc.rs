@@ -322,7 +322,7 @@ fn churner(
     // kill: the hook marks the churner as failed before anything else.
     static PANICKED: AtomicUsize = AtomicUsize::new(0);
     PANICKED.store(
-        book.panicked(p) as *const AtomicU64 as usize,
+        std::ptr::from_ref::<AtomicU64>(book.panicked(p)) as usize,
         Ordering::SeqCst,
     );
     let previous = std::panic::take_hook();

@@ -143,6 +143,36 @@ pub enum ProcessError {
     Wait(io::Error),
     /// No result came within the time given ([`IMap::next_timeout`](crate::IMap::next_timeout)).
     Timeout,
+    /// [`StartMethod::Fork`](crate::StartMethod::Fork) was asked for in a process that has
+    /// other threads: the child would inherit locks (the allocator's, stdout's, any `Mutex`)
+    /// held by threads that do not exist there, and may hang on them. Use
+    /// [`StartMethod::Forkserver`](crate::StartMethod::Forkserver) (or `Spawn`) with a task
+    /// ([`Process::task`](crate::Process::task), any [`Pool`](crate::Pool)), or start the
+    /// processes before the threads.
+    ForkWithThreads {
+        /// Threads of the calling process at the time.
+        threads: usize,
+    },
+    /// What was asked cannot cross to a child made by `method`: a closure (it lives only in
+    /// this process's memory) or a function outside the program's executable. Use a plain
+    /// function with serde arguments ([`Process::task`](crate::Process::task),
+    /// [`PoolBuilder::initializer_fn`](crate::PoolBuilder::initializer_fn)), or
+    /// [`StartMethod::Fork`](crate::StartMethod::Fork).
+    NeedsFork {
+        /// What could not cross.
+        what: String,
+        /// The start method asked for.
+        method: crate::StartMethod,
+    },
+    /// This process was started by the `spawn` or `forkserver` start method to run a task,
+    /// but its `main` did not call [`main_guard`](crate::main_guard) first: it went on with
+    /// the program's own `main` instead (Python's missing `if __name__ == '__main__':`).
+    /// Starting processes is refused in such a child, so that it cannot start copies of
+    /// itself for ever; in the parent, [`join`](crate::Process::join) of such a child says so.
+    MainGuardMissing {
+        /// The child's pid.
+        pid: i32,
+    },
 }
 
 impl fmt::Display for ProcessError {
@@ -237,6 +267,18 @@ impl fmt::Display for ProcessError {
             ProcessError::PoolBroken { reason } => write!(f, "the pool is broken: {reason}"),
             ProcessError::Timeout => f.write_str("no result within the time given"),
             ProcessError::Wait(_) => f.write_str("cannot wait on the objects: poll failed"),
+            ProcessError::ForkWithThreads { threads } => write!(
+                f,
+                "cannot fork: this process has {threads} threads, and a forked child could hang on a lock one of them held; use StartMethod::Forkserver (a task, not a closure), or start processes before threads"
+            ),
+            ProcessError::NeedsFork { what, method } => write!(
+                f,
+                "{what} cannot cross to a child started by {method}: use a plain function with serde arguments (Process::task, PoolBuilder::initializer_fn), or StartMethod::Fork"
+            ),
+            ProcessError::MainGuardMissing { pid } => write!(
+                f,
+                "process {pid} was started by spawn/forkserver to run a task, but its main() did not call baozi::main_guard() first (put it on main's first line, as Python's `if __name__ == '__main__':`)"
+            ),
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::child::{panic_message, PANIC_EXIT};
 use crate::error::ProcessError;
 use crate::process::{Builder, Process};
+use crate::task::FnArg;
 
 /// What the child puts in the result slot.
 #[derive(Serialize, Deserialize)]
@@ -29,6 +30,7 @@ enum Outcome<T> {
 /// The value travels as postcard bytes through a one-slot shared-memory
 /// [`Queue`](baozi_queue::Queue) mapped before the fork. Dropping the handle drops its
 /// [`Process`] (see its "Drop").
+#[must_use = "dropping the handle leaves the result unread; call join"]
 pub struct JoinHandle<T> {
     process: Process,
     slot: Arc<Queue<Serde<Outcome<T>>>>,
@@ -40,6 +42,41 @@ impl<T> fmt::Debug for JoinHandle<T> {
             .field("process", &self.process)
             .finish_non_exhaustive()
     }
+}
+
+/// Puts what the child's function gave into the slot; the child's exit code (0 for a value,
+/// 1 for a panic or a value that could not be delivered).
+fn deliver_outcome<T: Serialize + serde::de::DeserializeOwned + 'static>(
+    slot: &Queue<Serde<Outcome<T>>>,
+    result: std::thread::Result<T>,
+) -> i32 {
+    let outcome = match result {
+        Ok(v) => Outcome::Value(v),
+        Err(payload) => Outcome::Panic(panic_message(&*payload)),
+    };
+    let code = if matches!(outcome, Outcome::Value(_)) {
+        0
+    } else {
+        PANIC_EXIT
+    };
+    match slot.put_nowait(Serde(outcome)) {
+        Ok(()) => code,
+        Err(e) => {
+            let detail = format!("the result could not be delivered: {e}");
+            let _ = slot.put_nowait(Serde(Outcome::Lost(detail)));
+            PANIC_EXIT
+        }
+    }
+}
+
+/// What a [`Builder::spawn_task`] child gets: its slot, the function, the argument.
+type Delivery<A, T> = (Queue<Serde<Outcome<T>>>, FnArg<A, T>, A);
+
+/// The task of a [`Builder::spawn_task`] child: `f(arg)`, its value or panic into the slot.
+fn deliver<A, T: Serialize + serde::de::DeserializeOwned + 'static>(
+    (slot, f, arg): Delivery<A, T>,
+) -> i32 {
+    deliver_outcome(&slot, panic::catch_unwind(AssertUnwindSafe(|| f.call(arg))))
 }
 
 /// Starts a child process running `f` and returns a handle to get `f`'s value back, like
@@ -82,25 +119,38 @@ impl<T: Serialize + serde::de::DeserializeOwned + 'static> JoinHandle<T> {
         let slot: Arc<Queue<Serde<Outcome<T>>>> =
             Arc::new(Queue::new(1, capacity).map_err(ProcessError::ResultSlot)?);
         let child_slot = Arc::clone(&slot);
-        let process = builder.make(Box::new(move || {
-            let outcome = match panic::catch_unwind(AssertUnwindSafe(f)) {
-                Ok(v) => Outcome::Value(v),
-                Err(payload) => Outcome::Panic(panic_message(&*payload)),
-            };
-            let code = if matches!(outcome, Outcome::Value(_)) {
-                0
-            } else {
-                PANIC_EXIT
-            };
-            match child_slot.put_nowait(Serde(outcome)) {
-                Ok(()) => code,
-                Err(e) => {
-                    let detail = format!("the result could not be delivered: {e}");
-                    let _ = child_slot.put_nowait(Serde(Outcome::Lost(detail)));
-                    PANIC_EXIT
-                }
-            }
-        }));
+        let process = builder.make(crate::process::Target::Closure(Box::new(move || {
+            deliver_outcome(&child_slot, panic::catch_unwind(AssertUnwindSafe(f)))
+        })));
+        process.start()?;
+        Ok(JoinHandle { process, slot })
+    }
+
+    /// A started child running `f(arg)` as a task (any start method), its value back.
+    pub(crate) fn start_task<A>(
+        builder: Builder,
+        capacity: usize,
+        f: fn(A) -> T,
+        arg: A,
+    ) -> Result<Self, ProcessError>
+    where
+        A: Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        let method = builder
+            .chosen_method()
+            .unwrap_or_else(crate::get_start_method);
+        let func = FnArg::new(f);
+        if method != crate::StartMethod::Fork && !func.portable() {
+            return Err(ProcessError::NeedsFork {
+                what: "a function outside the program's executable (a shared library)".into(),
+                method,
+            });
+        }
+        let slot: Arc<Queue<Serde<Outcome<T>>>> =
+            Arc::new(Queue::new(1, capacity).map_err(ProcessError::ResultSlot)?);
+        let process = builder
+            .start_method(method)
+            .task(deliver::<A, T>, ((*slot).clone(), func, arg))?;
         process.start()?;
         Ok(JoinHandle { process, slot })
     }

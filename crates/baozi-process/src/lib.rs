@@ -40,7 +40,41 @@
 //!   `multiprocessing.connection.wait`); [`ProcessBody`] (a `Process` subclass's `run`);
 //! * [`current_process`], [`parent_process`], [`active_children`], [`parent_pid`],
 //!   [`cpu_count`];
+//! * start methods ([`StartMethod`]: fork, spawn, forkserver; [`set_start_method`],
+//!   [`get_start_method`], [`main_guard`], [`guard_before_main!`], [`stop_forkserver`]), tasks
+//!   that cross to a child under any method ([`Process::task`], [`Builder::spawn_task`] for a
+//!   value back, [`task!`] to register one by name, [`lookup_task`]);
 //! * [`ProcessError`], the crate's one error type.
+//!
+//! # Start methods
+//!
+//! As in Python: **fork** copies this process (fast; runs capturing closures; refused while
+//! the process has other threads, [`ProcessError::ForkWithThreads`]), **spawn** runs the
+//! program again, and **forkserver** has a spawned single-threaded server fork the child.
+//! Spawn and forkserver children are clean whatever threads the parent has; they run a plain
+//! function with a serde argument ([`Process::task`], any [`Pool`] task), and the program's
+//! `main` starts with [`main_guard`] (Python's `if __name__ == '__main__':`). The default
+//! when nothing is set: fork while the process has one thread, forkserver once it has more
+//! (see the `start` docs on [`get_start_method`]).
+//!
+//! ```no_run
+//! use baozi_process::{Pool, Process, StartMethod};
+//!
+//! fn bake(filling: String) -> i32 { filling.len() as i32 }
+//!
+//! fn main() -> Result<(), baozi_process::ProcessError> {
+//!     baozi_process::main_guard(); // a spawned child runs its task here and exits
+//!     std::thread::spawn(|| { /* a logger, a runtime: the program is multi-threaded */ });
+//!     let p = Process::builder()
+//!         .start_method(StartMethod::Forkserver)
+//!         .task(bake, "pork".to_string())?;
+//!     p.start()?;
+//!     assert_eq!(p.join()?, 4);
+//!     let pool = Pool::builder().start_method(StartMethod::Spawn).build()?;
+//!     assert_eq!(pool.map(bake, ["leek".to_string()])?, [4]);
+//!     Ok(())
+//! }
+//! ```
 //!
 //! # Passing closures across fork
 //!
@@ -52,17 +86,19 @@
 //!    in shared memory made before the fork: a [`baozi_queue::Queue`], a [`baozi_shm::Region`], or
 //!    a value from baozi-alloc.
 //! 2. **Same binary image.** Function pointers and vtables in the closure are addresses in this
-//!    binary; they are valid in the child because it *is* this binary. (There is no spawn or
-//!    forkserver start method.)
-//! 3. **Fork from a single-threaded process, or keep the child async-signal-safe.** Only the
+//!    binary; they are valid in the child because it *is* this binary. A closure therefore
+//!    crosses only by fork; under spawn and forkserver use a task (a plain function, which
+//!    crosses by its place in the executable, with serde arguments).
+//! 3. **Fork from a single-threaded process** (baozi refuses otherwise). Only the
 //!    forking thread exists in the child. A process-private lock that another thread held at the
 //!    fork stays locked forever in the child: the allocator's, stdout's and stderr's, any
 //!    `std::sync::Mutex`. In a child of a multi-threaded parent, `println!`, a heap allocation, a
 //!    panic message, even formatting an error, can deadlock. This crate itself allocates in the
-//!    child (to name it, to serialise a [`spawn`] result) and flushes stdout before `_exit`. So:
-//!    start processes before starting threads (as a pool forks its workers first), or from a
-//!    dedicated single-threaded helper process. Locks in *shared* memory (baozi-sync) are fine:
-//!    their owner is still alive.
+//!    child (to name it, to serialise a [`spawn`] result) and flushes stdout before `_exit`. So
+//!    [`Process::start`] with fork counts the threads (`/proc/self/task`) and returns
+//!    [`ProcessError::ForkWithThreads`] when there are others: start processes before threads,
+//!    or use [`StartMethod::Forkserver`] with a task. Locks in *shared* memory (baozi-sync)
+//!    are fine: their owner is still alive.
 //!
 //! The child never returns into the parent's code: the closure runs under `catch_unwind` and
 //! the child always leaves with `_exit`, so no destructor of the parent's objects runs twice, and
@@ -88,6 +124,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod body;
 mod child;
 mod current;
 mod error;
@@ -95,9 +132,12 @@ mod family;
 mod handle;
 mod pool;
 mod process;
+mod start;
 mod sys;
+mod task;
 mod wait;
 
+pub use body::{IntoExitCode, ProcessBody};
 pub use current::{cpu_count, current_process, parent_pid, CurrentProcess};
 pub use error::ProcessError;
 pub use family::{active_children, parent_process, ActiveChild, ParentProcess};
@@ -106,5 +146,16 @@ pub use pool::{
     AsyncResult, Chunked, IMap, Pool, PoolBuilder, DEFAULT_RESULTS_CAPACITY, DEFAULT_TASK_CAPACITY,
     MIN_RESULTS_CAPACITY, MIN_TASK_CAPACITY,
 };
-pub use process::{Builder, IntoExitCode, Process, ProcessBody, DEFAULT_RESULT_CAPACITY};
+pub use process::{Builder, Process, DEFAULT_RESULT_CAPACITY};
+pub use start::{
+    get_start_method, main_guard, set_start_method, stop_forkserver, StartMethod,
+    UnknownStartMethod,
+};
+pub use task::{lookup_task, registered_tasks, ErasedRun, TaskEntry};
 pub use wait::{wait, Waitable};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::task::__run_erased as run_erased;
+    pub use inventory;
+}

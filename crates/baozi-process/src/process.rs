@@ -7,86 +7,48 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::body::{IntoExitCode, ProcessBody};
 use crate::child;
 use crate::current;
 use crate::error::ProcessError;
 use crate::family;
 use crate::handle::JoinHandle;
+use crate::start::{self, Job, Spawned, StartMethod};
 use crate::sys;
+use crate::task::{TaskCall, TaskJob};
 
-/// What a child's closure may return: its exit code.
-///
-/// | returns | exit code |
-/// |---|---|
-/// | `()` | 0 |
-/// | `i32` | that number (the parent sees only its low 8 bits: `exit(256)` reads as 0) |
-/// | `Result<T, E>` | `Ok(t)`: `t`'s code; `Err(e)`: 1, after `Error: {e:?}` on stderr, as `main` does |
-///
-/// A panic gives 1, like an uncaught exception in Python; a signal gives minus its number.
-pub trait IntoExitCode {
-    /// The exit code this value stands for.
-    fn into_exit_code(self) -> i32;
+/// What a child runs: a closure (it crosses only by fork), or a function with serde
+/// arguments (it crosses by any start method).
+pub(crate) enum Target {
+    /// The boxed closure; returns the exit code.
+    Closure(Box<dyn FnOnce() -> i32 + Send + 'static>),
+    /// A plain function and its encoded argument.
+    Task(TaskCall),
 }
-
-impl IntoExitCode for () {
-    fn into_exit_code(self) -> i32 {
-        0
-    }
-}
-
-impl IntoExitCode for i32 {
-    fn into_exit_code(self) -> i32 {
-        self
-    }
-}
-
-impl<T: IntoExitCode, E: fmt::Debug> IntoExitCode for Result<T, E> {
-    fn into_exit_code(self) -> i32 {
-        match self {
-            Ok(t) => t.into_exit_code(),
-            Err(e) => {
-                eprintln!("Error: {e:?}");
-                1
-            }
-        }
-    }
-}
-
-/// A type that is a process's body: Python's `Process` subclass that overrides `run`.
-///
-/// The value is moved into the child at the fork (it is there as the parent made it, see the
-/// crate doc's "Passing closures across fork") and [`run`](ProcessBody::run) is called there;
-/// its output is the exit code ([`IntoExitCode`]). Start one with [`Process::from_body`] or
-/// [`Builder::body`]. A closure does the same job; a type names it, carries its own state and
-/// may give the process its name.
-pub trait ProcessBody: Send + 'static {
-    /// What `run` returns: `()`, an `i32` exit code, or a `Result` (see [`IntoExitCode`]).
-    type Output: IntoExitCode;
-
-    /// The child's work; runs in the child, once.
-    fn run(self) -> Self::Output;
-
-    /// The process's name, unless the builder gives one (default: `Process-N`).
-    fn name(&self) -> Option<String> {
-        None
-    }
-}
-
-/// The boxed body of a child: runs the user's closure and returns the exit code.
-type Target = Box<dyn FnOnce() -> i32 + Send + 'static>;
 
 enum State {
-    /// Made, not started; holds the closure.
+    /// Made, not started; holds the target.
     Initial(Option<Target>),
-    /// Forked and not yet reaped. `pidfd` is `None` where `pidfd_open` failed (Linux < 5.3).
+    /// Started and not yet reaped. `pidfd` is `None` where `pidfd_open` failed (Linux < 5.3).
     Running {
         pid: sys::Pid,
-        /// The process that forked it: only it may wait for or signal the child.
+        /// The process that started it: only it may wait for or signal the child.
         parent: sys::Pid,
         pidfd: Option<Arc<OwnedFd>>,
+        /// A spawned child's job, to tell whether it reached `main_guard`.
+        spawned: Option<Spawned>,
+        /// A child of the program's forkserver (`Some` of the server's generation): the
+        /// server reaps it and reports its code.
+        served: Option<u64>,
     },
-    /// Reaped.
-    Exited { pid: sys::Pid, code: i32 },
+    /// Reaped. `unguarded`: a spawned child that never took its job (no `main_guard`).
+    Exited {
+        pid: sys::Pid,
+        code: i32,
+        unguarded: bool,
+    },
 }
 
 /// A child process running a closure, with the API of Python's `multiprocessing.Process`.
@@ -119,9 +81,12 @@ enum State {
 /// assert_eq!(p.exitcode(), Some(7));
 /// # Ok::<(), baozi_process::ProcessError>(())
 /// ```
+#[must_use = "a Process does nothing until it is started"]
 pub struct Process {
     name: String,
     daemon: bool,
+    /// `None`: the process-wide default at `start`.
+    method: Option<StartMethod>,
     state: Mutex<State>,
     /// The child's pidfd from its start to the drop of this `Process` (kept after the child is
     /// reaped, so that [`sentinel`](Process::sentinel) can lend it for as long as `self`).
@@ -135,7 +100,7 @@ impl fmt::Debug for Process {
         match &*self.lock() {
             State::Initial(_) => d.field("state", &"initial"),
             State::Running { pid, .. } => d.field("pid", pid).field("state", &"started"),
-            State::Exited { pid, code } => d.field("pid", pid).field("exitcode", code),
+            State::Exited { pid, code, .. } => d.field("pid", pid).field("exitcode", code),
         };
         d.finish()
     }
@@ -148,6 +113,7 @@ pub struct Builder {
     /// `None`: the creating process's own flag (Python's default).
     daemon: Option<bool>,
     result_capacity: Option<usize>,
+    method: Option<StartMethod>,
 }
 
 /// Default size of a [`JoinHandle`]'s result slot: 1 MiB (of lazily mapped shared memory).
@@ -186,13 +152,52 @@ impl Builder {
         self
     }
 
+    /// How the child is started (default: the process-wide [`get_start_method`](crate::get_start_method)
+    /// at [`start`](Process::start); a closure then uses [`StartMethod::Fork`] unless a method
+    /// was set, as only a fork can carry it).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
     /// A [`Process`] that will run `f`; not started yet (Python's `Process(target=f)`).
+    ///
+    /// A closure crosses to the child only by fork: started with
+    /// [`StartMethod::Spawn`] or [`StartMethod::Forkserver`], it fails with
+    /// [`ProcessError::NeedsFork`]. Use [`task`](Builder::task) for those.
     pub fn spawn_fn<F, R>(self, f: F) -> Process
     where
         F: FnOnce() -> R + Send + 'static,
         R: IntoExitCode,
     {
-        self.make(Box::new(move || f().into_exit_code()))
+        self.make(Target::Closure(Box::new(move || f().into_exit_code())))
+    }
+
+    /// A [`Process`] that will run `f(arg)` under any start method (Python's
+    /// `Process(target=f, args=(arg,))`): `f` is a plain function of this program (no
+    /// captures), `arg` a serde value, encoded now. Several arguments: a tuple. Handles (a
+    /// `Queue`, a `Lock`, a `Value`) are serde values that attach in the child.
+    ///
+    /// ```
+    /// use baozi_process::Process;
+    ///
+    /// fn steam((baskets, minutes): (i32, i32)) -> i32 { baskets * minutes }
+    ///
+    /// let p = Process::builder().task(steam, (2, 3))?;
+    /// p.start()?;
+    /// assert_eq!(p.join()?, 6);
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Encode`] when `arg` does not encode.
+    pub fn task<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: IntoExitCode,
+    {
+        Ok(self.make(Target::Task(TaskCall::process(f, &arg)?)))
     }
 
     /// A [`Process`] that will run `body` (see [`Process::from_body`]); the builder's name,
@@ -220,15 +225,56 @@ impl Builder {
         JoinHandle::start(self, cap, f)
     }
 
+    /// Starts a child running `f(arg)` under any start method and returns a handle whose
+    /// [`join`](JoinHandle::join) gives back its value: [`spawn`](Builder::spawn) for a plain
+    /// function with a serde argument.
+    ///
+    /// ```
+    /// fn bake(filling: String) -> String { format!("{filling} bun") }
+    ///
+    /// let h = baozi_process::Builder::new().spawn_task(bake, "pork".to_string())?;
+    /// assert_eq!(h.join()?, "pork bun");
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Builder::spawn) and [`Process::start`], and [`ProcessError::Encode`] when
+    /// `arg` does not encode.
+    pub fn spawn_task<A, T>(self, f: fn(A) -> T, arg: A) -> Result<JoinHandle<T>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        T: Serialize + DeserializeOwned + 'static,
+    {
+        let cap = self.result_capacity.unwrap_or(DEFAULT_RESULT_CAPACITY);
+        JoinHandle::start_task(self, cap, f, arg)
+    }
+
+    /// The start method chosen on this builder, if any.
+    pub(crate) fn chosen_method(&self) -> Option<StartMethod> {
+        self.method
+    }
+
     pub(crate) fn make(self, target: Target) -> Process {
         Process {
             name: self.name.unwrap_or_else(current::next_default_name),
             daemon: self.daemon.unwrap_or_else(current::is_daemon),
+            method: self.method,
             state: Mutex::new(State::Initial(Some(target))),
             sentinel: OnceLock::new(),
         }
     }
 }
+
+/// A started child: its pid, its job when spawned, its pidfd when the forkserver forked it.
+struct Started {
+    pid: sys::Pid,
+    spawned: Option<Spawned>,
+    served: Option<(OwnedFd, u64)>,
+}
+
+/// A started child, or the error and the target to keep.
+type StartResult = Result<Started, (ProcessError, Option<Target>)>;
 
 /// Longest sleep between checks when `pidfd_open` is unavailable (Linux < 5.3).
 const POLL_MAX: Duration = Duration::from_millis(20);
@@ -269,9 +315,22 @@ impl Process {
         Builder::new().body(body)
     }
 
-    /// Options: name, daemon.
+    /// Options: name, daemon, start method.
     pub fn builder() -> Builder {
         Builder::new()
+    }
+
+    /// A process that will run `f(arg)`, under any start method (see [`Builder::task`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Encode`] when `arg` does not encode.
+    pub fn task<A, R>(f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: IntoExitCode,
+    {
+        Builder::new().task(f, arg)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -296,11 +355,12 @@ impl Process {
         }
     }
 
-    /// Forks the child, which runs the closure and leaves with `_exit`: with the closure's exit
-    /// code, 1 after a panic (its message is on stderr). The parent returns at once.
+    /// Starts the child (by its [start method](Builder::start_method)), which runs the
+    /// closure or task and leaves with `_exit`: with its exit code, 1 after a panic (the
+    /// message is on stderr). The parent returns at once.
     ///
-    /// Read the crate doc's "Passing closures across fork" before starting a process from a
-    /// program that has threads.
+    /// Read the crate doc's "Passing closures across fork" and "Start methods" before
+    /// starting a process from a program that has threads.
     ///
     /// # Errors
     ///
@@ -308,7 +368,12 @@ impl Process {
     /// fails (the process can then be started again), [`ProcessError::DaemonicParent`] when
     /// the calling process is a daemon: a daemonic process may not have children (Python's
     /// rule: a daemon is killed without a chance to join them).
+    /// [`ProcessError::ForkWithThreads`] for fork from a process with other threads,
+    /// [`ProcessError::NeedsFork`] for a closure under spawn or forkserver (both leave the
+    /// process startable), [`ProcessError::MainGuardMissing`] in a spawned child that skipped
+    /// [`main_guard`](crate::main_guard).
     pub fn start(&self) -> Result<(), ProcessError> {
+        start::refuse_unguarded()?;
         if current::is_daemon() {
             return Err(ProcessError::DaemonicParent {
                 name: current::name(),
@@ -324,29 +389,160 @@ impl Process {
                 name: self.name.clone(),
             });
         };
+        let method = match (&target, self.method) {
+            (_, Some(m)) => m,
+            // A closure goes by fork unless a method was set for the program: only a fork
+            // carries it (and in a multi-threaded program that says why it cannot).
+            (Target::Closure(_), None) => start::explicit_default().unwrap_or(StartMethod::Fork),
+            (Target::Task(_), None) => start::get_start_method(),
+        };
         let parent = sys::getpid();
-        // Everything the child needs is made before the fork.
-        let name = self.name.clone();
-        let parent_name = current::name();
-        // SAFETY: the child runs only `child::run`, which runs the closure under catch_unwind and
-        // leaves with _exit; what the closure may do is the caller's part (crate doc).
-        match unsafe { sys::fork() } {
-            Err(e) => {
-                *state = State::Initial(Some(target));
-                Err(ProcessError::Fork(e))
-            }
-            Ok(sys::Forked::Child) => child::run(name, self.daemon, parent, parent_name, target),
-            Ok(sys::Forked::Parent(pid)) => {
-                drop((name, parent_name));
+        let started = match method {
+            StartMethod::Fork => match start::check_fork() {
+                Ok(()) => self.fork(target, parent),
+                Err(e) => Err((e, Some(target))),
+            },
+            _ => self.spawn_child(target, method, parent),
+        };
+        match started {
+            Ok(Started {
+                pid,
+                spawned,
+                served,
+            }) => {
                 // Any failure (ENOSYS before 5.3, EMFILE) falls back to sleep-polling.
-                let pidfd = sys::pidfd_open(pid).ok().map(Arc::new);
+                let generation = served.as_ref().map(|(_, g)| *g);
+                let served_fd = served.map(|(fd, _)| Arc::new(fd));
+                let pidfd = served_fd.or_else(|| sys::pidfd_open(pid).ok().map(Arc::new));
                 if let Some(fd) = &pidfd {
                     let _ = self.sentinel.set(Arc::clone(fd));
                 }
                 family::register(pid, &self.name, self.daemon, pidfd.clone());
-                *state = State::Running { pid, parent, pidfd };
+                *state = State::Running {
+                    pid,
+                    parent,
+                    pidfd,
+                    spawned,
+                    served: generation,
+                };
                 Ok(())
             }
+            Err((e, target)) => {
+                *state = State::Initial(target);
+                Err(e)
+            }
+        }
+    }
+
+    /// A daemon child that is a spawned run of this program doing `job` (a pool's spawner or
+    /// worker), already started; `keep` are fds it inherits.
+    pub(crate) fn start_job(name: String, job: Job, keep: &[i32]) -> Result<Process, ProcessError> {
+        Process::start_job_with(name, job, keep, true)
+    }
+
+    /// As [`start_job`](Process::start_job), a daemon or not.
+    pub(crate) fn start_job_with(
+        name: String,
+        job: Job,
+        keep: &[i32],
+        daemon: bool,
+    ) -> Result<Process, ProcessError> {
+        if current::is_daemon() && !matches!(job, Job::PoolWorker(_)) {
+            return Err(ProcessError::DaemonicParent {
+                name: current::name(),
+            });
+        }
+        let spawned = Spawned::start(job, keep, daemon)?;
+        let pid = spawned.pid;
+        let pidfd = sys::pidfd_open(pid).ok().map(Arc::new);
+        let p = Process {
+            name,
+            daemon,
+            method: Some(StartMethod::Spawn),
+            state: Mutex::new(State::Running {
+                pid,
+                parent: sys::getpid(),
+                pidfd: pidfd.clone(),
+                spawned: Some(spawned),
+                served: None,
+            }),
+            sentinel: OnceLock::new(),
+        };
+        if let Some(fd) = pidfd {
+            let _ = p.sentinel.set(fd);
+        }
+        Ok(p)
+    }
+
+    /// Forks a child that runs `target`.
+    fn fork(&self, target: Target, parent: sys::Pid) -> StartResult {
+        // Everything the child needs is made before the fork.
+        let name = self.name.clone();
+        let parent_name = current::name();
+        // SAFETY: the child runs only `child::run`, which runs the target under catch_unwind
+        // and leaves with _exit; what a closure may do is the caller's part (crate doc).
+        match unsafe { sys::fork() } {
+            Err(e) => Err((ProcessError::Fork(e), Some(target))),
+            Ok(sys::Forked::Child) => {
+                child::run(name, self.daemon, parent, parent_name, || match target {
+                    Target::Closure(f) => f(),
+                    Target::Task(call) => call.run(),
+                })
+            }
+            Ok(sys::Forked::Parent(pid)) => Ok(Started {
+                pid,
+                spawned: None,
+                served: None,
+            }),
+        }
+    }
+
+    /// Runs this program again to run `target`, which must be a task.
+    fn spawn_child(&self, target: Target, method: StartMethod, parent: sys::Pid) -> StartResult {
+        let call = match target {
+            Target::Task(call) if call.portable() => call,
+            Target::Task(call) => {
+                let what = "a function outside the program's executable (a shared library)";
+                let e = ProcessError::NeedsFork {
+                    what: what.into(),
+                    method,
+                };
+                return Err((e, Some(Target::Task(call))));
+            }
+            closure => {
+                let e = ProcessError::NeedsFork {
+                    what: "a closure".into(),
+                    method,
+                };
+                return Err((e, Some(closure)));
+            }
+        };
+        let job = TaskJob {
+            name: self.name.clone(),
+            daemon: self.daemon,
+            parent,
+            parent_name: current::name(),
+            call,
+        };
+        if method == StartMethod::Forkserver {
+            return match start::start_served(&job) {
+                Ok((pid, pidfd, generation)) => Ok(Started {
+                    pid,
+                    spawned: None,
+                    served: Some((pidfd, generation)),
+                }),
+                Err(e) => Err((e, Some(Target::Task(job.call)))),
+            };
+        }
+        match Spawned::start(Job::Task(job), &[], self.daemon) {
+            Ok(spawned) => Ok(Started {
+                pid: spawned.pid,
+                spawned: Some(spawned),
+                served: None,
+            }),
+            // The job (and its call) went into the failed attempt: the process cannot be
+            // started again.
+            Err(e) => Err((e, None)),
         }
     }
 
@@ -359,7 +555,13 @@ impl Process {
                 name: self.name.clone(),
             }),
             State::Exited { code, .. } => Ok(Ok(*code)),
-            State::Running { pid, parent, pidfd } => {
+            State::Running {
+                pid,
+                parent,
+                pidfd,
+                spawned,
+                served,
+            } => {
                 let pid = *pid;
                 if *parent != sys::getpid() {
                     return Err(ProcessError::NotChild {
@@ -367,14 +569,27 @@ impl Process {
                         pid,
                     });
                 }
-                match sys::try_reap(pid) {
+                let reaped = if let Some(generation) = *served {
+                    start::served_exit_code(pid, generation)
+                } else {
+                    sys::try_reap(pid).map_err(|source| ProcessError::Os { op, pid, source })
+                };
+                match reaped {
                     Ok(Some(code)) => {
-                        *state = State::Exited { pid, code };
+                        // Killed before it got there, or its exec failed (127): not the guard.
+                        let unguarded = code >= 0
+                            && code != 127
+                            && spawned.as_ref().is_some_and(|s| !s.taken());
+                        *state = State::Exited {
+                            pid,
+                            code,
+                            unguarded,
+                        };
                         family::unregister(pid);
                         Ok(Ok(code))
                     }
                     Ok(None) => Ok(Err(pidfd.clone())),
-                    Err(source) => Err(ProcessError::Os { op, pid, source }),
+                    Err(e) => Err(e),
                 }
             }
         }
@@ -385,7 +600,17 @@ impl Process {
         let mut nap = Duration::from_millis(1);
         loop {
             let pidfd = match self.check("wait for")? {
-                Ok(code) => return Ok(Some(code)),
+                Ok(code) => {
+                    if let State::Exited {
+                        pid,
+                        unguarded: true,
+                        ..
+                    } = *self.lock()
+                    {
+                        return Err(ProcessError::MainGuardMissing { pid });
+                    }
+                    return Ok(Some(code));
+                }
                 Err(pidfd) => pidfd,
             };
             let left = match deadline {
@@ -399,11 +624,17 @@ impl Process {
                 // Sleeps in poll until the child exits (the pidfd turns readable) or time is up;
                 // the lock is not held, so other threads may signal the child meanwhile.
                 Some(fd) => {
-                    sys::poll_readable(&fd, left).map_err(|source| ProcessError::Os {
-                        op: "wait for",
-                        pid: self.pid().unwrap_or(0),
-                        source,
-                    })?;
+                    let exited =
+                        sys::poll_readable(&fd, left).map_err(|source| ProcessError::Os {
+                            op: "wait for",
+                            pid: self.pid().unwrap_or(0),
+                            source,
+                        })?;
+                    // A forkserver's child has exited; the server's report follows within
+                    // microseconds (its pidfd stays readable meanwhile: do not spin on it).
+                    if exited && self.served() {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
                 }
                 // No pidfd (Linux < 5.3): sleep-poll, 1 ms doubling to 20 ms, never past the deadline.
                 None => {
@@ -420,7 +651,9 @@ impl Process {
     /// # Errors
     ///
     /// [`ProcessError::NotStarted`], [`ProcessError::NotChild`] (called in another process than
-    /// the starter), [`ProcessError::Os`] when `waitpid` fails (someone else reaped the child).
+    /// the starter), [`ProcessError::Os`] when `waitpid` fails (someone else reaped the child),
+    /// [`ProcessError::MainGuardMissing`] for a spawned child that never reached
+    /// [`main_guard`](crate::main_guard) (its [`exitcode`](Process::exitcode) is still there).
     pub fn join(&self) -> Result<i32, ProcessError> {
         self.wait(None)
             .map(|c| c.expect("a wait without deadline returns a code"))
@@ -435,6 +668,17 @@ impl Process {
     /// As [`join`](Process::join).
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>, ProcessError> {
         self.wait(Some(Instant::now() + timeout))
+    }
+
+    /// Whether the child is the forkserver's (it reaps it).
+    fn served(&self) -> bool {
+        matches!(
+            &*self.lock(),
+            State::Running {
+                served: Some(_),
+                ..
+            }
+        )
     }
 
     /// The child's pidfd while it runs unreaped (`None` before start, after reaping, or where
@@ -507,6 +751,30 @@ impl Process {
             }),
             // Already reaped: nothing to signal (and the pid may be someone else's by now).
             State::Exited { .. } => Ok(()),
+            State::Running {
+                pid,
+                parent,
+                served: Some(_),
+                pidfd: Some(fd),
+                ..
+            } => {
+                if *parent != sys::getpid() {
+                    return Err(ProcessError::NotChild {
+                        name: self.name.clone(),
+                        pid: *pid,
+                    });
+                }
+                // The forkserver reaps it: only its pidfd names it for sure. ESRCH: it has
+                // exited (and may be reaped already): nothing to signal, as after a join.
+                match sys::pidfd_signal(fd, sig) {
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                    r => r.map_err(|source| ProcessError::Os {
+                        op: "signal",
+                        pid: *pid,
+                        source,
+                    }),
+                }
+            }
             State::Running { pid, parent, .. } => {
                 if *parent != sys::getpid() {
                     return Err(ProcessError::NotChild {
@@ -548,6 +816,25 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let State::Running {
+            pid,
+            parent,
+            served: Some(_),
+            ..
+        } = *state
+        {
+            if parent != sys::getpid() {
+                return;
+            }
+            if self.daemon {
+                let _ = self.kill();
+            }
+            // The forkserver reaps it; wait for its report (an error: the server is gone).
+            let _ = self.wait(None);
+            family::unregister(pid);
+            return;
+        }
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if let State::Running { pid, parent, .. } = *state {
             if parent != sys::getpid() {
                 return; // a copy in a forked child: not ours to reap
@@ -557,7 +844,11 @@ impl Drop for Process {
             }
             // Errors (ECHILD: someone else reaped it) leave nothing to clean up.
             if let Ok(code) = sys::reap_blocking(pid) {
-                *state = State::Exited { pid, code };
+                *state = State::Exited {
+                    pid,
+                    code,
+                    unguarded: false,
+                };
             }
             family::unregister(pid);
         }

@@ -372,7 +372,7 @@ fn broken_initializer_while_starting() -> Result<(), String> {
     for _ in 0..5 {
         let pool = Pool::builder()
             .processes(8)
-            .initializer(|| panic!("no yeast"))
+            .initializer_fn(|| panic!("no yeast"))
             .build()
             .map_err(e)?;
         match pool.apply(sqr, 2) {
@@ -456,5 +456,6 @@ const CASES: &[(&str, Case)] = &[
 ];
 
 fn main() {
+    baozi_process::main_guard();
     run_cases(CASES);
 }

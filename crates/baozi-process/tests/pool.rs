@@ -538,7 +538,7 @@ fn flour(_: u8) -> u64 {
 fn initializer_runs_in_each_worker() -> Result<(), String> {
     let pool = Pool::builder()
         .processes(2)
-        .initializer(|| FLOUR.store(500, std::sync::atomic::Ordering::Relaxed))
+        .initializer_fn(|| FLOUR.store(500, std::sync::atomic::Ordering::Relaxed))
         .build()
         .map_err(e)?;
     check!(pool.with_chunksize(1).map(flour, [0u8; 20]).map_err(e)? == [500; 20]);
@@ -548,7 +548,7 @@ fn initializer_runs_in_each_worker() -> Result<(), String> {
     );
     let broken = Pool::builder()
         .processes(2)
-        .initializer(|| panic!("no yeast"))
+        .initializer_fn(|| panic!("no yeast"))
         .build()
         .map_err(e)?;
     let t = Instant::now();
@@ -564,7 +564,7 @@ fn initializer_runs_in_each_worker() -> Result<(), String> {
     // Workers that die before doing anything are not respawned for ever.
     let doomed = Pool::builder()
         .processes(2)
-        .initializer(|| std::process::exit(5))
+        .initializer_fn(|| std::process::exit(5))
         .build()
         .map_err(e)?;
     let t = Instant::now();
@@ -845,5 +845,6 @@ const CASES: &[(&str, Case)] = &[
 ];
 
 fn main() {
+    baozi_process::main_guard();
     run_cases(CASES);
 }

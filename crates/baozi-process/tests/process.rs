@@ -1,6 +1,11 @@
 //! Process tests, one forked case at a time under a watchdog (`harness = false`: no test threads,
 //! so every fork happens in a single-threaded process).
 //!
+//! The processes a case starts run under the start method of the run (`BAOZI_START_METHOD`:
+//! fork by default; CI runs the suite under spawn and forkserver too) wherever they are tasks
+//! ([`mk`], `Builder::task`); what only a fork can carry (a capturing closure, `spawn`'s value,
+//! a `ProcessBody`) asks for fork ([`FORK`]).
+//!
 //! Each case runs in its own child of this runner, which is also a child subreaper, so processes
 //! orphaned by a case are reaped and checked there. The runner waits for a case with a deadline
 //! and kills its process group when it runs over. After every case the case process checks that
@@ -11,17 +16,50 @@ use std::io::{Read, Seek};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use baozi_process::{cpu_count, current_process, parent_pid, spawn, Process, ProcessError};
+use baozi_process::{
+    cpu_count, current_process, parent_pid, IntoExitCode, JoinHandle, Process, ProcessError,
+    StartMethod,
+};
 use baozi_shm::{Offset, Region};
 use serde::{Deserialize, Serialize};
 
 mod common;
 use common::{children, e, run_cases, running, sleep_ms, Case};
 
+/// What only a fork carries.
+const FORK: StartMethod = StartMethod::Fork;
+
+/// A process that runs `f` as a task, under the run's start method.
+fn mk<R: IntoExitCode>(f: fn(()) -> R) -> Process {
+    Process::task(f, ()).expect("a task")
+}
+
+/// `spawn` (a value back), by fork: the closure is carried, not named.
+fn spawn<T, F>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Serialize + serde::de::DeserializeOwned + 'static,
+{
+    baozi_process::Builder::new()
+        .start_method(FORK)
+        .spawn(f)
+        .expect("spawn")
+}
+
+/// `spawn` for a plain function (a task: the run's start method).
+fn spawn_t<T>(f: fn(()) -> T) -> JoinHandle<T>
+where
+    T: Serialize + serde::de::DeserializeOwned + 'static,
+{
+    baozi_process::Builder::new()
+        .spawn_task(f, ())
+        .expect("spawn_task")
+}
+
 // ---- cases ---------------------------------------------------------------------------------
 
 fn exitcode_zero() -> Result<(), String> {
-    let p = Process::new(|| {});
+    let p = mk(|()| {});
     check!(p.exitcode().is_none() && p.pid().is_none());
     p.start().map_err(e)?;
     check!(p.pid().is_some());
@@ -35,17 +73,17 @@ fn exitcode_zero() -> Result<(), String> {
 }
 
 fn exitcode_n() -> Result<(), String> {
-    let p = Process::new(|| 42);
+    let p = mk(|()| 42);
     p.start().map_err(e)?;
     check!(p.join().map_err(e)? == 42);
-    let p = Process::new(|| -> Result<(), String> { Err("stale dough".into()) });
+    let p = mk(|()| -> Result<(), String> { Err("stale dough".into()) });
     p.start().map_err(e)?;
     check!(p.join().map_err(e)? == 1, "Err from the closure gives 1");
     Ok(())
 }
 
 fn exitcode_killed() -> Result<(), String> {
-    let p = Process::new(|| sleep_ms(30_000));
+    let p = mk(|()| sleep_ms(30_000));
     p.start().map_err(e)?;
     check!(p.exitcode().is_none(), "None while running");
     p.kill().map_err(e)?;
@@ -56,7 +94,7 @@ fn exitcode_killed() -> Result<(), String> {
 }
 
 fn exitcode_terminated() -> Result<(), String> {
-    let p = Process::new(|| sleep_ms(30_000));
+    let p = mk(|()| sleep_ms(30_000));
     p.start().map_err(e)?;
     p.terminate().map_err(e)?;
     check!(p.join().map_err(e)? == -15);
@@ -79,7 +117,7 @@ fn panic_exit_one_and_message() -> Result<(), String> {
     let saved = unsafe { libc::dup(2) };
     // SAFETY: as above.
     unsafe { libc::dup2(file.as_raw_fd(), 2) };
-    let p = Process::new(|| -> i32 { panic!("the steamer is on fire") });
+    let p = mk(|()| -> i32 { panic!("the steamer is on fire") });
     let started = p.start();
     let code = p.join();
     // SAFETY: restores the saved stderr.
@@ -100,7 +138,7 @@ fn panic_exit_one_and_message() -> Result<(), String> {
 }
 
 fn join_timeout_then_kill() -> Result<(), String> {
-    let p = Process::new(|| sleep_ms(30_000));
+    let p = mk(|()| sleep_ms(30_000));
     p.start().map_err(e)?;
     let t = Instant::now();
     let r = p.join_timeout(Duration::from_millis(300)).map_err(e)?;
@@ -115,7 +153,7 @@ fn join_timeout_then_kill() -> Result<(), String> {
     p.kill().map_err(e)?;
     check!(p.join().map_err(e)? == -9);
     // A timed join returns as soon as the child exits, well before the timeout.
-    let p = Process::new(|| sleep_ms(100));
+    let p = mk(|()| sleep_ms(100));
     p.start().map_err(e)?;
     let t = Instant::now();
     check!(p.join_timeout(Duration::from_secs(10)).map_err(e)? == Some(0));
@@ -128,13 +166,13 @@ fn join_timeout_then_kill() -> Result<(), String> {
 }
 
 fn is_alive_transitions() -> Result<(), String> {
-    let p = Process::new(|| sleep_ms(200));
+    let p = mk(|()| sleep_ms(200));
     check!(!p.is_alive(), "not alive before start");
     p.start().map_err(e)?;
     check!(p.is_alive(), "alive after start");
     p.join().map_err(e)?;
     check!(!p.is_alive(), "not alive after join");
-    let p = Process::new(|| {});
+    let p = mk(|()| {});
     p.start().map_err(e)?;
     let t = Instant::now();
     while p.is_alive() {
@@ -149,7 +187,7 @@ fn is_alive_transitions() -> Result<(), String> {
 }
 
 fn errors() -> Result<(), String> {
-    let p = Process::new(|| {});
+    let p = mk(|()| {});
     check!(matches!(p.join(), Err(ProcessError::NotStarted { .. })));
     check!(matches!(p.kill(), Err(ProcessError::NotStarted { .. })));
     p.start().map_err(e)?;
@@ -166,49 +204,56 @@ fn errors() -> Result<(), String> {
 fn names() -> Result<(), String> {
     let region = Region::anonymous(4096).map_err(e)?;
     let ok: &AtomicI32 = region.get(Offset::new(0)).map_err(e)?;
-    let a = Process::new(|| {});
-    let b = Process::new(|| {});
-    let c = Process::builder().name("baker").spawn_fn(|| {});
+    let a = mk(|()| {});
+    let b = mk(|()| {});
+    let c = Process::builder()
+        .name("baker")
+        .task(|()| {}, ())
+        .map_err(e)?;
     check!(a.name() == "Process-1", "{}", a.name());
     check!(b.name() == "Process-2", "{}", b.name());
     check!(c.name() == "baker");
     check!(current_process().name() == "MainProcess");
     let parent = std::process::id() as i32;
     // The child sees its own name and parent, and counts its own children from 1.
-    let ok_addr = ok as *const AtomicI32 as usize;
-    let d = Process::builder().name("eater").spawn_fn(move || {
-        // SAFETY: the region is mapped before the fork and outlives the child.
-        let ok = unsafe { &*(ok_addr as *const AtomicI32) };
-        let me = current_process();
-        let inner = Process::new(|| {});
-        if me.name() == "eater"
-            && me.pid() == std::process::id() as i32
-            && parent_pid() == parent
-            && inner.name() == "Process-1"
-        {
-            ok.store(1, Ordering::SeqCst);
-        }
-    });
+    let ok_addr = std::ptr::from_ref::<AtomicI32>(ok) as usize;
+    let d = Process::builder()
+        .name("eater")
+        .start_method(FORK)
+        .spawn_fn(move || {
+            // SAFETY: the region is mapped before the fork and outlives the child.
+            let ok = unsafe { &*(ok_addr as *const AtomicI32) };
+            let me = current_process();
+            let inner = mk(|()| {});
+            if me.name() == "eater"
+                && me.pid() == std::process::id() as i32
+                && parent_pid() == parent
+                && inner.name() == "Process-1"
+            {
+                ok.store(1, Ordering::SeqCst);
+            }
+        });
     d.start().map_err(e)?;
     check!(d.join().map_err(e)? == 0);
     check!(
         ok.load(Ordering::SeqCst) == 1,
         "child's view of itself is wrong"
     );
-    check!(Process::new(|| {}).name() == "Process-3");
+    check!(mk(|()| {}).name() == "Process-3");
     Ok(())
 }
 
 fn daemon_dies_with_parent() -> Result<(), String> {
     let region = Region::anonymous(4096).map_err(e)?;
     let slot: &AtomicI32 = region.get(Offset::new(0)).map_err(e)?;
-    let addr = slot as *const AtomicI32 as usize;
-    let middle = Process::new(move || {
+    let addr = std::ptr::from_ref::<AtomicI32>(slot) as usize;
+    let middle = Process::builder().start_method(FORK).spawn_fn(move || {
         // SAFETY: the region is mapped before the fork and outlives this process.
         let slot = unsafe { &*(addr as *const AtomicI32) };
         let d = Process::builder()
             .daemon(true)
-            .spawn_fn(|| sleep_ms(30_000));
+            .task(|()| sleep_ms(30_000), ())
+            .expect("a task");
         d.start().expect("start daemon");
         slot.store(d.pid().unwrap(), Ordering::SeqCst);
         sleep_ms(30_000);
@@ -246,20 +291,22 @@ fn daemon_dies_with_parent() -> Result<(), String> {
         "daemon status {status:#x}"
     );
     check!(!running(daemon));
+    common::reap_orphans();
     Ok(())
 }
 
 fn drop_daemon_kills_drop_other_joins() -> Result<(), String> {
     let d = Process::builder()
         .daemon(true)
-        .spawn_fn(|| sleep_ms(30_000));
+        .task(|()| sleep_ms(30_000), ())
+        .map_err(e)?;
     d.start().map_err(e)?;
     let pid = d.pid().unwrap();
     let t = Instant::now();
     drop(d);
     check!(t.elapsed() < Duration::from_secs(2), "daemon drop waited");
     check!(!running(pid));
-    let p = Process::new(|| sleep_ms(200));
+    let p = mk(|()| sleep_ms(200));
     p.start().map_err(e)?;
     let t = Instant::now();
     drop(p);
@@ -278,10 +325,10 @@ struct Basket {
 }
 
 fn join_handle_values() -> Result<(), String> {
-    let h = spawn(|| format!("{} from {}", "豆沙包", std::process::id()));
+    let h = spawn_t(|()| format!("{} from {}", "豆沙包", std::process::id()));
     let child = h.process().pid().unwrap();
     check!(h.join().map_err(e)? == format!("豆沙包 from {child}"));
-    let h = spawn(|| Basket {
+    let h = spawn_t(|()| Basket {
         filling: "pork".into(),
         count: 12,
         steamed: vec![true, false],
@@ -296,7 +343,7 @@ fn join_handle_values() -> Result<(), String> {
         "{b:?}"
     );
     // Timed join gives the handle back while the child runs.
-    let h = spawn(|| {
+    let h = spawn_t(|()| {
         sleep_ms(300);
         7u8
     });
@@ -311,7 +358,7 @@ fn join_handle_values() -> Result<(), String> {
 fn join_handle_errors() -> Result<(), String> {
     // Silence the child's panic message: the hook is inherited over fork.
     std::panic::set_hook(Box::new(|_| {}));
-    let h = spawn(|| -> String { panic!("no more {}", "flour") });
+    let h = spawn_t(|()| -> String { panic!("no more {}", "flour") });
     let r = h.join();
     let _ = std::panic::take_hook();
     match r {
@@ -320,7 +367,7 @@ fn join_handle_errors() -> Result<(), String> {
         }
         other => return Err(format!("expected Panicked, got {other:?}")),
     }
-    let h = spawn(|| -> u32 {
+    let h = spawn_t(|()| -> u32 {
         sleep_ms(30_000);
         1
     });
@@ -330,7 +377,7 @@ fn join_handle_errors() -> Result<(), String> {
         Err(ProcessError::Died { pid: p, signal: 9 }) if p == pid => {}
         other => return Err(format!("expected Died, got {other:?}")),
     }
-    let h = spawn(|| -> u32 {
+    let h = spawn_t(|()| -> u32 {
         // SAFETY: leaves at once without delivering a result.
         unsafe { libc::_exit(5) }
     });
@@ -340,7 +387,7 @@ fn join_handle_errors() -> Result<(), String> {
     }
     let h = baozi_process::Builder::new()
         .result_capacity(4096)
-        .spawn(|| vec![0u8; 100_000])
+        .spawn_task(|()| vec![0u8; 100_000], ())
         .map_err(e)?;
     match h.join() {
         Err(ProcessError::NoResult {
@@ -379,25 +426,30 @@ fn cpus() -> Result<(), String> {
 /// Inside a daemon, a new `Process` defaults to daemon, and starting any child is refused.
 fn daemon_has_no_children() -> Result<(), String> {
     // In the main process the default is not a daemon, and a non-daemon may start children.
-    check!(!Process::new(|| {}).is_daemon());
+    check!(!mk(|()| {}).is_daemon());
     let nested = spawn(|| {
-        let inner = Process::new(|| 5);
+        let inner = mk(|()| 5);
         let was_daemon = inner.is_daemon();
         inner.start().expect("a non-daemon may start children");
         (was_daemon, inner.join().expect("join"))
     });
     check!(nested.join().map_err(e)? == (false, 5));
+    common::reap_orphans();
     let h = baozi_process::Builder::new()
+        .start_method(FORK)
         .daemon(true)
         .spawn(|| {
             let me = current_process();
-            let inner = Process::new(|| 0);
+            let inner = mk(|()| 0);
             let default_daemon = inner.is_daemon();
             let refused = matches!(
                 inner.start(),
                 Err(ProcessError::DaemonicParent { ref name }) if *name == me.name()
             );
-            let explicit = Process::builder().daemon(false).spawn_fn(|| 0);
+            let explicit = Process::builder()
+                .daemon(false)
+                .task(|()| 0, ())
+                .expect("a task");
             let refused_too = matches!(explicit.start(), Err(ProcessError::DaemonicParent { .. }));
             let spawn_refused = matches!(
                 baozi_process::Builder::new().spawn(|| 1),
@@ -426,12 +478,19 @@ fn daemon_has_no_children() -> Result<(), String> {
 fn active_children_lists_the_running() -> Result<(), String> {
     use baozi_process::active_children;
     check!(active_children().is_empty());
-    let a = Process::builder().name("a").spawn_fn(|| sleep_ms(30_000));
+    let a = Process::builder()
+        .name("a")
+        .task(|()| sleep_ms(30_000), ())
+        .map_err(e)?;
     let b = Process::builder()
         .name("b")
         .daemon(true)
-        .spawn_fn(|| sleep_ms(30_000));
-    let quick = Process::builder().name("quick").spawn_fn(|| {});
+        .task(|()| sleep_ms(30_000), ())
+        .map_err(e)?;
+    let quick = Process::builder()
+        .name("quick")
+        .task(|()| {}, ())
+        .map_err(e)?;
     for p in [&a, &b, &quick] {
         p.start().map_err(e)?;
     }
@@ -469,8 +528,8 @@ fn sentinels_and_wait() -> Result<(), String> {
     use baozi_process::wait;
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    let early = Process::new(|| sleep_ms(200));
-    let late = Process::new(|| sleep_ms(30_000));
+    let early = mk(|()| sleep_ms(200));
+    let late = mk(|()| sleep_ms(30_000));
     check!(matches!(
         early.sentinel(),
         Err(ProcessError::NotStarted { .. })
@@ -533,31 +592,47 @@ fn parent_process_and_its_end() -> Result<(), String> {
     );
     // middle starts grandchild and leaves without joining it; the grandchild's wait on its
     // parent ends, and it exits 42 if it then sees the parent dead, named "middle".
-    let middle = Process::builder().name("middle").spawn_fn(|| {
-        let g = Process::new(|| {
-            let p = parent_process().expect("a parent");
-            let ended = p.wait_timeout(Duration::from_secs(10));
-            if ended && !p.is_alive() && p.name() == "middle" {
-                42
-            } else {
-                1
-            }
+    let middle = Process::builder()
+        .name("middle")
+        .start_method(FORK)
+        .spawn_fn(|| {
+            let g = mk(|()| {
+                let p = parent_process().expect("a parent");
+                let ended = p.wait_timeout(Duration::from_secs(10));
+                if ended && !p.is_alive() && p.name() == "middle" {
+                    42
+                } else {
+                    1
+                }
+            });
+            g.start().expect("start grandchild");
+            sleep_ms(100);
+            std::mem::forget(g);
         });
-        g.start().expect("start grandchild");
-        sleep_ms(100);
-        std::mem::forget(g);
-    });
     middle.start().map_err(e)?;
     check!(middle.join().map_err(e)? == 0);
-    // The orphan comes to this case process (a subreaper).
-    let mut status = 0;
-    // SAFETY: status is a valid int; blocks until the orphan exits (the watchdog bounds it).
-    let r = unsafe { libc::waitpid(-1, &mut status, 0) };
-    check!(r > 0, "no orphan to reap");
+    // The orphan comes to this case process (a subreaper); under forkserver, middle's
+    // forkserver (the grandchild's OS parent) comes too, and exits 0 first.
+    let mut statuses = Vec::new();
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid int; blocks until an orphan exits (the watchdog bounds it).
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r <= 0 {
+            break;
+        }
+        statuses.push(status);
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 42 {
+            break;
+        }
+    }
     check!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 42,
-        "grandchild status {status:#x}"
+        statuses
+            .iter()
+            .any(|&s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 42),
+        "grandchild statuses {statuses:x?}"
     );
+    common::reap_orphans();
     Ok(())
 }
 
@@ -583,11 +658,16 @@ fn current_process_and_bodies() -> Result<(), String> {
             Some("oven".into())
         }
     }
-    let p = Process::from_body(Oven { buns: 12 });
+    let p = Process::builder()
+        .start_method(FORK)
+        .body(Oven { buns: 12 });
     check!(p.name() == "oven");
     p.start().map_err(e)?;
     check!(p.join().map_err(e)? == 12);
-    let q = Process::builder().name("stove").body(Oven { buns: 3 });
+    let q = Process::builder()
+        .name("stove")
+        .start_method(FORK)
+        .body(Oven { buns: 3 });
     check!(q.name() == "stove");
     q.start().map_err(e)?;
     check!(q.join().map_err(e)? == 1, "the body saw the wrong name");
@@ -624,5 +704,6 @@ const CASES: &[(&str, Case)] = &[
 ];
 
 fn main() {
+    baozi_process::main_guard();
     run_cases(CASES);
 }

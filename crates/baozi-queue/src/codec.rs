@@ -35,7 +35,13 @@ impl std::error::Error for CodecError {}
 /// A type that can travel through a [`Queue`](crate::Queue).
 ///
 /// Implement it for your own encoding; most code uses the provided impls: raw bytes
-/// (`Vec<u8>`, `Box<[u8]>`, `String`), numbers, [`Pod<T>`] and [`Serde<T>`].
+/// (`Vec<u8>`, `Box<[u8]>`, `String`), numbers, [`Pod<T>`] and `Serde<T>` (feature `serde`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel through a baozi Queue: it does not implement `Message`",
+    label = "not a `Message`",
+    note = "for a type with serde's `Serialize + Deserialize`, use `Queue<Serde<{Self}>>` and put `Serde(value)`",
+    note = "for plain-old-data (`bytemuck::Pod`), use `Queue<Pod<{Self}>>`; or implement `Message` for your own encoding"
+)]
 pub trait Message: Sized {
     /// Calls `f` with the encoded bytes of `self`.
     ///

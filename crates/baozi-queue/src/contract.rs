@@ -81,8 +81,9 @@ pub trait QueueContract<T>: Clone + Send {
     /// Puts all of `items` at once (all or nothing), waiting as long as there is no room for all.
     ///
     /// # Errors
-    /// [`PutError::TooLarge`] at once if the batch can never fit (more than `maxsize` items), and
-    /// the errors of [`put`](Self::put); the batch comes back.
+    /// [`PutError::TooMany`] at once for more than `maxsize` items, [`PutError::TooLarge`] for
+    /// more bytes than the backend can hold, and the errors of [`put`](Self::put); the batch
+    /// comes back.
     fn put_many(&self, items: Vec<T>) -> Result<(), PutError<Vec<T>>>;
     /// [`put_many`](Self::put_many), waiting at most `timeout`.
     ///

@@ -96,7 +96,16 @@ impl From<SyncError> for QueueError {
 pub enum PutError<T> {
     /// The queue stayed full (item limit or bytes) for the whole wait, or at once for `_nowait`.
     Full(T),
-    /// The message can never fit: its frame exceeds the ring, or a batch exceeds `maxsize`.
+    /// A batch holds more items than the queue's `maxsize`: it can never fit.
+    TooMany {
+        /// The batch.
+        item: T,
+        /// Items in the batch.
+        items: usize,
+        /// The queue's item limit.
+        maxsize: usize,
+    },
+    /// The message (or batch) can never fit: its frames need more bytes than the ring has.
     TooLarge {
         /// The item (or batch).
         item: T,
@@ -122,6 +131,7 @@ impl<T> PutError<T> {
         match self {
             PutError::Full(t)
             | PutError::TooLarge { item: t, .. }
+            | PutError::TooMany { item: t, .. }
             | PutError::Closed(t)
             | PutError::Disconnected(t)
             | PutError::Encode(t, _)
@@ -149,6 +159,15 @@ impl<T> PutError<T> {
                 needed,
                 capacity,
             },
+            PutError::TooMany {
+                item,
+                items,
+                maxsize,
+            } => PutError::TooMany {
+                item: f(item),
+                items,
+                maxsize,
+            },
             PutError::Closed(t) => PutError::Closed(f(t)),
             PutError::Disconnected(t) => PutError::Disconnected(f(t)),
             PutError::Encode(t, e) => PutError::Encode(f(t), e),
@@ -168,6 +187,11 @@ impl<T> fmt::Debug for PutError<T> {
                 .field("needed", needed)
                 .field("capacity", capacity)
                 .finish_non_exhaustive(),
+            PutError::TooMany { items, maxsize, .. } => f
+                .debug_struct("TooMany")
+                .field("items", items)
+                .field("maxsize", maxsize)
+                .finish_non_exhaustive(),
             PutError::Closed(_) => f.write_str("Closed(..)"),
             PutError::Disconnected(_) => f.write_str("Disconnected(..)"),
             PutError::Encode(_, e) => f.debug_tuple("Encode").field(&"..").field(e).finish(),
@@ -183,6 +207,10 @@ impl<T> fmt::Display for PutError<T> {
             PutError::TooLarge { needed, capacity, .. } => write!(
                 f,
                 "the message needs {needed} bytes but the queue holds at most {capacity}: it can never fit; make the queue larger"
+            ),
+            PutError::TooMany { items, maxsize, .. } => write!(
+                f,
+                "the batch has {items} items but the queue holds at most {maxsize} (its maxsize): it can never fit; put fewer at a time"
             ),
             PutError::Closed(_) => f.write_str("the queue is closed"),
             PutError::Disconnected(_) => f.write_str(

@@ -11,30 +11,25 @@
 //! # Example: the bun shop, in one process pair
 //!
 //! ```
-//! use baozi_queue::{GetError, Queue};
+//! use baozi_process::Process;
+//! use baozi_queue::Queue;
+//! use std::sync::Arc;
 //!
 //! // maxsize 1: the baker waits for the eater after every bun.
-//! let counter: Queue<String> = Queue::new(1, 4096)?;
-//! // SAFETY (of the example): the child only uses the queue and leaves with _exit.
-//! let baker = unsafe { libc::fork() };
-//! if baker == 0 {
+//! let counter: Arc<Queue<String>> = Arc::new(Queue::new(1, 4096)?);
+//! let at_counter = Arc::clone(&counter);
+//! let baker = Process::new(move || -> Result<(), Box<dyn std::error::Error>> {
 //!     for bun in ["pork", "cabbage", "red bean"] {
-//!         counter.put(bun.to_owned()).unwrap();
+//!         at_counter.put(bun.to_owned())?;
 //!     }
-//!     counter.close().unwrap();
-//!     unsafe { libc::_exit(0) };
-//! }
-//! let mut eaten = Vec::new();
-//! loop {
-//!     match counter.get() {
-//!         Ok(bun) => eaten.push(bun),
-//!         Err(GetError::Closed) => break,
-//!         Err(e) => panic!("{e}"),
-//!     }
-//! }
-//! unsafe { libc::waitpid(baker, std::ptr::null_mut(), 0) };
+//!     Ok(at_counter.close()?)
+//! });
+//! baker.start()?;
+//! // Take buns until the baker closes the counter.
+//! let eaten: Vec<String> = counter.iter().collect();
+//! assert_eq!(baker.join()?, 0);
 //! assert_eq!(eaten, ["pork", "cabbage", "red bean"]);
-//! # Ok::<(), baozi_queue::QueueError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # One contract, several backends
@@ -76,6 +71,7 @@ mod endpoint;
 mod error;
 #[cfg(feature = "serde")]
 mod handle;
+mod iter;
 mod joinable;
 mod layout;
 mod queue;
@@ -87,5 +83,6 @@ pub use codec::{CodecError, Message, Pod};
 pub use contract::{JoinableContract, QueueContract};
 pub use endpoint::{Endpoint, Endpoints, CHECK_EVERY};
 pub use error::{GetError, PutError, QueueError};
+pub use iter::Iter;
 pub use joinable::JoinableQueue;
 pub use queue::{Queue, QueueOptions, DEFAULT_CAPACITY, MAX_MAXSIZE, NOWAIT_LOCK_WAIT};

@@ -229,6 +229,7 @@ enum Refusal {
 enum PutFail {
     Full,
     TooLarge { needed: usize, capacity: usize },
+    TooMany { items: usize, maxsize: usize },
     Closed,
     Disconnected,
     Failed(QueueError),
@@ -242,6 +243,11 @@ impl PutFail {
                 item,
                 needed,
                 capacity,
+            },
+            PutFail::TooMany { items, maxsize } => PutError::TooMany {
+                item,
+                items,
+                maxsize,
             },
             PutFail::Closed => PutError::Closed(item),
             PutFail::Disconnected => PutError::Disconnected(item),
@@ -938,9 +944,13 @@ impl<T> Queue<T> {
         for &len in batch.lens {
             needed += u64::from(ring::frame_len(len as usize).unwrap_or(u32::MAX));
         }
-        if needed > u64::from(self.cap)
-            || (self.maxsize != 0 && batch.lens.len() as u64 > u64::from(self.maxsize))
-        {
+        if self.maxsize != 0 && batch.lens.len() as u64 > u64::from(self.maxsize) {
+            return Err(PutFail::TooMany {
+                items: batch.lens.len(),
+                maxsize: self.maxsize as usize,
+            });
+        }
+        if needed > u64::from(self.cap) {
             return Err(PutFail::TooLarge {
                 needed: needed as usize,
                 capacity: self.cap as usize,
@@ -1440,7 +1450,8 @@ impl<T: Message> Queue<T> {
     /// there is not room for all of them.
     ///
     /// # Errors
-    /// [`PutError::TooLarge`] at once if the batch can never fit (more than `maxsize` items, or
+    /// [`PutError::TooMany`] at once for more than `maxsize` items, [`PutError::TooLarge`] at once
+    /// if the batch can never fit (or
     /// more bytes than the ring), and the errors of [`put`](Self::put); the batch comes back.
     pub fn put_many(&self, items: Vec<T>) -> Result<(), PutError<Vec<T>>> {
         self.put_many_wait(items, Wait::Forever)
@@ -1564,5 +1575,42 @@ impl Queue<Vec<u8>> {
             Ok(())
         })?;
         Ok(())
+    }
+
+    /// Takes the oldest message and hands its bytes to `f` **before** the take commits, waiting
+    /// at most `timeout` (`None`: as long as it takes; zero: not at all); returns what `f`
+    /// returned.
+    ///
+    /// `f` runs under the get lock: keep it short (a copy, a note in shared memory). If the
+    /// process dies while `f` runs, the take never committed and the message stays in the queue
+    /// for the next getter; once this returns `Ok`, the message has left the queue. So `f` can
+    /// record, where a supervisor finds it after a crash, which message the process was taking.
+    ///
+    /// ```
+    /// use baozi_queue::Queue;
+    /// let q: Queue<Vec<u8>> = Queue::new(4, 4096)?;
+    /// q.put_bytes(b"bun", None)?;
+    /// let len = q.get_bytes_with(None, |bytes| bytes.len())?;
+    /// assert_eq!(len, 3);
+    /// assert!(q.empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    pub fn get_bytes_with<R>(
+        &self,
+        timeout: Option<Duration>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, GetError> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.get_frames(1, wait_for(timeout), &mut |bytes| {
+            if let Some(f) = f.take() {
+                out = Some(f(bytes));
+            }
+            Ok(())
+        })?;
+        Ok(out.expect("a successful get of one frame ran f"))
     }
 }

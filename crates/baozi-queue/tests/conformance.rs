@@ -565,15 +565,23 @@ fn put_many_is_all_or_nothing() {
     }
     assert_eq!(q.qsize(), 3);
 
-    // More than maxsize can never fit: TooLarge at once, even blocking.
+    // More than maxsize can never fit: TooMany at once, even blocking, naming the item limit.
     let (r, elapsed) = timed(|| q.put_many(vec![10, 11, 12, 13, 14, 15]));
     assert!(
         elapsed < Duration::from_millis(100),
         "TooLarge batch took {elapsed:?}"
     );
     match r {
-        Err(PutError::TooLarge { item, .. }) => assert_eq!(item, [10, 11, 12, 13, 14, 15]),
-        other => panic!("expected TooLarge, got {other:?}"),
+        Err(e @ PutError::TooMany { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("6 items") && text.contains("maxsize"),
+                "{text}"
+            );
+            assert!(!text.contains("bytes"), "{text}");
+            assert_eq!(e.into_inner(), [10, 11, 12, 13, 14, 15]);
+        }
+        other => panic!("expected TooMany, got {other:?}"),
     }
     assert_eq!(q.qsize(), 3);
 
@@ -610,7 +618,7 @@ fn put_many_from_a_slice_keeps_the_items_and_is_all_or_nothing() {
     let five: Vec<String> = (0..5).map(|i| i.to_string()).collect();
     assert!(matches!(
         q.put_many_from(&five, None),
-        Err(PutError::TooLarge { item: (), .. })
+        Err(PutError::TooMany { item: (), .. })
     ));
     assert_eq!(q.qsize(), 3);
     // An empty slice is a no-op.
@@ -1638,4 +1646,53 @@ fn a_queue_nobody_registers_with_keeps_pythons_wait() {
     let (r, elapsed) = timed(|| q.get_timeout(Duration::from_millis(150)));
     assert_get_empty(r);
     assert_waited(elapsed, Duration::from_millis(150), "unregistered get");
+}
+
+#[test]
+fn get_bytes_with_hands_over_each_message_once_in_order_and_waits_like_get() {
+    let q: Queue<Vec<u8>> = Queue::new(4, 4096).unwrap();
+    for m in [&b"pork"[..], b"cabbage", b""] {
+        q.put_bytes(m, None).unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let n = q.get_bytes_with(None, |b| {
+            seen.push(b.to_vec());
+            b.len()
+        });
+        assert_eq!(n.unwrap(), seen.last().unwrap().len());
+    }
+    assert_eq!(seen, [b"pork".to_vec(), b"cabbage".to_vec(), Vec::new()]);
+    assert!(q.empty());
+    // Empty: f never runs, the timeout is kept.
+    let (r, elapsed) = timed(|| q.get_bytes_with(Some(Duration::from_millis(30)), |_| panic!()));
+    assert_get_empty(r);
+    assert_waited(elapsed, Duration::from_millis(30), "get_bytes_with");
+    q.close().unwrap();
+    assert!(matches!(
+        q.get_bytes_with(None, |_| ()),
+        Err(GetError::Closed)
+    ));
+}
+
+#[test]
+fn the_iterator_takes_items_until_the_queue_is_closed() {
+    let q: Queue<u32> = Queue::new(8, 4096).unwrap();
+    thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..100 {
+                q.put(i).unwrap();
+            }
+            q.close().unwrap();
+        });
+        let mut n = 0;
+        for (i, item) in (&q).into_iter().enumerate() {
+            assert_eq!(item, i as u32);
+            n += 1;
+        }
+        assert_eq!(n, 100);
+    });
+    let mut it = q.iter();
+    assert!(it.next().is_none());
+    assert!(it.take_error().is_none(), "closed is not an error");
 }

@@ -41,6 +41,7 @@ enum PutOutcome {
     Ok,
     Full,
     TooLarge { needed: usize, capacity: usize },
+    TooMany { items: usize, maxsize: usize },
     Closed,
 }
 
@@ -119,7 +120,13 @@ impl Model {
     fn put(&mut self, msgs: &[Vec<u8>]) -> PutOutcome {
         let needed: u64 = msgs.iter().map(|m| frame_len(m.len())).sum();
         let n = msgs.len() as u64;
-        if needed > u64::from(self.cap) || (self.maxsize != 0 && n > u64::from(self.maxsize)) {
+        if self.maxsize != 0 && n > u64::from(self.maxsize) {
+            return PutOutcome::TooMany {
+                items: n as usize,
+                maxsize: self.maxsize as usize,
+            };
+        }
+        if needed > u64::from(self.cap) {
             return PutOutcome::TooLarge {
                 needed: needed as usize,
                 capacity: self.cap as usize,
@@ -304,6 +311,11 @@ where
             needed,
             capacity,
         }) => (PutOutcome::TooLarge { needed, capacity }, item),
+        Err(PutError::TooMany {
+            item,
+            items,
+            maxsize,
+        }) => (PutOutcome::TooMany { items, maxsize }, item),
         Err(e) => return Err(TestCaseError::fail(format!("unexpected put error: {e}"))),
     };
     prop_assert_eq!(&back.1, item, "the error did not give the item back");
@@ -599,9 +611,9 @@ fn the_model_follows_the_framing_rule() {
     let mut m = Model::new(2, 4096);
     assert_eq!(
         m.put(&[vec![], vec![], vec![]]),
-        PutOutcome::TooLarge {
-            needed: 24,
-            capacity: 4096
+        PutOutcome::TooMany {
+            items: 3,
+            maxsize: 2
         }
     );
     assert_eq!(m.put(&[vec![]]), PutOutcome::Ok);

@@ -80,6 +80,7 @@ enum PutFail {
     Full,
     Closed,
     TooLarge { needed: usize, capacity: usize },
+    TooMany { items: usize, maxsize: usize },
     Encode(baozi_queue::CodecError),
     Failed(RedisQueueError),
 }
@@ -93,6 +94,11 @@ impl PutFail {
                 item,
                 needed,
                 capacity,
+            },
+            PutFail::TooMany { items, maxsize } => PutError::TooMany {
+                item,
+                items,
+                maxsize,
             },
             PutFail::Encode(e) => PutError::Encode(item, e),
             PutFail::Failed(e) => put_failed(item, e),
@@ -388,7 +394,6 @@ impl<T: Message> RedisQueue<T> {
     /// sequence numbers are known, under the link's lock).
     fn encode(&self, items: &[T]) -> Result<Vec<Vec<u8>>, PutFail> {
         let mut out = Vec::with_capacity(items.len());
-        let mut total = 0usize;
         for item in items {
             let env = item
                 .with_encoded(|bytes| {
@@ -398,7 +403,6 @@ impl<T: Message> RedisQueue<T> {
                     env
                 })
                 .map_err(PutFail::Encode)?;
-            total += env.len() - HEADER;
             if env.len() - HEADER > self.shared.opts.max_message_len {
                 return Err(PutFail::TooLarge {
                     needed: env.len() - HEADER,
@@ -409,9 +413,9 @@ impl<T: Message> RedisQueue<T> {
         }
         let max = self.shared.maxsize;
         if max != 0 && items.len() > max {
-            return Err(PutFail::TooLarge {
-                needed: total,
-                capacity: max,
+            return Err(PutFail::TooMany {
+                items: items.len(),
+                maxsize: max,
             });
         }
         Ok(out)
@@ -692,8 +696,8 @@ impl<T: Message> RedisQueue<T> {
     /// as there is no room for all.
     ///
     /// # Errors
-    /// [`PutError::TooLarge`] at once for more than `maxsize` items (`needed` is then the
-    /// batch's bytes and `capacity` the item limit), and the errors of [`put`](Self::put).
+    /// [`PutError::TooMany`] at once for more than `maxsize` items, and the errors of
+    /// [`put`](Self::put).
     pub fn put_many(&self, items: Vec<T>) -> Result<(), PutError<Vec<T>>> {
         self.put_batch(items, Wait::Forever)
     }

@@ -17,29 +17,32 @@
 //!   contended words apart;
 //! * [`list`]: the baozi objects in `/dev/shm`, with who maps them, to find leftovers.
 //!
-//! # Example: a counter a forked child increments
+//! # Example: a counter a child process increments
+//!
+//! The child is a [`baozi_process::Process`](https://docs.rs/baozi-process) (the `baozi`
+//! facade re-exports it); an anonymous region is shared with every child started after it is
+//! made.
 //!
 //! ```
+//! use baozi_process::Process;
 //! use baozi_shm::{Offset, Region};
 //! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::Arc;
 //!
-//! let region = Region::anonymous(4096)?;
-//! let counter: &AtomicU64 = region.get(Offset::new(0))?;
+//! let region = Arc::new(Region::anonymous(4096)?);
+//! let at: Offset<AtomicU64> = Offset::new(0);
 //!
-//! // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-//! match unsafe { libc::fork() } {
-//!     0 => {
-//!         counter.fetch_add(41, Ordering::SeqCst);
-//!         unsafe { libc::_exit(0) }
-//!     }
-//!     pid => {
-//!         let mut status = 0;
-//!         unsafe { libc::waitpid(pid, &mut status, 0) };
-//!     }
-//! }
+//! let shared = Arc::clone(&region);
+//! let child = Process::new(move || {
+//!     shared.get(at).expect("in bounds").fetch_add(41, Ordering::SeqCst);
+//! });
+//! child.start()?;
+//! assert_eq!(child.join()?, 0);
+//!
+//! let counter = region.get(at)?;
 //! counter.fetch_add(1, Ordering::SeqCst);
 //! assert_eq!(counter.load(Ordering::SeqCst), 42);
-//! # Ok::<(), baozi_shm::ShmError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Named objects and their lifetime
@@ -52,27 +55,30 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod attach;
 mod error;
 mod header;
 mod identity;
+mod list;
 mod offset;
 mod pad;
 mod region;
 mod shm_safe;
 mod sys;
 
+#[cfg(feature = "serde")]
+pub use attach::attach_failed;
+pub use attach::{take_attach_error, LINGER, LINGER_MAX};
 pub use error::ShmError;
 pub use header::{
     Header, HeaderSnapshot, LayoutHash, ObjectKind, TypeName, DEFAULT_READY_WAIT, FORMAT_VERSION,
     HEADER_SIZE, MAGIC,
 };
 pub use identity::{ObjectId, TypeTag, TYPE_NAME_MAX};
+pub use list::{list, KeepReason, ShmEntry, ValidHeader};
 pub use offset::Offset;
 pub use pad::{CachePadded, CACHE_LINE};
-#[cfg(feature = "serde")]
-pub use region::attach_failed;
 pub use region::{
-    list, os_name, take_attach_error, Region, RegionRef, ShmEntry, LINGER, LINGER_MAX,
-    MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX,
+    os_name, Region, RegionRef, UnmapCheck, MAX_NAME_LEN, MAX_REGION_LEN, NAME_PREFIX,
 };
 pub use shm_safe::ShmSafe;

@@ -17,18 +17,21 @@
 //! included, never makes the object unreachable for those still holding it, and an anonymous
 //! object never leaves anything behind in `/dev/shm`.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::attach::{
+    attached, cached, check_file, file_in_use, file_key, linger, lock_bounded, open_proc_fd,
+    scan_holders,
+};
 use crate::error::ShmError;
-use crate::header::{Header, ObjectKind, HEADER_SIZE, MAGIC};
+use crate::header::{Header, HEADER_SIZE};
 use crate::identity::ObjectId;
 use crate::offset::Offset;
 use crate::shm_safe::ShmSafe;
@@ -73,12 +76,32 @@ const MEMFD_PREFIX: &str = "baozi:";
 #[derive(Clone)]
 pub struct Region {
     map: Arc<Mapping>,
+    /// For the handles of the process that created the name: unlinks it when the last of them
+    /// goes (a lingering mapping does not keep the name, see `to_ref`).
+    owner: Option<Arc<NameOwner>>,
+}
+
+/// The creator's claim on a name; unlinks it on drop, in the creating process only.
+struct NameOwner {
+    /// `baozi-NAME`.
+    name: String,
+    pid: u32,
+    unlink_on_drop: AtomicBool,
+}
+
+impl Drop for NameOwner {
+    fn drop(&mut self) {
+        // A forked child inherits the owner handle but not the ownership of the name.
+        if self.unlink_on_drop.load(Ordering::Relaxed) && self.pid == sys::getpid() {
+            let _ = sys::shm_unlink(&c_name(&self.name));
+        }
+    }
 }
 
 /// One mapping in this process, shared by every clone of a [`Region`].
-struct Mapping {
+pub(crate) struct Mapping {
     ptr: NonNull<u8>,
-    len: usize,
+    pub(crate) len: usize,
     /// The backing file (memfd or `/dev/shm`), kept open so that other processes can reach it
     /// through `/proc/<our pid>/fd/<fd>`.
     fd: OwnedFd,
@@ -87,16 +110,20 @@ struct Mapping {
     id: ObjectId,
     /// `baozi-NAME` for named regions (without the leading slash); `None` when anonymous.
     name: Option<String>,
-    /// The process that created the name; only it unlinks on drop.
-    owner_pid: Option<u32>,
-    unlink_on_drop: AtomicBool,
+    /// Whether unmapping could leave a robust mutex that a thread of this process holds
+    /// unreachable (see [`Region::set_unmap_check`]); such a mapping is kept until exit.
+    unmap_check: OnceLock<UnmapCheck>,
 }
+
+/// Says whether a mapping (its base and length) must stay mapped: see
+/// [`Region::set_unmap_check`].
+pub type UnmapCheck = fn(base: *const u8, len: usize) -> bool;
 
 /// Device and inode: a file's identity while it exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct FileKey {
-    dev: u64,
-    ino: u64,
+pub(crate) struct FileKey {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 // SAFETY: the mapping is plain memory valid for the Mapping's lifetime in every thread; all access
@@ -177,60 +204,9 @@ pub fn os_name(name: &str) -> Result<String, ShmError> {
     Ok(format!("{NAME_PREFIX}{name}"))
 }
 
-fn c_name(os_name: &str) -> CString {
+pub(crate) fn c_name(os_name: &str) -> CString {
     // Cannot fail: os_name() admits no NUL bytes.
     CString::new(format!("/{os_name}")).expect("validated name has no NUL")
-}
-
-/// Locks one of this module's process-wide tables, giving up after 100 ms.
-///
-/// The tables are held for microseconds, so a lock still taken after 100 ms was taken by a thread
-/// that does not exist here: this is the child of a fork made while another thread of the parent
-/// held it. Such a child goes on without the table (no sharing of mappings, no linger) instead of
-/// hanging.
-fn lock_bounded<T>(m: &Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
-    let start = Instant::now();
-    loop {
-        match m.try_lock() {
-            Ok(g) => return Some(g),
-            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                if start.elapsed() > Duration::from_millis(100) {
-                    return None;
-                }
-                std::thread::yield_now();
-            }
-        }
-    }
-}
-
-/// How long a process keeps a region it made a [`RegionRef`] to: see [`Region::to_ref`].
-pub const LINGER: Duration = Duration::from_secs(10);
-
-/// The most regions a process keeps lingering; the oldest goes first.
-pub const LINGER_MAX: usize = 256;
-
-/// Keeps `map` alive for [`LINGER`] (refreshing it if it is already lingering).
-fn linger(map: &Arc<Mapping>) {
-    use std::collections::VecDeque;
-    static LINGERING: Mutex<VecDeque<(Instant, Arc<Mapping>)>> = Mutex::new(VecDeque::new());
-    let now = Instant::now();
-    let Some(mut list) = lock_bounded(&LINGERING) else {
-        return;
-    };
-    list.retain(|(at, m)| now.duration_since(*at) < LINGER && !Arc::ptr_eq(m, map));
-    if list.len() >= LINGER_MAX {
-        list.pop_front();
-    }
-    list.push_back((now, Arc::clone(map)));
-}
-
-/// The mappings this process has, by backing file, so that attaching an object the process
-/// already maps (a queue passed to the same worker twice) shares the mapping instead of making
-/// another.
-fn attached() -> &'static Mutex<HashMap<FileKey, Weak<Mapping>>> {
-    static ATTACHED: OnceLock<Mutex<HashMap<FileKey, Weak<Mapping>>>> = OnceLock::new();
-    ATTACHED.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 impl Mapping {
@@ -241,7 +217,6 @@ impl Mapping {
         len: usize,
         id: ObjectId,
         name: Option<String>,
-        owner: bool,
         display: &str,
     ) -> Result<Arc<Mapping>, ShmError> {
         let ptr =
@@ -253,8 +228,7 @@ impl Mapping {
             file,
             id,
             name,
-            owner_pid: owner.then(sys::getpid),
-            unlink_on_drop: AtomicBool::new(owner),
+            unmap_check: OnceLock::new(),
         });
         if let Some(mut table) = lock_bounded(attached()) {
             table.retain(|_, w| w.strong_count() > 0);
@@ -280,8 +254,8 @@ impl Region {
             .map_err(|e| ShmError::from_io("memfd_create", display, e))?;
         sys::ftruncate(&fd, len as u64).map_err(|e| ShmError::from_io("ftruncate", display, e))?;
         let file = file_key(&fd, display)?;
-        let map = Mapping::map(fd, file, len, id, None, false, display)?;
-        Ok(Region { map })
+        let map = Mapping::map(fd, file, len, id, None, display)?;
+        Ok(Region { map, owner: None })
     }
 
     /// Creates the named object `/dev/shm/baozi-NAME` of `len` zeroed bytes, exclusively.
@@ -303,10 +277,17 @@ impl Region {
             .map_err(|e| ShmError::from_io("ftruncate", &display, e))
             .and_then(|()| file_key(&fd, &display))
             .and_then(|file| {
-                Mapping::map(fd, file, len, ObjectId::new(), Some(os), true, &display)
+                Mapping::map(fd, file, len, ObjectId::new(), Some(os.clone()), &display)
             });
         match made {
-            Ok(map) => Ok(Region { map }),
+            Ok(map) => Ok(Region {
+                map,
+                owner: Some(Arc::new(NameOwner {
+                    name: os,
+                    pid: sys::getpid(),
+                    unlink_on_drop: AtomicBool::new(true),
+                })),
+            }),
             Err(e) => {
                 let _ = sys::shm_unlink(&cname);
                 Err(e)
@@ -410,25 +391,16 @@ impl Region {
         let len = check_len(size)?;
         let file = file_key(&fd, &display)?;
         if let Some(map) = cached(file, len) {
-            return Ok(Region { map });
+            return Ok(Region { map, owner: None });
         }
-        let map = Mapping::map(
-            fd,
-            file,
-            len,
-            ObjectId::from_raw(0),
-            Some(os),
-            false,
-            &display,
-        )?;
-        let region = Region { map };
-        Ok(region)
+        let map = Mapping::map(fd, file, len, ObjectId::from_raw(0), Some(os), &display)?;
+        Ok(Region { map, owner: None })
     }
 
     /// A reference to this region that another process can [`attach`](Self::attach) to.
     ///
-    /// Making a reference keeps this process's mapping for at least [`LINGER`] more (of at most
-    /// [`LINGER_MAX`] recent objects), even if every handle here is dropped meanwhile: so a
+    /// Making a reference keeps this process's mapping for at least [`LINGER`](crate::LINGER) more (of at most
+    /// [`LINGER_MAX`](crate::LINGER_MAX) recent objects), even if every handle here is dropped meanwhile: so a
     /// handle that is sent and then dropped (a pool task's result, a message put by a process
     /// that then lets go) still attaches on the other side, while this process lives.
     pub fn to_ref(&self) -> RegionRef {
@@ -460,7 +432,7 @@ impl Region {
             None => "anonymous region".to_owned(),
         };
         if let Some(map) = cached(file, 0) {
-            return Ok(Region { map });
+            return Ok(Region { map, owner: None });
         }
         let mut denied = None;
         let mut found = None;
@@ -503,10 +475,9 @@ impl Region {
             len,
             ObjectId::from_raw(r.id),
             r.name.clone(),
-            false,
             &display,
         )?;
-        Ok(Region { map })
+        Ok(Region { map, owner: None })
     }
 
     /// Removes the name `/dev/shm/baozi-NAME`. Processes that have it mapped keep using it; the
@@ -559,12 +530,23 @@ impl Region {
     /// Keeps the name after this creator drops its last handle (it stays in `/dev/shm` until
     /// [`Region::unlink`]). Has no effect on regions that were opened, not created.
     pub fn persist(&self) {
-        self.map.unlink_on_drop.store(false, Ordering::Relaxed);
+        if let Some(owner) = &self.owner {
+            owner.unlink_on_drop.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Registers the object's check for what must not be unmapped: when the last handle in this
+    /// process goes, `must_stay(base, len)` is asked first, and a `true` keeps the mapping until
+    /// the process ends. baozi-sync registers one that is true while a thread of this process
+    /// holds one of the object's robust mutexes (glibc keeps held robust mutexes on a per-thread
+    /// list, which must never point into unmapped memory). The first registration wins.
+    pub fn set_unmap_check(&self, must_stay: UnmapCheck) {
+        let _ = self.map.unmap_check.set(must_stay);
     }
 
     /// Whether this handle created the name (and so unlinks it on drop unless persisted).
     pub fn is_owner(&self) -> bool {
-        self.map.owner_pid.is_some()
+        self.owner.is_some()
     }
 
     /// The region's identity: set at creation for regions this process made or attached; 0 for
@@ -663,18 +645,21 @@ impl Region {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: ptr/len is the mapping made in `Mapping::map`; every reference handed out
-        // borrowed a Region holding this Mapping, so none is alive now.
-        let unmapped = unsafe { sys::munmap(self.ptr, self.len) };
-        debug_assert!(
-            unmapped.is_ok() || std::thread::panicking(),
-            "munmap: {unmapped:?}"
-        );
-        if let (Some(name), Some(pid)) = (&self.name, self.owner_pid) {
-            // A forked child inherits the owner handle but not the ownership of the name.
-            if self.unlink_on_drop.load(Ordering::Relaxed) && pid == sys::getpid() {
-                let _ = sys::shm_unlink(&c_name(name));
-            }
+        // A robust mutex in the region that a thread of this process holds is on that thread's
+        // robust list in glibc: unmapping it would leave the list pointing at unmapped memory,
+        // and the thread's next lock would fault. Such a mapping stays until the process ends.
+        let keep = self
+            .unmap_check
+            .get()
+            .is_some_and(|must_stay| must_stay(self.ptr.as_ptr(), self.len));
+        if !keep {
+            // SAFETY: ptr/len is the mapping made in `Mapping::map`; every reference handed out
+            // borrowed a Region holding this Mapping, so none is alive now.
+            let unmapped = unsafe { sys::munmap(self.ptr, self.len) };
+            debug_assert!(
+                unmapped.is_ok() || std::thread::panicking(),
+                "munmap: {unmapped:?}"
+            );
         }
         // try_lock: a forked child of a threaded parent may find the table locked for ever; a
         // dead entry left behind is harmless (it no longer upgrades) and pruned later.
@@ -684,247 +669,4 @@ impl Drop for Mapping {
             }
         }
     }
-}
-
-/// The mapping of `file` this process already has, if any (and at least `min_len` long).
-fn cached(file: FileKey, min_len: usize) -> Option<Arc<Mapping>> {
-    let table = lock_bounded(attached())?;
-    table
-        .get(&file)
-        .and_then(Weak::upgrade)
-        .filter(|m| m.len >= min_len)
-}
-
-fn file_key(fd: &OwnedFd, display: &str) -> Result<FileKey, ShmError> {
-    let ((dev, ino), _) = sys::file_stat(fd).map_err(|e| ShmError::from_io("fstat", display, e))?;
-    Ok(FileKey { dev, ino })
-}
-
-/// `fd` if it is the file `want`.
-fn check_file(fd: OwnedFd, want: FileKey) -> Option<OwnedFd> {
-    match sys::file_stat(&fd) {
-        Ok(((dev, ino), _)) if FileKey { dev, ino } == want => Some(fd),
-        _ => None,
-    }
-}
-
-/// Opens a `/proc/PID/fd/N` link and keeps it if it is the file `want`. A permission refusal is
-/// an error (to report if nothing else works); a missing process or descriptor is `Ok(None)`.
-fn open_proc_fd(path: &str, want: FileKey) -> io::Result<Option<OwnedFd>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(file) => Ok(check_file(OwnedFd::from(file), want)),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(e),
-        Err(_) => Ok(None),
-    }
-}
-
-thread_local! {
-    static ATTACH_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Why the last handle this thread tried to deserialise did not attach, if one failed since the
-/// last call (and clears it).
-///
-/// Serde formats may drop a custom error's text (postcard's `SerdeDeCustom` does), so the typed
-/// reason — [`ShmError::Gone`], [`ShmError::TypeMismatch`], ... — would be lost on the way out of
-/// `Deserialize`. baozi's own codecs (queue messages, pool arguments and results) add it to the
-/// error they report; code that deserialises handles with another format can ask here.
-pub fn take_attach_error() -> Option<String> {
-    ATTACH_ERROR.with(|e| e.borrow_mut().take())
-}
-
-/// Records `e` as the reason a handle did not attach (see [`take_attach_error`]) and turns it
-/// into the deserialiser's error: what every handle's `Deserialize` returns on failure.
-#[cfg(feature = "serde")]
-pub fn attach_failed<E: serde::de::Error>(e: impl fmt::Display) -> E {
-    let text = e.to_string();
-    ATTACH_ERROR.with(|slot| *slot.borrow_mut() = Some(text.clone()));
-    E::custom(text)
-}
-
-#[cfg(feature = "serde")]
-impl serde::Serialize for Region {
-    /// Writes a [`RegionRef`] (see [`Region::to_ref`]).
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_ref().serialize(s)
-    }
-}
-
-#[cfg(feature = "serde")]
-impl<'de> serde::Deserialize<'de> for Region {
-    /// Attaches to the region (see [`Region::attach`]).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let r = RegionRef::deserialize(d)?;
-        Region::attach(&r).map_err(attach_failed)
-    }
-}
-
-/// Every `/proc/PID/fd/N` whose link target is `wanted` (or `wanted (deleted)`), as (pid, path).
-fn holders_of(wanted: &str) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let target = target.to_string_lossy();
-            if target.strip_suffix(" (deleted)").unwrap_or(&target) == wanted {
-                out.push((pid, fd.path().to_string_lossy().into_owned()));
-            }
-        }
-    }
-    out
-}
-
-/// Looks through every process's descriptors for one holding `file` (named `wanted`).
-fn scan_holders(wanted: &str, file: FileKey, denied: &mut Option<io::Error>) -> Option<OwnedFd> {
-    for (_, path) in holders_of(wanted) {
-        match open_proc_fd(&path, file) {
-            Ok(Some(fd)) => return Some(fd),
-            Ok(None) => {}
-            Err(e) => *denied = Some(e),
-        }
-    }
-    None
-}
-
-/// Whether any process (this one included) has `path` mapped or open.
-fn file_in_use(path: &str, file: FileKey) -> bool {
-    if !holders_of(path).is_empty() {
-        return true;
-    }
-    mapped_shm_files().iter().any(|(_, p)| p == path)
-        || lock_bounded(attached())
-            .map_or(true, |t| t.get(&file).is_some_and(|w| w.strong_count() > 0))
-}
-
-/// One baozi object found in `/dev/shm` by [`list`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShmEntry {
-    /// The name as passed to `open` (without the `baozi-` prefix).
-    pub name: String,
-    /// Size of the file in bytes.
-    pub size: u64,
-    /// The object's kind, when it has a valid baozi header.
-    pub kind: Option<ObjectKind>,
-    /// The creator's pid, when it has a valid baozi header.
-    pub creator_pid: Option<u32>,
-    /// Whether a process with the creator's pid still exists.
-    pub creator_alive: bool,
-    /// Pids of the processes that have it mapped now (from `/proc/*/maps`; only those this user
-    /// may read).
-    pub mapped_by: Vec<u32>,
-}
-
-impl ShmEntry {
-    /// No process maps it, so nobody can be using it: safe to [`Region::unlink`].
-    pub fn is_orphan(&self) -> bool {
-        self.mapped_by.is_empty()
-    }
-}
-
-/// Lists the baozi objects in `/dev/shm` (names starting with [`NAME_PREFIX`]), to find and
-/// remove leftovers.
-///
-/// ```
-/// for entry in baozi_shm::list()? {
-///     if entry.is_orphan() && !entry.creator_alive {
-///         println!("leftover: {} ({} bytes)", entry.name, entry.size);
-///     }
-/// }
-/// # Ok::<(), std::io::Error>(())
-/// ```
-///
-/// # Errors
-/// The `io::Error` of reading `/dev/shm`.
-pub fn list() -> io::Result<Vec<ShmEntry>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir("/dev/shm")? {
-        let entry = entry?;
-        if let Some(n) = entry.file_name().to_str() {
-            if let Some(rest) = n.strip_prefix(NAME_PREFIX) {
-                names.push((rest.to_owned(), n.to_owned()));
-            }
-        }
-    }
-    names.sort();
-    let maps = mapped_shm_files();
-    let mut out = Vec::with_capacity(names.len());
-    for (name, os) in names {
-        let mut header = [0u8; HEADER_SIZE];
-        let (size, kind, creator_pid) = match sys::shm_open(&c_name(&os), libc::O_RDONLY, 0) {
-            Ok(fd) => {
-                let size = sys::file_size(&fd).unwrap_or(0);
-                let n = sys::pread(&fd, &mut header, 0).unwrap_or(0);
-                let magic = u64::from_le_bytes(header[0..8].try_into().unwrap_or([0; 8]));
-                if n == HEADER_SIZE && magic == MAGIC {
-                    let kind = u32::from_le_bytes(header[12..16].try_into().unwrap_or([0; 4]));
-                    let pid = u32::from_le_bytes(header[32..36].try_into().unwrap_or([0; 4]));
-                    (size, Some(ObjectKind::from_raw(kind)), Some(pid))
-                } else {
-                    (size, None, None)
-                }
-            }
-            Err(_) => (0, None, None),
-        };
-        let path = format!("/dev/shm/{os}");
-        let mapped_by = maps
-            .iter()
-            .filter(|(_, p)| *p == path)
-            .map(|(pid, _)| *pid)
-            .collect();
-        out.push(ShmEntry {
-            name,
-            size,
-            kind,
-            creator_alive: creator_pid.is_some_and(sys::pid_exists),
-            creator_pid,
-            mapped_by,
-        });
-    }
-    Ok(out)
-}
-
-/// (pid, path) for every `/dev/shm/baozi-*` mapping in `/proc/*/maps` that we may read.
-fn mapped_shm_files() -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(maps) = std::fs::read_to_string(entry.path().join("maps")) else {
-            continue;
-        };
-        for line in maps.lines() {
-            if let Some(at) = line.find("/dev/shm/baozi-") {
-                let path = line[at..].trim_end_matches(" (deleted)").to_owned();
-                if !out.iter().any(|(p, q)| *p == pid && *q == path) {
-                    out.push((pid, path));
-                }
-            }
-        }
-    }
-    out
 }

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baozi_shop::{run, run_seed, Scenario, ShopError, StopRule, TransportKind, SEED_PACE};
+use baozi_shop::{
+    plot_svg, run, run_seed, ProgressMode, Report, Scenario, ShopError, StopRule, TransportKind,
+    DEFAULT_STALL, SEED_PACE,
+};
 use clap::{Args, Parser, Subcommand};
 
 /// The bun shop (包子铺): baozi's producer–consumer demo and harness.
@@ -26,6 +29,7 @@ enum Command {
     /// Run N producers × M consumers, verify exactly-once and order, report throughput and latency.
     Run(RunArgs),
     /// List or remove baozi objects in /dev/shm.
+    #[command(subcommand_required = true)]
     Shm {
         #[command(subcommand)]
         action: ShmAction,
@@ -34,10 +38,16 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ShmAction {
-    /// List baozi objects with their kind, creator and the processes that map them.
+    /// List baozi objects with their kind, creator and the processes that map them or hold them
+    /// open.
     List,
-    /// Remove baozi objects that no process maps and whose creator is gone.
-    Clean,
+    /// Remove baozi objects whose header is valid, whose creator is gone, and that no process
+    /// maps or holds open; list every other one with the reason it was kept.
+    Clean {
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -66,10 +76,24 @@ struct RunArgs {
     /// SIGKILL a random producer or consumer this often (milliseconds) and start a replacement.
     #[arg(long, value_name = "MS")]
     kill_every: Option<u64>,
-    /// Print one JSON object per transport instead of text.
+    /// Offered load: messages per second over all producers, each on a fixed schedule (default:
+    /// as fast as they can). Latency then counts from the instant each message was due.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    rate: Option<f64>,
+    /// Run each transport this many times and report the median and spread.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: u32,
+    /// The watchdog: stop the run and report a deadlock when no message is sent or taken for
+    /// this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STALL.as_secs_f64())]
+    stall_timeout: f64,
+    /// The live progress line on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Print one JSON object per transport instead of text (schema in the README).
     #[arg(long)]
     json: bool,
-    /// Write a latency-by-percentile plot (SVG) to this file.
+    /// Write a latency-by-percentile plot (SVG, one curve per transport) to this file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// Transport(s) to run the workload over, comma-separated, in one run.
@@ -87,14 +111,15 @@ pub(crate) fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
                 return 0;
+            }
+            if matches!(
+                e.kind(),
+                ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                return usage_error("a command is missing here: `baozi-shop shm list` or `baozi-shop shm clean` (see --help)");
             }
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
@@ -145,25 +170,47 @@ fn shm(action: ShmAction) -> i32 {
                     None => "creator unknown".to_owned(),
                 };
                 println!(
-                    "{}  {} bytes  {kind}  {creator}  mapped by {:?}",
-                    e.name, e.size, e.mapped_by
+                    "{}  {} bytes  {kind}  {creator}  mapped by {:?}  open in {:?}",
+                    e.name,
+                    e.size,
+                    e.mapped_by,
+                    e.open_by()
                 );
             }
             0
         }
-        ShmAction::Clean => {
-            let mut removed = 0;
-            for e in entries.iter().filter(|e| e.is_orphan() && !e.creator_alive) {
-                match baozi_shm::Region::unlink(&e.name) {
-                    Ok(()) => {
-                        println!("removed {}", e.name);
+        ShmAction::Clean { dry_run } => {
+            let (mut removed, mut kept, mut failed) = (0, 0, 0);
+            for e in &entries {
+                // Checked afresh, just before the unlink: header, creator, maps, open fds.
+                match e.check_removable() {
+                    Ok(()) if dry_run => {
+                        println!("would remove {}", e.name);
                         removed += 1;
                     }
-                    Err(err) => eprintln!("baozi-shop: {err}"),
+                    Ok(()) => match baozi_shm::Region::unlink(&e.name) {
+                        Ok(()) => {
+                            println!("removed {}", e.name);
+                            removed += 1;
+                        }
+                        Err(err) => {
+                            eprintln!("baozi-shop: {err}");
+                            failed += 1;
+                        }
+                    },
+                    Err(why) => {
+                        println!("kept {}: {why}", e.name);
+                        kept += 1;
+                    }
                 }
             }
-            println!("{removed} leftover(s) removed");
-            0
+            let verb = if dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            };
+            println!("{removed} leftover(s) {verb}, {kept} kept");
+            i32::from(failed > 0)
         }
     }
 }
@@ -179,6 +226,12 @@ fn run_command(a: RunArgs) -> i32 {
     };
     if a.kill_every == Some(0) {
         return usage_error("--kill-every must be at least 1 ms");
+    }
+    if a.repeat == 0 || a.repeat > 1000 {
+        return usage_error("--repeat must be between 1 and 1000");
+    }
+    if !(a.stall_timeout.is_finite() && (0.1..=86_400.0).contains(&a.stall_timeout)) {
+        return usage_error("--stall-timeout must be between 0.1 and 86400 seconds");
     }
     if let Some(dir) = a
         .plot
@@ -206,7 +259,13 @@ fn run_command(a: RunArgs) -> i32 {
             stop,
             kill_every: a.kill_every.map(Duration::from_millis),
             transport,
-            progress: !a.json,
+            rate: a.rate,
+            stall: Duration::from_secs_f64(a.stall_timeout),
+            progress: if a.json {
+                ProgressMode::Never
+            } else {
+                a.progress
+            },
         })
         .collect();
     // Check every scenario before running any.
@@ -216,26 +275,32 @@ fn run_command(a: RunArgs) -> i32 {
         }
     }
     let mut code = 0;
-    let mut reports = Vec::new();
+    let mut reports: Vec<Report> = Vec::new();
     for s in &scenarios {
-        match run(s) {
-            Ok(report) => {
-                if a.json {
-                    println!("{}", report.to_json());
-                } else {
-                    print!("{}", report.to_text());
-                }
-                if !report.verified {
+        let mut runs = Vec::new();
+        for _ in 0..a.repeat {
+            match run(s) {
+                Ok(report) => runs.push(report),
+                Err(ShopError::Usage(e)) => return usage_error(&e),
+                Err(ShopError::Failed(e)) => {
+                    eprintln!("baozi-shop: transport {}: {e}", s.transport);
                     code = 1;
+                    break;
                 }
-                reports.push(report);
-            }
-            Err(ShopError::Usage(e)) => return usage_error(&e),
-            Err(ShopError::Failed(e)) => {
-                eprintln!("baozi-shop: transport {}: {e}", s.transport);
-                code = 1;
             }
         }
+        let Some(report) = Report::combine(&runs) else {
+            continue;
+        };
+        if a.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.to_text());
+        }
+        if !report.verified {
+            code = 1;
+        }
+        reports.push(report);
     }
     if reports.len() > 1 && !a.json {
         let base = reports
@@ -245,17 +310,24 @@ fn run_command(a: RunArgs) -> i32 {
         println!("comparison (throughput relative to {}):", base.transport);
         for r in &reports {
             println!(
-                "  {:>6}: {:>10.0} msgs/s  {:>6.2}×   p50 {}  p99 {}",
+                "  {:>6}: {:>10.0} msgs/s  {:>6.2}×   p50 {}  p99 {}   depth {} messages",
                 r.transport.to_string(),
                 r.msgs_per_s,
                 r.msgs_per_s / base.msgs_per_s,
                 baozi_shop::human_ns(r.latency_ns.p50),
-                baozi_shop::human_ns(r.latency_ns.p99)
+                baozi_shop::human_ns(r.latency_ns.p99),
+                r.effective_depth
+            );
+        }
+        let depths: Vec<u64> = reports.iter().map(|r| r.effective_depth).collect();
+        if depths.iter().any(|&d| d != depths[0]) && a.rate.is_none() {
+            println!(
+                "  note: the transports hold different numbers of messages, and at full speed latency is mostly queue depth; compare latency with --rate"
             );
         }
     }
-    if let (Some(path), Some(report)) = (&a.plot, reports.first()) {
-        if let Err(e) = std::fs::write(path, report.to_svg()) {
+    if let (Some(path), false) = (&a.plot, reports.is_empty()) {
+        if let Err(e) = std::fs::write(path, plot_svg(&reports)) {
             eprintln!("baozi-shop: cannot write {}: {e}", path.display());
             code = 1;
         }

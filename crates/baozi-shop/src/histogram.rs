@@ -47,6 +47,17 @@ impl Latency {
         Latency { counts, total }
     }
 
+    /// Adds another histogram's samples to this one.
+    pub fn add(&mut self, other: &Latency) {
+        if self.counts.len() < BUCKETS {
+            self.counts.resize(BUCKETS, 0);
+        }
+        for (c, o) in self.counts.iter_mut().zip(&other.counts) {
+            *c += o;
+        }
+        self.total += other.total;
+    }
+
     /// Samples recorded.
     pub fn total(&self) -> u64 {
         self.total

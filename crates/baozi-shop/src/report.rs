@@ -1,4 +1,4 @@
-//! The run's report: human text, `--json`, the `--plot` SVG, and the live progress line.
+//! The run's report: human text, `--json`, `--repeat` summaries, and the live progress line.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -8,6 +8,11 @@ use serde::Serialize;
 
 use crate::histogram::Latency;
 use crate::transport::TransportKind;
+use crate::{ProgressMode, StopRule};
+
+/// The version of the `--json` schema (documented in the shop's README). Bumped when a field
+/// changes meaning or goes away; new fields may appear without a bump.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Latency percentiles in nanoseconds.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -40,6 +45,8 @@ pub struct ProcessCount {
 /// What a run measured and verified.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
     /// The transport the workload ran over.
     pub transport: TransportKind,
     /// Producer processes.
@@ -48,14 +55,19 @@ pub struct Report {
     pub consumers: u32,
     /// The transport's item limit as built (0: none).
     pub maxsize: usize,
+    /// How many messages of this size the transport holds before a send blocks (measured for
+    /// pipe and socket; the message queue is capped by `/proc/sys/fs/mqueue/msg_max`).
+    pub effective_depth: u64,
     /// Bytes per message.
     pub size: usize,
+    /// Offered load in messages per second (`None`: as fast as possible).
+    pub rate: Option<f64>,
     /// Sends that returned Ok.
     pub sent: u64,
     /// Deliveries, duplicates included.
     pub received: u64,
-    /// Messages whose send returned Ok and that nobody received (beyond what killed consumers
-    /// may have taken with them). Must be 0.
+    /// Messages whose send returned Ok, that nobody received, and that no killed process was
+    /// holding: real losses. Must be 0.
     pub lost: u64,
     /// Extra deliveries of a message already delivered. Must be 0.
     pub duplicated: u64,
@@ -63,13 +75,20 @@ pub struct Report {
     pub reordered: u64,
     /// Received messages that do not parse, or name an unknown producer. Must be 0.
     pub garbage: u64,
-    /// Messages absent because the process holding them was killed: a producer's send in flight,
-    /// or a message a killed consumer had taken (at most one per consumer kill).
+    /// Messages absent because the process holding them was killed: `in_flight_producer +
+    /// in_flight_consumer`.
     pub in_flight_at_kill: u64,
-    /// Of those, sends in flight in killed producers.
+    /// Of those, sends in flight in killed producers (the send had not returned).
     pub in_flight_producer: u64,
-    /// Of those, messages taken by killed consumers.
+    /// Of those, messages a killed consumer had taken and not recorded: measured from the mark
+    /// the consumer writes in shared memory before its take commits.
     pub in_flight_consumer: u64,
+    /// Committed messages still undelivered when a stalled run was stopped (0 unless
+    /// `deadlocks` > 0).
+    pub stranded: u64,
+    /// Stalls: the watchdog saw no message sent or taken for the stall timeout and stopped the
+    /// run. Must be 0.
+    pub deadlocks: u64,
     /// Processes killed by `--kill-every`.
     pub kills: u64,
     /// Wall time from start until every message was drained.
@@ -82,14 +101,130 @@ pub struct Report {
     pub latency_ns: Percentiles,
     /// Per-process counts.
     pub processes: Vec<ProcessCount>,
-    /// Whether every check passed: lost, duplicated, reordered and garbage all 0.
+    /// Whether every check passed: lost, duplicated, reordered, garbage and deadlocks all 0.
     pub verified: bool,
+    /// Runs behind this report (`--repeat`); counts are summed over them and latency
+    /// percentiles come from their merged histograms.
+    pub runs: u32,
+    /// With more than one run: the median and spread of each run's figures.
+    pub repeat: Option<Summary>,
     /// Latency samples behind the percentiles (for the plot).
     #[serde(skip)]
     pub(crate) latency: Latency,
 }
 
+/// The median and spread of one figure over several runs.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Spread {
+    /// The median (the mean of the middle two for an even count).
+    pub median: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values` (at least one).
+    pub fn of(values: &[f64]) -> Spread {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        }
+    }
+
+    /// (max - min) / median, in percent.
+    pub fn spread_pct(&self) -> f64 {
+        if self.median == 0.0 {
+            0.0
+        } else {
+            (self.max - self.min) / self.median * 100.0
+        }
+    }
+}
+
+/// Each run's figures over a `--repeat`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Summary {
+    /// Deliveries per second.
+    pub msgs_per_s: Spread,
+    /// Payload megabytes per second.
+    pub mb_per_s: Spread,
+    /// Median latency, ns.
+    pub p50_ns: Spread,
+    /// 99th percentile latency, ns.
+    pub p99_ns: Spread,
+    /// 99.9th percentile latency, ns.
+    pub p999_ns: Spread,
+    /// Wall time of a run, s.
+    pub seconds: Spread,
+}
+
 impl Report {
+    /// Combines the reports of repeated runs of one scenario: counts summed, latency merged,
+    /// throughput the median run's, and [`Report::repeat`] with each figure's median and
+    /// spread. `None` for no reports.
+    pub fn combine(reports: &[Report]) -> Option<Report> {
+        let (first, rest) = reports.split_first()?;
+        if rest.is_empty() {
+            return Some(first.clone());
+        }
+        let mut out = first.clone();
+        for r in rest {
+            out.sent += r.sent;
+            out.received += r.received;
+            out.lost += r.lost;
+            out.duplicated += r.duplicated;
+            out.reordered += r.reordered;
+            out.garbage += r.garbage;
+            out.in_flight_at_kill += r.in_flight_at_kill;
+            out.in_flight_producer += r.in_flight_producer;
+            out.in_flight_consumer += r.in_flight_consumer;
+            out.stranded += r.stranded;
+            out.deadlocks += r.deadlocks;
+            out.kills += r.kills;
+            out.seconds += r.seconds;
+            out.verified &= r.verified;
+            out.latency.add(&r.latency);
+            for (p, q) in out.processes.iter_mut().zip(&r.processes) {
+                p.messages += q.messages;
+                p.kills += q.kills;
+                p.pid = q.pid;
+            }
+        }
+        let figure =
+            |f: &dyn Fn(&Report) -> f64| Spread::of(&reports.iter().map(f).collect::<Vec<_>>());
+        let summary = Summary {
+            msgs_per_s: figure(&|r| r.msgs_per_s),
+            mb_per_s: figure(&|r| r.mb_per_s),
+            p50_ns: figure(&|r| r.latency_ns.p50 as f64),
+            p99_ns: figure(&|r| r.latency_ns.p99 as f64),
+            p999_ns: figure(&|r| r.latency_ns.p999 as f64),
+            seconds: figure(&|r| r.seconds),
+        };
+        out.msgs_per_s = summary.msgs_per_s.median;
+        out.mb_per_s = summary.mb_per_s.median;
+        let max = reports.iter().map(|r| r.latency_ns.max).max().unwrap_or(0);
+        out.latency_ns = Report::percentiles(&out.latency, max);
+        out.runs = reports.len() as u32;
+        out.repeat = Some(summary);
+        Some(out)
+    }
+
+    /// The merged latency histogram behind the percentiles.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
+    }
+
     pub(crate) fn percentiles(l: &Latency, max: u64) -> Percentiles {
         Percentiles {
             p50: l.quantile(0.50),
@@ -109,14 +244,22 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let l = &self.latency_ns;
+        let rate = self.rate.map_or("as fast as possible".to_owned(), |r| {
+            format!("offered {r} msgs/s")
+        });
+        let runs = if self.runs > 1 {
+            format!(", {} runs", self.runs)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "transport {}: {} producer(s) × {} consumer(s), maxsize {}, {} B messages",
-            self.transport, self.producers, self.consumers, self.maxsize, self.size
+            "transport {}: {} producer(s) × {} consumer(s), maxsize {}, effective depth {} messages, {} B messages, {rate}{runs}",
+            self.transport, self.producers, self.consumers, self.maxsize, self.effective_depth, self.size
         );
         let _ = writeln!(
             s,
-            "  sent {}  received {}  lost {}  duplicated {}  reordered {}  garbage {}  in flight at kill {} ({} producer, {} consumer)  kills {}",
+            "  sent {}  received {}  lost {}  duplicated {}  reordered {}  garbage {}  in flight at kill {} ({} producer, {} consumer)  stranded {}  deadlocks {}  kills {}",
             self.sent,
             self.received,
             self.lost,
@@ -126,6 +269,8 @@ impl Report {
             self.in_flight_at_kill,
             self.in_flight_producer,
             self.in_flight_consumer,
+            self.stranded,
+            self.deadlocks,
             self.kills
         );
         let _ = writeln!(
@@ -144,6 +289,28 @@ impl Report {
             human_ns(l.p999),
             human_ns(l.max)
         );
+        if let Some(r) = &self.repeat {
+            let ns = |x: &Spread| {
+                format!(
+                    "{} ({}–{})",
+                    human_ns(x.median as u64),
+                    human_ns(x.min as u64),
+                    human_ns(x.max as u64)
+                )
+            };
+            let _ = writeln!(
+                s,
+                "  over {} runs, median (min–max): {:.3} M msgs/s ({:.3}–{:.3}, spread {:.1} %)  p50 {}  p99 {}  p99.9 {}",
+                self.runs,
+                r.msgs_per_s.median / 1e6,
+                r.msgs_per_s.min / 1e6,
+                r.msgs_per_s.max / 1e6,
+                r.msgs_per_s.spread_pct(),
+                ns(&r.p50_ns),
+                ns(&r.p99_ns),
+                ns(&r.p999_ns)
+            );
+        }
         let procs: Vec<String> = self
             .processes
             .iter()
@@ -157,7 +324,12 @@ impl Report {
             })
             .collect();
         let _ = writeln!(s, "  per process: {}", procs.join(", "));
-        if self.verified {
+        if self.deadlocks > 0 {
+            let _ = writeln!(
+                s,
+                "DEADLOCK: no message was sent or taken for the stall timeout; the run was stopped"
+            );
+        } else if self.verified {
             let _ = writeln!(
                 s,
                 "verified: every committed message arrived exactly once, in per-producer order"
@@ -168,81 +340,6 @@ impl Report {
                 "FAILED: lost, duplicated, reordered or garbage messages (see above)"
             );
         }
-        s
-    }
-
-    /// An SVG plot of latency against percentile (log scale of 1/(1-q), as HdrHistogram plots).
-    pub fn to_svg(&self) -> String {
-        let (w, h, left, bottom, top, right) = (800.0, 480.0, 70.0, 50.0, 40.0, 20.0);
-        let nines = [0.0, 0.9, 0.99, 0.999, 0.9999, 0.99999];
-        let x_of = |q: f64| {
-            let n = (-(1.0 - q).max(1e-5).log10()).min(5.0);
-            left + n / 5.0 * (w - left - right)
-        };
-        let mut points = Vec::new();
-        let mut q = 0.0f64;
-        while q <= 0.99999 {
-            points.push((q, self.latency.quantile(q) as f64 / 1000.0));
-            q += (1.0 - q) / 20.0;
-        }
-        points.push((0.99999, self.latency_ns.max as f64 / 1000.0));
-        let ymax = points.iter().map(|p| p.1).fold(1e-3, f64::max) * 1.1;
-        let y_of = |us: f64| h - bottom - us / ymax * (h - bottom - top);
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="24" text-anchor="middle" font-size="15">baozi-shop latency by percentile: {} , {}×{}, {} B, maxsize {}</text>"#,
-            w / 2.0,
-            self.transport,
-            self.producers,
-            self.consumers,
-            self.size,
-            self.maxsize
-        );
-        for q in nines {
-            let x = x_of(q);
-            let _ = write!(
-                s,
-                r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#ddd"/><text x="{x}" y="{}" text-anchor="middle">{}%</text>"##,
-                top,
-                h - bottom,
-                h - bottom + 18.0,
-                q * 100.0
-            );
-        }
-        for i in 0..=5 {
-            let us = ymax * f64::from(i) / 5.0;
-            let y = y_of(us);
-            let _ = write!(
-                s,
-                r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{:.1} µs</text>"##,
-                w - right,
-                left - 6.0,
-                y + 4.0,
-                us
-            );
-        }
-        let path: Vec<String> = points
-            .iter()
-            .map(|(q, us)| format!("{:.1},{:.1}", x_of(*q), y_of(*us)))
-            .collect();
-        let _ = write!(
-            s,
-            r##"<polyline fill="none" stroke="#c0392b" stroke-width="2" points="{}"/>"##,
-            path.join(" ")
-        );
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">percentile</text></svg>"#,
-            w / 2.0,
-            h - 10.0
-        );
-        s.push('\n');
         s
     }
 }
@@ -256,45 +353,106 @@ pub fn human_ns(ns: u64) -> String {
     }
 }
 
-/// The live progress line: shown on stderr after the first second, only when stdout is a
-/// terminal and the run was not asked for JSON.
+/// The live progress line on stderr: drawn from the start, with an ETA; a bar over time in
+/// `--duration` mode and over messages in `--count` mode.
 #[derive(Debug)]
 pub(crate) struct Progress {
-    enabled: bool,
     bar: Option<indicatif::ProgressBar>,
-    total: Option<u64>,
+    stop: StopRule,
+    total: u64,
+}
+
+/// stderr as indicatif's terminal, drawn even when it is not a terminal (`--progress always`).
+#[derive(Debug)]
+struct Stderr;
+
+impl indicatif::TermLike for Stderr {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        writeln!(std::io::stderr(), "{s}")
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        write!(std::io::stderr(), "{s}")
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.write_str("\r")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().flush()
+    }
 }
 
 impl Progress {
-    pub(crate) fn new(wanted: bool, total: Option<u64>) -> Self {
-        Progress {
-            enabled: wanted && std::io::stdout().is_terminal(),
-            bar: None,
-            total,
-        }
-    }
-
-    pub(crate) fn update(&mut self, elapsed: Duration, received: u64, kills: u64) {
-        if !self.enabled || elapsed < Duration::from_secs(1) {
-            return;
-        }
-        let bar = self.bar.get_or_insert_with(|| {
-            let bar = match self.total {
-                Some(t) => indicatif::ProgressBar::new(t),
-                None => indicatif::ProgressBar::new_spinner(),
-            };
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            let style = indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} msgs {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
+    /// `producers` scale a `--count` (per producer) to the run's total.
+    pub(crate) fn new(mode: ProgressMode, stop: StopRule, producers: u64) -> Self {
+        let target = match mode {
+            ProgressMode::Never => None,
+            ProgressMode::Auto if !std::io::stderr().is_terminal() => None,
+            ProgressMode::Auto => Some(indicatif::ProgressDrawTarget::stderr_with_hz(10)),
+            ProgressMode::Always => Some(indicatif::ProgressDrawTarget::term_like_with_hz(
+                Box::new(Stderr),
+                10,
+            )),
+        };
+        let total = match stop {
+            StopRule::Count(n) => n * producers,
+            StopRule::Duration(d) => d.as_millis() as u64,
+        };
+        let bar = target.map(|t| {
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), t);
+            let style =
+                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> ");
             bar.set_style(style);
             bar
         });
-        bar.set_position(received);
-        let rate = received as f64 / elapsed.as_secs_f64();
-        bar.set_message(format!("{:.2} M/s, {kills} kills", rate / 1e6));
+        Progress { bar, stop, total }
+    }
+
+    pub(crate) fn update(&mut self, elapsed: Duration, sent: u64, kills: u64) {
+        let Some(bar) = &self.bar else {
+            return;
+        };
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let rate = sent as f64 / secs;
+        let (position, eta) = match self.stop {
+            StopRule::Duration(d) => (
+                elapsed.as_millis() as u64,
+                d.saturating_sub(elapsed).as_secs_f64(),
+            ),
+            StopRule::Count(_) if rate > 0.0 => {
+                (sent, self.total.saturating_sub(sent) as f64 / rate)
+            }
+            StopRule::Count(_) => (sent, f64::NAN),
+        };
+        let eta = if eta.is_finite() {
+            format!("ETA {:.0}s", eta.ceil())
+        } else {
+            "ETA ?".to_owned()
+        };
+        bar.set_position(position.min(self.total));
+        bar.set_message(format!(
+            "{sent} msgs  {:.2} M/s  {kills} kills  {eta}",
+            rate / 1e6
+        ));
     }
 
     pub(crate) fn finish(&mut self) {

@@ -141,7 +141,7 @@ pub fn run_seed(pace: Duration) -> Result<(), ShopError> {
             Ok(0) => {}
             Ok(code) => problems.push(format!(
                 "{name} (pid {pid}) ended with {}",
-                crate::exit_text(code)
+                crate::run::exit_text(code)
             )),
             Err(e) => problems.push(format!("{name} (pid {pid}): {e}")),
         }

@@ -1,201 +1,159 @@
-//! Platform calls for the shop: pipes, sockets, POSIX message queues. Only this module calls
-//! libc; processes come from baozi-process.
+//! Platform calls for the shop: pipes, sockets, POSIX message queues, all through nix (no
+//! `unsafe` here). Processes come from baozi-process.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+use nix::sys::stat::Mode;
+use nix::sys::time::TimeSpec;
+use nix::time::ClockId;
 
-fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+fn io(e: Errno) -> io::Error {
+    io::Error::from(e)
 }
 
 /// A pipe: (read end, write end). The read end is non-blocking (consumers poll first).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    let (r, w) = (owned(fds[0]), owned(fds[1]));
-    set_nonblocking(&r)?;
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io)?;
+    set_nonblocking(r.as_fd(), true)?;
     Ok((r, w))
 }
 
 /// A `SOCK_SEQPACKET` socket pair (message boundaries kept): (receiving end, sending end).
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints for socketpair to fill.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    let (r, w) = (owned(fds[0]), owned(fds[1]));
-    set_nonblocking(&r)?;
+    let (r, w) = nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io)?;
+    set_nonblocking(r.as_fd(), true)?;
     Ok((r, w))
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: fcntl on an open fd we own.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+/// Sets or clears `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).map_err(io)?);
+    let flags = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags - OFlag::O_NONBLOCK
+    };
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(io).map(drop)
 }
 
 /// Waits up to `timeout` for `fd` to be readable; false on timeout.
-pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: p is one valid pollfd.
-    match unsafe { libc::poll(&mut p, 1, ms) } {
-        -1 => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-        0 => Ok(false),
-        _ => Ok(true),
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    match nix::poll::poll(&mut fds, ms) {
+        Ok(0) | Err(Errno::EINTR) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(io(e)),
     }
 }
 
 /// Writes all of `buf` to a blocking fd.
-pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        // SAFETY: buf is valid for buf.len() bytes of reads.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(io(e)),
         }
-        buf = &buf[n as usize..];
     }
     Ok(())
 }
 
-/// One non-blocking read into `buf`; Ok(None) when nothing was there (EAGAIN).
-pub(crate) fn read_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    // SAFETY: buf is valid for buf.len() bytes of writes.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n >= 0 {
-        return Ok(Some(n as usize));
+/// One write of `buf` to a non-blocking fd: Ok(false) when it would block.
+pub(crate) fn write_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<bool> {
+    match nix::unistd::write(fd, buf) {
+        Ok(n) if n == buf.len() => Ok(true),
+        Ok(n) => Err(io::Error::other(format!(
+            "short write: {n} of {} bytes",
+            buf.len()
+        ))),
+        Err(Errno::EAGAIN) => Ok(false),
+        Err(e) => Err(io(e)),
     }
-    let e = io::Error::last_os_error();
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-        _ => Err(e),
+}
+
+/// One non-blocking read into `buf`; Ok(None) when nothing was there (EAGAIN).
+pub(crate) fn read_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match nix::unistd::read(fd, buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+        Err(e) => Err(io(e)),
     }
 }
 
 /// A POSIX message queue descriptor (an fd on Linux, so forked children inherit it).
 #[derive(Debug)]
-pub(crate) struct Mq(libc::mqd_t);
+pub(crate) struct Mq(Option<MqdT>);
 
 impl Mq {
     /// Creates an anonymous-in-effect queue: made under a unique name and unlinked at once.
     pub(crate) fn create(maxmsg: usize, msgsize: usize) -> io::Result<Mq> {
-        let name = CString::new(format!(
+        let name = format!(
             "/baozi-shop-{}-{}",
             std::process::id(),
             baozi_sync::monotonic_ns()
-        ))
-        .expect("no NUL");
-        // SAFETY: mq_attr is a plain C struct; zero is a valid starting value.
-        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
-        attr.mq_maxmsg = maxmsg as libc::c_long;
-        attr.mq_msgsize = msgsize as libc::c_long;
-        // SAFETY: name is NUL-terminated; attr outlives the call.
-        let mq = unsafe {
-            libc::mq_open(
-                name.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-                0o600 as libc::mode_t,
-                std::ptr::addr_of!(attr),
-            )
-        };
-        if mq == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: name is NUL-terminated; the descriptor stays valid after unlink.
-        unsafe { libc::mq_unlink(name.as_ptr()) };
-        Ok(Mq(mq))
+        );
+        let attr = MqAttr::new(0, maxmsg as _, msgsize as _, 0);
+        let mq = nix::mqueue::mq_open(
+            name.as_str(),
+            MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+            Some(&attr),
+        )
+        .map_err(io)?;
+        // The descriptor stays valid after the name is gone.
+        let _ = nix::mqueue::mq_unlink(name.as_str());
+        Ok(Mq(Some(mq)))
+    }
+
+    fn mqd(&self) -> &MqdT {
+        self.0.as_ref().expect("open until dropped")
     }
 
     /// Sends one message, blocking while the queue is full.
     pub(crate) fn send(&self, msg: &[u8]) -> io::Result<()> {
         loop {
-            // SAFETY: msg is valid for msg.len() bytes.
-            let r = unsafe { libc::mq_send(self.0, msg.as_ptr().cast(), msg.len(), 0) };
-            if r == 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match nix::mqueue::mq_send(self.mqd(), msg, 0) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(io(e)),
             }
         }
     }
 
     /// Receives one message into `buf` (at least msgsize long), waiting up to `timeout`.
     pub(crate) fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: now is a valid timespec to fill. mq_timedreceive takes CLOCK_REALTIME.
-        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-        let ns = now.tv_nsec as u64 + timeout.subsec_nanos() as u64;
-        let abs = libc::timespec {
-            tv_sec: now.tv_sec
-                + timeout.as_secs() as libc::time_t
-                + (ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-        };
-        // SAFETY: buf is valid for buf.len() bytes; abs is a normalised timespec.
-        let n = unsafe {
-            libc::mq_timedreceive(
-                self.0,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                std::ptr::null_mut(),
-                &abs,
-            )
-        };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ETIMEDOUT) | Some(libc::EINTR) => Ok(None),
-            _ => Err(e),
+        // mq_timedreceive takes an absolute CLOCK_REALTIME deadline.
+        let now = nix::time::clock_gettime(ClockId::CLOCK_REALTIME).map_err(io)?;
+        let abs = now + TimeSpec::from_duration(timeout);
+        let mut prio = 0;
+        match nix::mqueue::mq_timedreceive(self.mqd(), buf, &mut prio, &abs) {
+            Ok(n) => Ok(Some(n)),
+            Err(Errno::ETIMEDOUT | Errno::EINTR) => Ok(None),
+            Err(e) => Err(io(e)),
         }
     }
 }
 
 impl Drop for Mq {
     fn drop(&mut self) {
-        // SAFETY: closing our own descriptor once.
-        unsafe { libc::mq_close(self.0) };
+        if let Some(mq) = self.0.take() {
+            let _ = nix::mqueue::mq_close(mq);
+        }
     }
 }
 

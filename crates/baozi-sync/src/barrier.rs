@@ -123,24 +123,17 @@ const _: () = assert!(std::mem::size_of::<BarrierBody>() <= CACHE_LINE);
 ///   others' timeouts break it.
 ///
 /// ```
+/// use baozi_process::spawn;
 /// use baozi_sync::Barrier;
+/// use std::sync::Arc;
 ///
-/// let barrier = Barrier::anonymous(2)?;
-/// // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-/// match unsafe { libc::fork() } {
-///     0 => {
-///         let index = barrier.wait().unwrap();
-///         unsafe { libc::_exit(index as i32) }
-///     }
-///     pid => {
-///         let mine = barrier.wait()?;
-///         let mut status = 0;
-///         unsafe { libc::waitpid(pid, &mut status, 0) };
-///         let theirs = libc::WEXITSTATUS(status) as u32;
-///         assert_eq!(mine + theirs, 1); // indices 0 and 1, one each
-///     }
-/// }
-/// # Ok::<(), baozi_sync::SyncError>(())
+/// let barrier = Arc::new(Barrier::anonymous(2)?);
+/// let shared = Arc::clone(&barrier);
+/// let other = spawn(move || shared.wait().unwrap()); // its arrival index comes back
+/// let mine = barrier.wait()?;
+/// let theirs = other.join()?;
+/// assert_eq!(mine + theirs, 1); // indices 0 and 1, one each
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Barrier {

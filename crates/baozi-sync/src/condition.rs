@@ -180,32 +180,30 @@ struct Suspect {
 ///   may wait at once; one more gets [`SyncError::TooManyWaiters`].
 ///
 /// ```
+/// use baozi_process::Process;
 /// use baozi_shm::{Offset, Region};
 /// use baozi_sync::Condition;
 /// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
 ///
-/// let cond = Condition::anonymous()?;
-/// let shared = Region::anonymous(8)?;
-/// let items: &AtomicU64 = shared.get(Offset::new(0))?;
-/// // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-/// match unsafe { libc::fork() } {
-///     0 => {
-///         let guard = cond.lock().unwrap();
-///         items.fetch_add(1, Ordering::Relaxed);
-///         guard.notify(1).unwrap();
-///         drop(guard);
-///         unsafe { libc::_exit(0) }
-///     }
-///     pid => {
-///         let guard = cond.lock().unwrap();
-///         let woke = guard.wait_for(|| items.load(Ordering::Relaxed) > 0)?;
-///         assert!(woke.notified); // the predicate holds, and we hold the lock
-///         items.fetch_sub(1, Ordering::Relaxed);
-///         drop(guard);
-///         unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-///     }
-/// }
-/// # Ok::<(), baozi_sync::SyncError>(())
+/// let cond = Arc::new(Condition::anonymous()?);
+/// let shared = Arc::new(Region::anonymous(8)?);
+/// let at: Offset<AtomicU64> = Offset::new(0);
+/// let (c, r) = (Arc::clone(&cond), Arc::clone(&shared));
+/// let producer = Process::new(move || {
+///     let guard = c.lock().unwrap();
+///     r.get(at).unwrap().fetch_add(1, Ordering::Relaxed);
+///     guard.notify(1).unwrap();
+/// });
+/// producer.start()?;
+/// let items = shared.get(at)?;
+/// let guard = cond.lock().unwrap();
+/// let woke = guard.wait_for(|| items.load(Ordering::Relaxed) > 0)?;
+/// assert!(woke.notified); // the predicate holds, and we hold the lock
+/// items.fetch_sub(1, Ordering::Relaxed);
+/// drop(guard);
+/// assert_eq!(producer.join()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Condition {
@@ -258,6 +256,7 @@ impl Condition {
             }
             Ok(())
         })?;
+        region.set_unmap_check(object::keep_while_held);
         Ok(Condition {
             region,
             max_waiters,
@@ -344,6 +343,7 @@ impl Condition {
 
     fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
         let (region, snap) = object::open(src, &PRIMITIVE)?;
+        region.set_unmap_check(object::keep_while_held);
         if (snap.total_size as usize) < SLOTS_AT {
             object::check_size(&region, &snap, SLOTS_AT)?;
         }
@@ -858,6 +858,7 @@ impl Condition {
 
 /// Holds one level of a [`Condition`]'s lock and releases it on drop; waits and notifies
 /// through the condition. Not `Send`: the acquiring thread must release.
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,
     _not_send: PhantomData<*const ()>,

@@ -53,26 +53,20 @@ const _: () = assert!(std::mem::size_of::<EventBody>() <= CACHE_LINE);
 /// the store, before the wake) delays the waiters by at most [`WAIT_SLICE`](crate::WAIT_SLICE).
 ///
 /// ```
+/// use baozi_process::Process;
 /// use baozi_sync::Event;
+/// use std::sync::Arc;
 /// use std::time::Duration;
 ///
-/// let ready = Event::anonymous()?;
-/// // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-/// match unsafe { libc::fork() } {
-///     0 => {
-///         let ok = ready.wait().is_ok();
-///         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-///     }
-///     pid => {
-///         assert!(!ready.wait_timeout(Duration::from_millis(10))?); // not set yet
-///         ready.set();
-///         let mut status = 0;
-///         unsafe { libc::waitpid(pid, &mut status, 0) };
-///         assert_eq!(status, 0);
-///     }
-/// }
+/// let ready = Arc::new(Event::anonymous()?);
+/// let shared = Arc::clone(&ready);
+/// let waiter = Process::new(move || shared.wait().map(drop));
+/// waiter.start()?;
+/// assert!(!ready.wait_timeout(Duration::from_millis(10))?); // not set yet
+/// ready.set();
+/// assert_eq!(waiter.join()?, 0);
 /// assert!(ready.is_set());
-/// # Ok::<(), baozi_sync::SyncError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Event {

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use baozi_shm::{RegionRef, ShmSafe};
+use baozi_shm::RegionRef;
+use bytemuck::Pod;
 
 use crate::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, ShmMutex};
 
@@ -35,14 +36,14 @@ serde_handle!(
     BoundedSemaphore
 );
 
-impl<T: ShmSafe> Serialize for ShmMutex<T> {
+impl<T: Pod> Serialize for ShmMutex<T> {
     /// Writes a reference to the mutex (see [`ShmMutex::attach`]).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.region().to_ref().serialize(s)
     }
 }
 
-impl<'de, T: ShmSafe> Deserialize<'de> for ShmMutex<T> {
+impl<'de, T: Pod> Deserialize<'de> for ShmMutex<T> {
     /// Attaches to the mutex the reference names, checking its value type.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = RegionRef::deserialize(d)?;

@@ -37,19 +37,20 @@
 //! # Example: two processes count under one lock; one dies holding it
 //!
 //! ```
+//! use baozi_process::Process;
 //! use baozi_sync::{LockError, ShmMutex};
+//! use std::sync::Arc;
 //!
-//! let total = ShmMutex::anonymous(0u64)?;
-//! // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-//! let child = unsafe { libc::fork() };
-//! if child == 0 {
+//! let total = Arc::new(ShmMutex::anonymous(0u64)?);
+//! let shared = Arc::clone(&total);
+//! let child = Process::new(move || {
 //!     for _ in 0..1000 {
-//!         *total.lock().unwrap() += 1;
+//!         *shared.lock().unwrap() += 1;
 //!     }
-//!     let g = total.lock().unwrap();
-//!     std::mem::forget(g); // "killed" while holding the lock
-//!     unsafe { libc::_exit(0) };
-//! }
+//!     let g = shared.lock().unwrap();
+//!     std::mem::forget(g); // the process ends holding the lock, as if killed
+//! });
+//! child.start()?;
 //! for _ in 0..1000 {
 //!     let mut g = match total.lock() {
 //!         Ok(g) => g,
@@ -61,14 +62,14 @@
 //!     };
 //!     *g += 1;
 //! }
-//! unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+//! assert_eq!(child.join()?, 0);
 //! let n = match total.lock() {
 //!     Ok(g) => *g,
 //!     Err(LockError::OwnerDied(mut g)) => { g.mark_consistent(); *g }
 //!     Err(e) => panic!("{e}"),
 //! };
 //! assert_eq!(n, 2000);
-//! # Ok::<(), baozi_sync::SyncError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -297,17 +297,17 @@ pub(crate) fn owned_lock(region: &Region) -> &OwnedLock {
 ///   compare-and-swap each, with no syscall.
 ///
 /// ```
+/// use baozi_process::Process;
 /// use baozi_sync::{Acquired, Lock};
+/// use std::sync::Arc;
 ///
-/// let lock = Lock::anonymous()?;
-/// // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-/// match unsafe { libc::fork() } {
-///     0 => {
-///         let _ = lock.acquire();
-///         unsafe { libc::_exit(0) } // dies holding the lock
-///     }
-///     pid => unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0); },
-/// }
+/// let lock = Arc::new(Lock::anonymous()?);
+/// let shared = Arc::clone(&lock);
+/// let holder = Process::new(move || {
+///     let _ = shared.acquire(); // and the process ends holding the lock
+/// });
+/// holder.start()?;
+/// holder.join()?;
 /// assert_eq!(lock.acquire()?, Acquired::OwnerDied); // recovered, and told
 /// lock.mark_consistent()?; // nothing to repair here
 /// lock.release()?;
@@ -316,7 +316,7 @@ pub(crate) fn owned_lock(region: &Region) -> &OwnedLock {
 ///     assert!(lock.try_acquire()?.is_none());
 /// }
 /// assert!(lock.release().is_err()); // not held: Python's "release unlocked lock"
-/// # Ok::<(), baozi_sync::SyncError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Lock {
@@ -340,6 +340,7 @@ impl Lock {
 
     fn build(region: Region) -> Result<Self, SyncError> {
         let region = object::build(region, &PRIMITIVE, OWNED_LOCK_LEN, init_owned_lock)?;
+        region.set_unmap_check(object::keep_while_held);
         Ok(Lock { region })
     }
 
@@ -392,6 +393,7 @@ impl Lock {
 
     fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
         let (region, snap) = object::open(src, &PRIMITIVE)?;
+        region.set_unmap_check(object::keep_while_held);
         object::check_size(&region, &snap, OWNED_LOCK_LEN)?;
         Ok(Lock { region })
     }
@@ -530,6 +532,7 @@ impl Lock {
 
 /// Holds a [`Lock`] (or an [`RLock`](crate::RLock) level) and releases it on drop. Not `Send`:
 /// the acquiring thread must release.
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a OwnedLock,
     _not_send: PhantomData<*const ()>,

@@ -6,7 +6,8 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use baozi_shm::{ObjectKind, Offset, Region, ShmSafe, CACHE_LINE, DEFAULT_READY_WAIT};
+use baozi_shm::{ObjectKind, Offset, Region, CACHE_LINE, DEFAULT_READY_WAIT};
+use bytemuck::Pod;
 
 use crate::deadline::Deadline;
 use crate::error::SyncError;
@@ -27,19 +28,19 @@ const SUBKIND_MUTEX: u64 = 1;
 /// without marking it makes the mutex unrecoverable for everyone, as POSIX prescribes.
 ///
 /// ```
+/// use baozi_process::Process;
 /// use baozi_sync::{LockError, ShmMutex};
+/// use std::sync::Arc;
 ///
-/// let counter = ShmMutex::anonymous(0u64)?;
-/// // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-/// match unsafe { libc::fork() } {
-///     0 => {
-///         let mut g = counter.lock().unwrap();
-///         *g += 1;
-///         std::mem::forget(g);          // dies holding the lock
-///         unsafe { libc::_exit(0) }
-///     }
-///     pid => unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0); },
-/// }
+/// let counter = Arc::new(ShmMutex::anonymous(0u64)?);
+/// let shared = Arc::clone(&counter);
+/// let child = Process::new(move || {
+///     let mut g = shared.lock().unwrap();
+///     *g += 1;
+///     std::mem::forget(g); // the process ends holding the lock
+/// });
+/// child.start()?;
+/// child.join()?;
 /// let value = match counter.lock() {
 ///     Ok(g) => *g,
 ///     Err(LockError::OwnerDied(mut g)) => {
@@ -51,14 +52,14 @@ const SUBKIND_MUTEX: u64 = 1;
 /// };
 /// assert_eq!(value, 1);
 /// assert_eq!(*counter.lock().unwrap(), 1); // consistent again
-/// # Ok::<(), baozi_sync::SyncError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct ShmMutex<T: ShmSafe> {
+pub struct ShmMutex<T: Pod> {
     region: Region,
     _value: PhantomData<T>,
 }
 
-impl<T: ShmSafe> Clone for ShmMutex<T> {
+impl<T: Pod> Clone for ShmMutex<T> {
     /// Another handle to the same mutex.
     fn clone(&self) -> Self {
         ShmMutex {
@@ -68,7 +69,7 @@ impl<T: ShmSafe> Clone for ShmMutex<T> {
     }
 }
 
-impl<T: ShmSafe> fmt::Debug for ShmMutex<T> {
+impl<T: Pod> fmt::Debug for ShmMutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShmMutex")
             .field("region", &self.region.describe())
@@ -76,7 +77,7 @@ impl<T: ShmSafe> fmt::Debug for ShmMutex<T> {
     }
 }
 
-impl<T: ShmSafe> ShmMutex<T> {
+impl<T: Pod> ShmMutex<T> {
     fn total_len() -> usize {
         VALUE_AT + std::mem::size_of::<T>().max(1)
     }
@@ -91,6 +92,30 @@ impl<T: ShmSafe> ShmMutex<T> {
 
     /// A mutex holding `value`, shared with children forked after this call and with any process
     /// its handle is given to.
+    ///
+    /// `T` is any [`bytemuck::Pod`] type — the one bound for "may live in shared memory" that
+    /// `Value` and `Array` use too: integers, floats, `usize`, arrays of them, and `repr(C)`
+    /// structs with `#[derive(Pod, Zeroable)]`. (Not `bool` or enums: a process killed mid-write
+    /// could leave bytes that are no valid value of them.)
+    ///
+    /// ```
+    /// use baozi_sync::ShmMutex;
+    /// use bytemuck::{Pod, Zeroable};
+    ///
+    /// #[derive(Clone, Copy, Pod, Zeroable)]
+    /// #[repr(C)]
+    /// struct Account { balance: f64, deposits: u64 }
+    ///
+    /// let account = ShmMutex::new(Account { balance: 0.0, deposits: 0 })?;
+    /// {
+    ///     let mut a = account.lock().map_err(|e| e.to_string()).unwrap();
+    ///     a.balance += 12.5;
+    ///     a.deposits += 1;
+    /// }
+    /// let temperature = ShmMutex::new(21.5f64)?;
+    /// assert_eq!(*temperature.lock().map_err(|e| e.to_string()).unwrap(), 21.5);
+    /// # Ok::<(), baozi_sync::SyncError>(())
+    /// ```
     ///
     /// # Errors
     /// [`SyncError::Shm`] if the region cannot be mapped.
@@ -135,6 +160,7 @@ impl<T: ShmSafe> ShmMutex<T> {
 
     fn open_from(src: impl crate::object::Source) -> Result<Self, SyncError> {
         let region = src.region()?;
+        region.set_unmap_check(crate::object::keep_while_held);
         let snap = region.header()?.wait_ready(
             &region.describe(),
             region.len() as u64,
@@ -178,6 +204,7 @@ impl<T: ShmSafe> ShmMutex<T> {
             region.as_ptr().add(VALUE_AT).cast::<T>().write(value);
         }
         header.publish();
+        region.set_unmap_check(crate::object::keep_while_held);
         Ok(ShmMutex {
             region,
             _value: PhantomData,
@@ -251,7 +278,7 @@ impl<T: ShmSafe> ShmMutex<T> {
 }
 
 /// Why [`ShmMutex::lock`] did not simply return a guard.
-pub enum LockError<'a, T: ShmSafe> {
+pub enum LockError<'a, T: Pod> {
     /// The lock was acquired, but its previous holder died holding it: the value may be half
     /// updated. Repair it, then [`mark_consistent`](ShmMutexGuard::mark_consistent).
     OwnerDied(ShmMutexGuard<'a, T>),
@@ -259,7 +286,7 @@ pub enum LockError<'a, T: ShmSafe> {
     Sync(SyncError),
 }
 
-impl<T: ShmSafe> fmt::Debug for LockError<'_, T> {
+impl<T: Pod> fmt::Debug for LockError<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
@@ -268,7 +295,7 @@ impl<T: ShmSafe> fmt::Debug for LockError<'_, T> {
     }
 }
 
-impl<T: ShmSafe> fmt::Display for LockError<'_, T> {
+impl<T: Pod> fmt::Display for LockError<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::OwnerDied(_) => {
@@ -279,17 +306,18 @@ impl<T: ShmSafe> fmt::Display for LockError<'_, T> {
     }
 }
 
-impl<T: ShmSafe> std::error::Error for LockError<'_, T> {}
+impl<T: Pod> std::error::Error for LockError<'_, T> {}
 
 /// Holds a [`ShmMutex`] locked; unlocks on drop. Not `Send`: the locking thread must unlock.
-pub struct ShmMutexGuard<'a, T: ShmSafe> {
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ShmMutexGuard<'a, T: Pod> {
     raw: &'a RawRobustMutex,
     value: *mut T,
     consistent: bool,
     _not_send: PhantomData<(*const (), &'a UnsafeCell<T>)>,
 }
 
-impl<T: ShmSafe> ShmMutexGuard<'_, T> {
+impl<T: Pod> ShmMutexGuard<'_, T> {
     /// Declares the value repaired after [`LockError::OwnerDied`]. Harmless otherwise.
     pub fn mark_consistent(&mut self) {
         if !self.consistent {
@@ -300,7 +328,7 @@ impl<T: ShmSafe> ShmMutexGuard<'_, T> {
     }
 }
 
-impl<T: ShmSafe> Deref for ShmMutexGuard<'_, T> {
+impl<T: Pod> Deref for ShmMutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the pointer is in bounds and aligned (ShmMutex invariant), and we hold the lock,
@@ -309,20 +337,20 @@ impl<T: ShmSafe> Deref for ShmMutexGuard<'_, T> {
     }
 }
 
-impl<T: ShmSafe> DerefMut for ShmMutexGuard<'_, T> {
+impl<T: Pod> DerefMut for ShmMutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in deref; &mut self makes this the only reference through this guard.
         unsafe { &mut *self.value }
     }
 }
 
-impl<T: ShmSafe + fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
+impl<T: Pod + fmt::Debug> fmt::Debug for ShmMutexGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ShmMutexGuard").field(&**self).finish()
     }
 }
 
-impl<T: ShmSafe> Drop for ShmMutexGuard<'_, T> {
+impl<T: Pod> Drop for ShmMutexGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: a guard exists only while this thread holds the lock. If it was never marked
         // consistent after OwnerDied, glibc makes the mutex ENOTRECOVERABLE: that is the contract.

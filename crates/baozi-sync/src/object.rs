@@ -15,6 +15,7 @@ use baozi_shm::{
 };
 
 use crate::error::SyncError;
+use crate::raw_mutex::RawRobustMutex;
 
 /// Where every primitive's body starts: the first cache line after the header's.
 pub(crate) const BODY_AT: usize = CACHE_LINE;
@@ -162,4 +163,20 @@ pub(crate) fn size_align<T>() -> [u64; 2] {
         std::mem::size_of::<T>() as u64,
         std::mem::align_of::<T>() as u64,
     ]
+}
+
+/// The [`UnmapCheck`](baozi_shm::UnmapCheck) of the primitives with a robust mutex at
+/// [`BODY_AT`] (`Lock`, `RLock`, `Condition`, `ShmMutex`): their mapping must stay while a thread
+/// of this process holds that mutex, which glibc keeps on the thread's robust list (a lock
+/// taken with `acquire` and never released, or a forgotten guard, when the last handle goes).
+pub(crate) fn keep_while_held(base: *const u8, len: usize) -> bool {
+    if len < BODY_AT + std::mem::size_of::<RawRobustMutex>() {
+        return false;
+    }
+    // SAFETY: `base..base + len` is the mapping being dropped, still mapped; BODY_AT lies inside
+    // it (checked above) and is aligned for the mutex; the object was published with the mutex
+    // initialised (the check is registered only then).
+    let mutex = unsafe { &*base.add(BODY_AT).cast::<RawRobustMutex>() };
+    let tid = mutex.holder_tid();
+    tid != 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }

@@ -41,30 +41,27 @@ pub(crate) static PRIMITIVE: Primitive = Primitive {
 /// holder: ownership is also checked against the kernel-maintained owner in the mutex itself.
 ///
 /// ```
+/// use baozi_process::Process;
 /// use baozi_sync::{RLock, SyncError};
+/// use std::sync::Arc;
 ///
-/// let rlock = RLock::anonymous()?;
+/// let rlock = Arc::new(RLock::anonymous()?);
 /// let _ = rlock.acquire()?;
 /// let _ = rlock.acquire()?; // recursion: no deadlock
 /// assert_eq!(rlock.depth(), 2);
-/// // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-/// match unsafe { libc::fork() } {
-///     0 => {
-///         // Another process is not the owner, and the lock is held.
-///         let ok = matches!(rlock.release(), Err(SyncError::NotOwner { .. }))
-///             && rlock.try_acquire().unwrap().is_none();
-///         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-///     }
-///     pid => {
-///         let mut status = 0;
-///         unsafe { libc::waitpid(pid, &mut status, 0) };
-///         assert_eq!(status, 0);
-///     }
-/// }
+/// let shared = Arc::clone(&rlock);
+/// let other = Process::new(move || {
+///     // Another process is not the owner, and the lock is held.
+///     let ok = matches!(shared.release(), Err(SyncError::NotOwner { .. }))
+///         && shared.try_acquire().unwrap().is_none();
+///     if ok { 0 } else { 1 }
+/// });
+/// other.start()?;
+/// assert_eq!(other.join()?, 0);
 /// rlock.release()?;
 /// rlock.release()?;
 /// assert!(!rlock.is_owned());
-/// # Ok::<(), baozi_sync::SyncError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct RLock {
@@ -88,6 +85,7 @@ impl RLock {
 
     fn build(region: Region) -> Result<Self, SyncError> {
         let region = object::build(region, &PRIMITIVE, OWNED_LOCK_LEN, init_owned_lock)?;
+        region.set_unmap_check(object::keep_while_held);
         Ok(RLock { region })
     }
 
@@ -138,6 +136,7 @@ impl RLock {
 
     fn open_from(src: impl object::Source) -> Result<Self, SyncError> {
         let (region, snap) = object::open(src, &PRIMITIVE)?;
+        region.set_unmap_check(object::keep_while_held);
         object::check_size(&region, &snap, OWNED_LOCK_LEN)?;
         Ok(RLock { region })
     }

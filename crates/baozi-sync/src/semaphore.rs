@@ -273,24 +273,20 @@ macro_rules! semaphore_api {
 /// somewhere it can be audited, or use a [`Lock`](crate::Lock) (robust to a holder's death).
 ///
 /// ```
+/// use baozi_process::Process;
 /// use baozi_sync::Semaphore;
+/// use std::sync::Arc;
 ///
-/// let sem = Semaphore::anonymous(1)?;
+/// let sem = Arc::new(Semaphore::anonymous(1)?);
 /// sem.acquire()?;
 /// assert_eq!(sem.get_value(), 0);
-/// // SAFETY (of the example): the child only touches shared memory and leaves with _exit.
-/// match unsafe { libc::fork() } {
-///     0 => {
-///         sem.release().unwrap(); // another process may release
-///         unsafe { libc::_exit(0) }
-///     }
-///     pid => {
-///         sem.acquire()?; // woken by the child's release
-///         unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-///     }
-/// }
+/// let shared = Arc::clone(&sem);
+/// let other = Process::new(move || shared.release().unwrap()); // another process may release
+/// other.start()?;
+/// sem.acquire()?; // woken by the other process's release
+/// assert_eq!(other.join()?, 0);
 /// assert!(!sem.try_acquire());
-/// # Ok::<(), baozi_sync::SyncError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Semaphore {
@@ -526,6 +522,7 @@ semaphore_api!(BoundedSemaphore, "BoundedSemaphore");
 
 /// Holds one unit of a [`Semaphore`] or [`BoundedSemaphore`] and releases it on drop. Not
 /// `Send`, like the lock guards (a unit is usually tied to the work of one thread).
+#[must_use = "the permit is released as soon as the guard is dropped"]
 pub struct SemaphoreGuard<'a> {
     core: &'a Core,
     _not_send: PhantomData<*const ()>,

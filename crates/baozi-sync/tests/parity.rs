@@ -115,9 +115,9 @@ fn barrier_action_once_per_cycle_before_release() {
     let counter = |i: u64| -> &AtomicU64 { shared.get(Offset::new(i * 8)).unwrap() };
     let (actions, early, late) = (counter(0), counter(1), counter(2));
     let released = counter(3);
-    let actions_addr = actions as *const AtomicU64 as usize;
-    let released_addr = released as *const AtomicU64 as usize;
-    let late_addr = late as *const AtomicU64 as usize;
+    let actions_addr = std::ptr::from_ref::<AtomicU64>(actions) as usize;
+    let released_addr = std::ptr::from_ref::<AtomicU64>(released) as usize;
+    let late_addr = std::ptr::from_ref::<AtomicU64>(late) as usize;
     let barrier = Barrier::anonymous(PARTIES as u32)
         .unwrap()
         .with_timeout(Duration::from_secs(20))

@@ -1,8 +1,8 @@
-//! Functions across the fork: a task names its function by address.
+//! Functions across to the workers: a task names its function by reference.
 //!
-//! The workers are forks of the process that made the pool, so they run the same binary image
-//! at the same addresses: a function pointer taken in the parent is the same function in a
-//! worker. A task carries two addresses: the user's function, and a *trampoline*, this
+//! The workers run the same binary image as the process that made the pool (forks of it, or
+//! spawned runs of the same executable), so a function crosses as a [`FnRef`], its place in
+//! the image (see `start/image.rs`). A task carries two: the user's function, and a *trampoline*, this
 //! module's generic function monomorphised for the task's argument and result types, which
 //! decodes the arguments, calls the function on each, and encodes the results. This is the only
 //! module of the pool with `unsafe` code.
@@ -14,15 +14,16 @@ use serde::Serialize;
 
 use super::proto::Failure;
 use crate::child::panic_message;
+use crate::start::FnRef;
 
 /// A trampoline: (function address, encoded `Vec` of arguments) → encoded `Vec` of results.
 type Trampoline = unsafe fn(usize, &[u8]) -> Result<Vec<u8>, Failure>;
 
-/// A function ready to be sent to a worker: the trampoline's address and the function's.
+/// A function ready to be sent to a worker: the trampoline's reference and the function's.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Call {
-    pub(crate) trampoline: usize,
-    pub(crate) func: usize,
+    pub(crate) trampoline: FnRef,
+    pub(crate) func: FnRef,
 }
 
 impl Call {
@@ -33,8 +34,8 @@ impl Call {
         R: Serialize,
     {
         Call {
-            trampoline: run_unary::<A, R> as Trampoline as usize,
-            func: f as usize,
+            trampoline: FnRef::new(run_unary::<A, R> as Trampoline as usize),
+            func: FnRef::new(f as usize),
         }
     }
 
@@ -46,9 +47,15 @@ impl Call {
         R: Serialize,
     {
         Call {
-            trampoline: run_binary::<A, B, R> as Trampoline as usize,
-            func: f as usize,
+            trampoline: FnRef::new(run_binary::<A, B, R> as Trampoline as usize),
+            func: FnRef::new(f as usize),
         }
+    }
+
+    /// Whether the call holds in a spawned copy of the program (both functions are in the
+    /// executable).
+    pub(crate) fn portable(&self) -> bool {
+        self.trampoline.portable() && self.func.portable()
     }
 }
 
@@ -56,20 +63,32 @@ impl Call {
 ///
 /// # Safety
 ///
-/// `trampoline` and `func` must be the fields of a [`Call`] made in this binary image by a
-/// process this one was forked from (or this one): the pool's parent writes them into a task
-/// queue that only the pool's own processes map, and nothing else writes there.
+/// `trampoline` and `func` must be the fields of a [`Call`] made in this binary image by this
+/// process, a process this one was forked from, or a run of the same executable (a spawned
+/// worker, whose image mark was checked): the pool's parent writes them into a task queue
+/// that only the pool's own processes map, and nothing else writes there.
 pub(crate) unsafe fn invoke(
-    trampoline: usize,
-    func: usize,
+    trampoline: FnRef,
+    func: FnRef,
     args: &[u8],
 ) -> Result<Vec<u8>, Failure> {
-    // SAFETY: `trampoline` is the address of a `Trampoline` taken in `Call::unary`/`binary` in
-    // the same image (this function's contract), so it is a valid function of that type here.
-    let run = unsafe { std::mem::transmute::<usize, Trampoline>(trampoline) };
+    // SAFETY: `trampoline` refers to a `Trampoline` taken in `Call::unary`/`binary` in the
+    // same image (this function's contract), so it is a valid function of that type here.
+    let run = unsafe { std::mem::transmute::<usize, Trampoline>(trampoline.addr()) };
     // SAFETY: `func` was made together with `trampoline`, for the types it was monomorphised
     // with (this function's contract), which is what the trampoline requires.
-    unsafe { run(func, args) }
+    unsafe { run(func.addr(), args) }
+}
+
+/// Calls the `fn()` that `f` refers to (a pool's initializer).
+///
+/// # Safety
+///
+/// `f` was made from an `fn()` in this image, as [`invoke`]'s references are.
+pub(crate) unsafe fn call_plain(f: FnRef) {
+    // SAFETY: `f` refers to an `fn()` of this image (this function's contract).
+    let f = unsafe { std::mem::transmute::<usize, fn()>(f.addr()) };
+    f()
 }
 
 /// Decodes a chunk, applies `call` to each item (a panic fails the chunk), encodes the results.

@@ -1,5 +1,5 @@
-//! [`Pool`]: Python's `multiprocessing.Pool` over fork, where a worker that dies never hangs
-//! the caller.
+//! [`Pool`]: Python's `multiprocessing.Pool` under fork, spawn or forkserver, where a worker
+//! that dies never hangs the caller.
 //!
 //! # How it is built
 //!
@@ -16,15 +16,20 @@
 //! (unlike `concurrent.futures`) and never waits for a result that cannot come (unlike
 //! CPython's `Pool`, bpo-22393). The reasoning is in `parent.rs`.
 //!
-//! Workers are forked by a single-threaded spawner process made at [`Pool::new`], not by the
+//! Workers are started by a single-threaded spawner process made at [`Pool::new`], not by the
 //! parent, which by then has a result thread: a fork of a multi-threaded process can inherit a
-//! lock that some other thread held (stdout's, a `Mutex`), and hang on it.
+//! lock that some other thread held (stdout's, a `Mutex`), and hang on it. The start method
+//! decides how the spawner and the workers begin (`spawner.rs`); the parent's bookkeeping
+//! reaches them only through the [`Workers`](workers::Workers) trait (`workers.rs`).
 
 mod call;
+mod chunked;
 mod parent;
 mod proto;
 mod result;
 mod spawner;
+mod thread;
+mod workers;
 
 use std::fmt;
 use std::fs::File;
@@ -36,15 +41,18 @@ use baozi_queue::QueueOptions;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use chunked::Chunked;
 pub use result::{AsyncResult, IMap};
 
 use crate::error::ProcessError;
-use crate::process::Process;
+use crate::start::{FnRef, StartMethod};
 use crate::sys;
 use call::Call;
-use parent::{BatchId, Phase, Shared, INBOX_DEPTH};
-use proto::{Event, Request};
-use spawner::{Initializer, Spawner};
+use parent::{Phase, Shared, INBOX_DEPTH};
+use proto::{encode_chunk, Event};
+pub(crate) use spawner::{run_spawner_job, run_worker_job, SpawnerJob, WorkerJob};
+use spawner::{Initializer, Spawner, SpawnerWorkers};
+use workers::End;
 
 /// Default ring bytes of each worker's task queue (1 MiB, mapped lazily): bounds the encoded
 /// arguments of one chunk.
@@ -65,8 +73,10 @@ pub const DEFAULT_RESULTS_CAPACITY: usize = 16 << 20;
 /// # Functions and arguments
 ///
 /// A task is a plain function (`fn(A) -> R`; `fn(A, B) -> R` for
-/// [`starmap`](Pool::starmap)), not a capturing closure: it crosses to the worker as an
-/// address, valid there because every worker is a fork of this program (same binary image).
+/// [`starmap`](Pool::starmap)), not a capturing closure: it crosses to the worker as its place
+/// in the program's executable, valid there because every worker runs this program (a fork of
+/// it, or, under spawn and forkserver, a run of the same executable), the same way under
+/// every [start method](PoolBuilder::start_method).
 /// Arguments and results cross as serde values (postcard), so `A: Serialize` and
 /// `R: DeserializeOwned` in the parent, and the reverse in the workers. What a capturing
 /// closure would carry, put in the [`initializer`](PoolBuilder::initializer) (it runs in each
@@ -155,6 +165,7 @@ pub struct PoolBuilder {
     maxtasksperchild: Option<usize>,
     task_capacity: usize,
     results_capacity: usize,
+    method: Option<StartMethod>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -165,6 +176,7 @@ impl fmt::Debug for PoolBuilder {
             .field("maxtasksperchild", &self.maxtasksperchild)
             .field("task_capacity", &self.task_capacity)
             .field("results_capacity", &self.results_capacity)
+            .field("start_method", &self.method)
             .finish()
     }
 }
@@ -177,6 +189,7 @@ impl Default for PoolBuilder {
             maxtasksperchild: None,
             task_capacity: DEFAULT_TASK_CAPACITY,
             results_capacity: DEFAULT_RESULTS_CAPACITY,
+            method: None,
         }
     }
 }
@@ -192,9 +205,52 @@ impl PoolBuilder {
     /// Runs in each worker before its first task (Python's `initializer` with its `initargs`
     /// captured). If it panics, the pool is broken: every task fails with
     /// [`ProcessError::PoolBroken`] carrying the message.
+    ///
+    /// A closure crosses to the workers only by fork: with [`StartMethod::Spawn`] or
+    /// [`StartMethod::Forkserver`], [`build`](PoolBuilder::build) fails with
+    /// [`ProcessError::NeedsFork`]; use [`initializer_fn`](PoolBuilder::initializer_fn).
     #[must_use]
     pub fn initializer(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
-        self.initializer = Some(Arc::new(f));
+        self.initializer = Some(Initializer::Closure(Arc::new(f)));
+        self
+    }
+
+    /// A plain function run in each worker before its first task, under any start method
+    /// (what it would capture, it reads from the environment, a file, or shared memory made
+    /// by name). A panic breaks the pool, as for [`initializer`](PoolBuilder::initializer).
+    #[must_use]
+    pub fn initializer_fn(mut self, f: fn()) -> Self {
+        self.initializer = Some(Initializer::Func(FnRef::new(f as usize)));
+        self
+    }
+
+    /// How the workers are started (default: the process-wide
+    /// [`get_start_method`](crate::get_start_method) at `build`).
+    ///
+    /// * [`StartMethod::Fork`]: the pool's spawner (the process that starts and reaps the
+    ///   workers) is forked from this process, and forks the workers. Refused when this
+    ///   process has other threads ([`ProcessError::ForkWithThreads`]).
+    /// * [`StartMethod::Forkserver`]: the spawner is a spawned run of this program, a clean
+    ///   single-threaded process, and forks the workers: safe from any process, and a worker
+    ///   still starts at the cost of a fork.
+    /// * [`StartMethod::Spawn`]: the spawner is spawned, and spawns each worker.
+    ///
+    /// Spawn and forkserver need [`main_guard`](crate::main_guard) on the first line of
+    /// `main`. Tasks run the same way under all three once the workers run.
+    ///
+    /// ```
+    /// use baozi_process::{Pool, StartMethod};
+    ///
+    /// fn triple(x: u32) -> u32 { x * 3 }
+    ///
+    /// // (The doc-test's main has no main_guard: this example uses fork.)
+    /// let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).build()?;
+    /// assert_eq!(pool.map(triple, [1, 2])?, [3, 6]);
+    /// # Ok::<(), baozi_process::ProcessError>(())
+    /// ```
+    #[must_use]
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
         self
     }
 
@@ -234,9 +290,10 @@ impl PoolBuilder {
     /// left it is [broken](ProcessError::PoolBroken) with the fork's error, so that no task
     /// waits for a worker that will never come.
     ///
-    /// Call it before the program starts threads of its own, as for
-    /// [`Process::start`](crate::Process::start): the spawner is forked from the calling
-    /// thread.
+    /// With [`StartMethod::Fork`] the spawner is forked from the calling thread, so the
+    /// process must have no other thread then ([`ProcessError::ForkWithThreads`]); the default
+    /// start method turns to forkserver by itself once the process has threads (see
+    /// [`start_method`](PoolBuilder::start_method)).
     ///
     /// # Errors
     ///
@@ -245,7 +302,10 @@ impl PoolBuilder {
     /// [`ProcessError::PoolSetup`] when a queue cannot be mapped (an out-of-range capacity) or
     /// the pipe cannot be made, [`ProcessError::Fork`] when the spawner or a worker cannot be
     /// forked (e.g. `EAGAIN` under `RLIMIT_NPROC`), [`ProcessError::DaemonicParent`] in a
-    /// daemonic process (a pool worker, for one).
+    /// daemonic process (a pool worker, for one), [`ProcessError::ForkWithThreads`],
+    /// [`ProcessError::NeedsFork`] for a closure initializer under spawn or forkserver,
+    /// [`ProcessError::MainGuardMissing`] in a spawned child that skipped
+    /// [`main_guard`](crate::main_guard).
     pub fn build(self) -> Result<Pool, ProcessError> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 || processes > u32::MAX as usize {
@@ -280,31 +340,35 @@ impl PoolBuilder {
             .anonymous::<Vec<u8>>()
             .map_err(setup("map the results queue"))?;
         let (inboxes, results) = (Arc::new(inboxes), Arc::new(results));
+        crate::start::refuse_unguarded()?;
+        let method = self.method.unwrap_or_else(crate::get_start_method);
+        if method == StartMethod::Fork {
+            crate::start::check_fork()?;
+        }
         let (read_end, write_end) = sys::pipe().map_err(setup("make the spawner's pipe"))?;
         let spawner = Spawner {
             requests: File::from(read_end),
-            parent_end: write_end.as_raw_fd(),
+            parent_end: Some(write_end.as_raw_fd()),
             parent: sys::getpid(),
             inboxes: Arc::clone(&inboxes),
             results: Arc::clone(&results),
             initializer: self.initializer,
             maxtasksperchild: self.maxtasksperchild,
+            method,
         };
-        let spawner = Process::builder()
-            .name("PoolSpawner")
-            .spawn_fn(move || spawner.run());
-        spawner.start()?;
+        let spawner = spawner.start()?;
+        let workers = Arc::new(SpawnerWorkers::new(File::from(write_end), spawner));
         let shared = Arc::new(Shared::new(
             inboxes,
             results,
-            spawner,
-            File::from(write_end),
+            workers,
             self.maxtasksperchild,
+            method,
         ));
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("baozi-pool-results".into())
-            .spawn(move || parent::result_thread(for_thread))
+            .spawn(move || thread::result_thread(for_thread))
             .map_err(setup("start the pool's result thread"))?;
         // The workers are asked for once the thread is up: a process limit then fails a
         // worker's fork, which Pool::new reports, rather than the thread's start.
@@ -330,43 +394,6 @@ fn setup<E: std::error::Error + Send + Sync + 'static>(
     move |e| ProcessError::PoolSetup {
         what,
         source: Box::new(e),
-    }
-}
-
-/// A chunk of items as the bytes a worker decodes. A `Serialize` that panics is an
-/// [`ProcessError::Encode`] too (its message is on stderr, by the panic hook).
-fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, ProcessError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        postcard::to_allocvec(items)
-    })) {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(ProcessError::Encode(format!(
-            "the task's arguments did not encode in the parent: {e}"
-        ))),
-        Err(p) => Err(ProcessError::Encode(format!(
-            "the task's arguments did not encode in the parent: their Serialize panicked: {}",
-            crate::child::panic_message(&*p)
-        ))),
-    }
-}
-
-/// A worker's encoded results. A `Deserialize` that panics is a [`ProcessError::Decode`] too:
-/// it may run on the pool's result thread (for an `on_ready` callback), and its caller must
-/// still get an outcome.
-fn decode_chunk<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, ProcessError> {
-    match std::panic::catch_unwind(|| postcard::from_bytes::<Vec<R>>(bytes)) {
-        Ok(Ok(items)) => Ok(items),
-        Ok(Err(e)) => {
-            // A handle in the result that did not attach says why (postcard drops it).
-            let why = baozi_shm::take_attach_error().map_or(String::new(), |w| format!(": {w}"));
-            Err(ProcessError::Decode(format!(
-                "the task's result did not decode in the parent: {e}{why}"
-            )))
-        }
-        Err(p) => Err(ProcessError::Decode(format!(
-            "the task's result did not decode in the parent: its Deserialize panicked: {}",
-            crate::child::panic_message(&*p)
-        ))),
     }
 }
 
@@ -604,16 +631,16 @@ impl Pool {
             return Err(ProcessError::PoolRunning);
         }
         let (mut st, _) = self.shared.wait_until(st, None, |st| st.all_final());
-        st.finish(Request::Shutdown);
+        st.finish(End::Shutdown);
         drop(st);
         self.shared.notify();
         self.stop_helpers();
         Ok(())
     }
 
-    /// Reaps the spawner (which has been told to finish) and stops the result thread.
+    /// Reaps the workers' keeper (which has been told to finish) and stops the result thread.
     fn stop_helpers(&self) {
-        let _ = self.shared.spawner.join();
+        self.shared.workers.reap();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             self.shared.lock().quit = true;
@@ -630,173 +657,5 @@ impl Drop for Pool {
             return; // a copy carried into a forked child: not ours to stop
         }
         self.terminate();
-    }
-}
-
-/// The map forms of a [`Pool`] with a fixed `chunksize`; made by [`Pool::with_chunksize`].
-#[derive(Debug, Clone, Copy)]
-pub struct Chunked<'a> {
-    pool: &'a Pool,
-    /// `None`: Python's default for map (about `len / (4 × processes)`).
-    chunksize: Option<usize>,
-}
-
-impl Chunked<'_> {
-    fn size_for(&self, len: usize) -> Result<usize, ProcessError> {
-        match self.chunksize {
-            Some(0) => Err(ProcessError::Invalid {
-                what: "chunksize must be at least 1".into(),
-            }),
-            Some(n) => Ok(n),
-            None => Ok(len.div_ceil(self.pool.processes * 4).max(1)),
-        }
-    }
-
-    fn submit_all<T: Serialize>(&self, call: Call, items: Vec<T>) -> Result<BatchId, ProcessError> {
-        let size = self.size_for(items.len())?;
-        let chunks = items
-            .chunks(size)
-            .map(encode_chunk)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.pool.shared.submit(call, chunks)
-    }
-
-    /// [`Pool::map`] with this chunksize.
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::map`], and [`ProcessError::Invalid`] for a chunksize of 0.
-    pub fn map<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<R>, ProcessError>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        self.map_async(f, items)?.get()
-    }
-
-    /// [`Pool::map_async`] with this chunksize.
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::map_async`], and [`ProcessError::Invalid`] for a chunksize of 0.
-    pub fn map_async<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<AsyncResult<Vec<R>>, ProcessError>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        let tasks = self.submit_all(Call::unary(f), items.into_iter().collect())?;
-        Ok(AsyncResult::new(
-            Arc::clone(&self.pool.shared),
-            tasks,
-            result::finish_all::<R>,
-        ))
-    }
-
-    /// [`Pool::starmap`] with this chunksize.
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::starmap`], and [`ProcessError::Invalid`] for a chunksize of 0.
-    pub fn starmap<A, B, R>(
-        &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<Vec<R>, ProcessError>
-    where
-        A: Serialize + DeserializeOwned,
-        B: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        self.starmap_async(f, items)?.get()
-    }
-
-    /// [`Pool::starmap_async`] with this chunksize.
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::starmap_async`], and [`ProcessError::Invalid`] for a chunksize of 0.
-    pub fn starmap_async<A, B, R>(
-        &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<AsyncResult<Vec<R>>, ProcessError>
-    where
-        A: Serialize + DeserializeOwned,
-        B: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        let tasks = self.submit_all(Call::binary(f), items.into_iter().collect())?;
-        Ok(AsyncResult::new(
-            Arc::clone(&self.pool.shared),
-            tasks,
-            result::finish_all::<R>,
-        ))
-    }
-
-    fn imap_with<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        ordered: bool,
-    ) -> Result<IMap<A, R, I::IntoIter>, ProcessError>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-    {
-        let size = self.size_for(1)?;
-        self.pool.shared.lock().accepting()?;
-        Ok(IMap::new(
-            Arc::clone(&self.pool.shared),
-            Call::unary(f),
-            items.into_iter(),
-            size,
-            self.pool.processes * (INBOX_DEPTH + 1),
-            ordered,
-        ))
-    }
-
-    /// [`Pool::imap`] with this chunksize.
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::imap`], and [`ProcessError::Invalid`] for a chunksize of 0.
-    pub fn imap<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-    ) -> Result<IMap<A, R, I::IntoIter>, ProcessError>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-    {
-        self.imap_with(f, items, true)
-    }
-
-    /// [`Pool::imap_unordered`] with this chunksize.
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::imap`], and [`ProcessError::Invalid`] for a chunksize of 0.
-    pub fn imap_unordered<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-    ) -> Result<IMap<A, R, I::IntoIter>, ProcessError>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-    {
-        self.imap_with(f, items, false)
     }
 }

@@ -16,17 +16,16 @@
 //!   with [`ProcessError::WorkerDied`].
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use baozi_queue::{GetError, Queue};
+use baozi_queue::Queue;
 
 use super::call::Call;
-use super::proto::{self, Event, Failure, Request, TaskMsg};
+use super::proto::{self, Event, Failure, TaskMsg};
+use super::workers::{End, Workers};
 use crate::error::ProcessError;
-use crate::process::Process;
+use crate::start::{FnRef, StartMethod};
 
 /// Tasks given to one worker at a time: one running and one waiting in its inbox, so a worker
 /// never idles while the parent's result thread wakes up.
@@ -34,9 +33,6 @@ pub(crate) const INBOX_DEPTH: usize = 2;
 
 /// Workers per slot that may die in a row without finishing a task before the pool gives up.
 const FRUITLESS_EXITS_PER_SLOT: usize = 10;
-
-/// How often the result thread checks the spawner when no event comes.
-const TICK: Duration = Duration::from_millis(200);
 
 /// The pool's life: Running → Closed → (joined), or → Terminated / Broken at any time.
 #[derive(Clone, Debug)]
@@ -115,8 +111,8 @@ pub(crate) struct State {
     callbacks: HashMap<u64, (BatchId, Callback)>,
     /// Calls with a callback that have settled: the result thread runs them.
     due: Vec<u64>,
-    /// The write end of the spawner's request pipe; `None` once the spawner was told to finish.
-    requests: Option<File>,
+    /// Where workers come from; `None` once they were told to end.
+    workers: Option<Arc<dyn Workers>>,
     maxtasksperchild: Option<usize>,
     /// Workers that died in a row without finishing a task: past a bound, respawning is
     /// pointless (CPython respawns such workers for ever).
@@ -130,28 +126,33 @@ pub(crate) struct State {
     pub(crate) quit: bool,
     /// Something a waiter may be waiting for happened (a call settled, a slot ended): the
     /// result thread wakes the waiters. Results that settle nothing wake nobody.
-    wake: bool,
+    pub(super) wake: bool,
+    /// Calls found portable (spawn and forkserver pools check each call once).
+    portable: HashSet<(FnRef, FnRef)>,
 }
 
-/// The state, the queues, and the spawner, shared by the pool, its results and its thread.
+/// The state, the queues, and the workers' keeper, shared by the pool, its results and its
+/// thread.
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     pub(crate) inboxes: Arc<Vec<Queue<Vec<u8>>>>,
     pub(crate) results: Arc<Queue<Vec<u8>>>,
-    pub(crate) spawner: Process,
+    pub(crate) workers: Arc<dyn Workers>,
     /// The process that made the pool: only it may stop it.
     owner: crate::sys::Pid,
+    /// How the workers were started: with spawn or forkserver, a call must be portable.
+    method: StartMethod,
 }
 
 impl Shared {
     pub(crate) fn new(
         inboxes: Arc<Vec<Queue<Vec<u8>>>>,
         results: Arc<Queue<Vec<u8>>>,
-        spawner: Process,
-        requests: File,
+        workers: Arc<dyn Workers>,
         maxtasksperchild: Option<usize>,
+        method: StartMethod,
     ) -> Shared {
         let n = inboxes.len();
         Shared {
@@ -165,19 +166,21 @@ impl Shared {
                 batches: BTreeMap::new(),
                 callbacks: HashMap::new(),
                 due: Vec::new(),
-                requests: Some(requests),
+                workers: Some(Arc::clone(&workers)),
                 maxtasksperchild,
                 fruitless_exits: 0,
                 first_reports: vec![false; n],
                 startup_failure: None,
                 quit: false,
                 wake: false,
+                portable: HashSet::new(),
             }),
             changed: Condvar::new(),
             inboxes,
             results,
-            spawner,
+            workers,
             owner: crate::sys::getpid(),
+            method,
         }
     }
 
@@ -269,6 +272,16 @@ impl Shared {
         self.owned()?;
         let mut st = self.lock();
         st.accepting()?;
+        if self.method != StartMethod::Fork && !st.portable.contains(&(call.trampoline, call.func))
+        {
+            if !call.portable() {
+                return Err(ProcessError::NeedsFork {
+                    what: "a function outside the program's executable (a shared library)".into(),
+                    method: self.method,
+                });
+            }
+            st.portable.insert((call.trampoline, call.func));
+        }
         let max = self.inboxes[0].max_message_len();
         let first = st.next_task;
         let mut msgs = Vec::with_capacity(chunks.len());
@@ -402,7 +415,7 @@ impl State {
     }
 
     /// The callbacks whose calls have settled, each with its call's results.
-    fn take_due(&mut self) -> Vec<(Callback, Chunks)> {
+    pub(super) fn take_due(&mut self) -> Vec<(Callback, Chunks)> {
         let mut out = Vec::new();
         for first in std::mem::take(&mut self.due) {
             if let Some((id, cb)) = self.callbacks.remove(&first) {
@@ -465,18 +478,15 @@ impl State {
         }
     }
 
-    /// Asks the spawner for every slot's first worker.
+    /// Asks for every slot's first worker.
     pub(crate) fn spawn_all(&mut self) {
         for slot in 0..self.slots.len() {
-            self.request(Request::Spawn(slot as u32));
+            self.start_worker(slot as u32);
         }
     }
 
-    fn request(&mut self, r: Request) {
-        let ok = match &mut self.requests {
-            Some(pipe) => pipe.write_all(&r.encode()).is_ok(),
-            None => false,
-        };
+    fn start_worker(&mut self, slot: u32) {
+        let ok = self.workers.as_ref().is_some_and(|w| w.start(slot));
         if !ok && matches!(self.phase, Phase::Running | Phase::Closed) {
             self.break_pool("the pool's spawner process stopped taking requests".into());
         }
@@ -488,7 +498,7 @@ impl State {
             return;
         }
         self.phase = Phase::Broken(reason);
-        self.finish(Request::KillAll);
+        self.finish(End::Kill);
     }
 
     /// `terminate`: fails every unsettled task, kills every worker.
@@ -497,15 +507,14 @@ impl State {
             return;
         }
         self.phase = Phase::Terminated;
-        self.finish(Request::KillAll);
+        self.finish(End::Kill);
     }
 
-    /// Ends the spawner with `last` (it kills what is left of its workers) and marks every slot
-    /// final.
-    pub(crate) fn finish(&mut self, last: Request) {
+    /// Ends the workers as `how` says and marks every slot final.
+    pub(crate) fn finish(&mut self, how: End) {
         self.fail_all();
-        if let Some(mut pipe) = self.requests.take() {
-            let _ = pipe.write_all(&last.encode());
+        if let Some(w) = self.workers.take() {
+            w.end(how);
         }
         for s in &mut self.slots {
             *s = Slot::Final;
@@ -523,7 +532,7 @@ impl State {
 
     /// Gives pending tasks to live workers with room, least loaded first; after `close`, tells
     /// idle workers to stop once nothing is pending.
-    fn dispatch(&mut self, shared: &Shared) {
+    pub(super) fn dispatch(&mut self, shared: &Shared) {
         while !self.pending.is_empty() {
             let best = self
                 .slots
@@ -632,7 +641,7 @@ impl State {
     }
 
     /// Takes one event from the results queue into account.
-    fn on_event(&mut self, shared: &Shared, event: Event) {
+    pub(super) fn on_event(&mut self, shared: &Shared, event: Event) {
         if matches!(self.phase, Phase::Terminated | Phase::Broken(_)) {
             return;
         }
@@ -761,54 +770,7 @@ impl State {
         };
         if respawn {
             self.slots[slot] = Slot::Starting;
-            self.request(Request::Spawn(slot as u32));
-        }
-    }
-}
-
-/// The parent's result thread: reads the results queue, settles tasks, feeds workers, and
-/// watches the spawner.
-pub(crate) fn result_thread(shared: Arc<Shared>) {
-    loop {
-        let got = shared.results.get_timeout(TICK);
-        let mut st = shared.lock();
-        match got {
-            Ok(bytes) => match proto::decode::<Event>(&bytes) {
-                Some(ev) => st.on_event(&shared, ev),
-                None => st.break_pool("a garbled message came through the results queue".into()),
-            },
-            Err(GetError::Empty) => {
-                if matches!(st.phase, Phase::Running | Phase::Closed) && !shared.spawner.is_alive()
-                {
-                    let code = shared.spawner.exitcode().unwrap_or(0);
-                    st.break_pool(format!(
-                        "the pool's spawner process died (exit code {code}), and its workers with it"
-                    ));
-                }
-            }
-            Err(e) => {
-                st.break_pool(format!("the results queue failed: {e}"));
-                drop(st);
-                shared.notify();
-                std::thread::sleep(TICK);
-                st = shared.lock();
-            }
-        }
-        st.dispatch(&shared);
-        let quit = st.quit;
-        let wake = std::mem::take(&mut st.wake);
-        let due = st.take_due();
-        drop(st);
-        if wake || quit {
-            shared.notify();
-        }
-        for (callback, result) in due {
-            // A panicking callback must not take the result thread (and every caller) down;
-            // the panic hook has printed it.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (callback.0)(result)));
-        }
-        if quit {
-            return;
+            self.start_worker(slot as u32);
         }
     }
 }

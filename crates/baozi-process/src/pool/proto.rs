@@ -9,7 +9,11 @@
 //! reaches the parent before the news of its death: that is what makes the accounting of lost
 //! tasks exact (see `parent.rs`).
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::error::ProcessError;
+use crate::start::FnRef;
 
 /// A message in a worker's inbox.
 #[derive(Debug, Serialize, Deserialize)]
@@ -17,8 +21,8 @@ pub(crate) enum TaskMsg {
     /// Run `func` through `trampoline` on the encoded chunk `args`.
     Run {
         task: u64,
-        trampoline: usize,
-        func: usize,
+        trampoline: FnRef,
+        func: FnRef,
         args: Vec<u8>,
     },
     /// Exit cleanly (after `close`, once the worker has nothing left to do).
@@ -114,6 +118,43 @@ pub(crate) fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 /// The message in `bytes`, or `None` for bytes that are not one.
 pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
     postcard::from_bytes(bytes).ok()
+}
+
+/// A chunk of items as the bytes a worker decodes. A `Serialize` that panics is an
+/// [`ProcessError::Encode`] too (its message is on stderr, by the panic hook).
+pub(crate) fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, ProcessError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        postcard::to_allocvec(items)
+    })) {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(ProcessError::Encode(format!(
+            "the task's arguments did not encode in the parent: {e}"
+        ))),
+        Err(p) => Err(ProcessError::Encode(format!(
+            "the task's arguments did not encode in the parent: their Serialize panicked: {}",
+            crate::child::panic_message(&*p)
+        ))),
+    }
+}
+
+/// A worker's encoded results. A `Deserialize` that panics is a [`ProcessError::Decode`] too:
+/// it may run on the pool's result thread (for an `on_ready` callback), and its caller must
+/// still get an outcome.
+pub(crate) fn decode_chunk<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, ProcessError> {
+    match std::panic::catch_unwind(|| postcard::from_bytes::<Vec<R>>(bytes)) {
+        Ok(Ok(items)) => Ok(items),
+        Ok(Err(e)) => {
+            // A handle in the result that did not attach says why (postcard drops it).
+            let why = baozi_shm::take_attach_error().map_or(String::new(), |w| format!(": {w}"));
+            Err(ProcessError::Decode(format!(
+                "the task's result did not decode in the parent: {e}{why}"
+            )))
+        }
+        Err(p) => Err(ProcessError::Decode(format!(
+            "the task's result did not decode in the parent: its Deserialize panicked: {}",
+            crate::child::panic_message(&*p)
+        ))),
+    }
 }
 
 #[cfg(test)]

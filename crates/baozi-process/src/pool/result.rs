@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::call::Call;
 use super::parent::{BatchId, Callback, Shared};
-use super::{decode_chunk, encode_chunk};
+use super::proto::{decode_chunk, encode_chunk};
 use crate::error::ProcessError;
 
 /// How a settled batch of chunks becomes the caller's value.
@@ -46,6 +46,7 @@ type Finish<T> = fn(Vec<Vec<u8>>) -> Result<T, ProcessError>;
 /// assert_eq!(m, [0, 1, 4, 9, 16]);
 /// # Ok::<(), baozi_process::ProcessError>(())
 /// ```
+#[must_use = "dropping the handle leaves the task's result unread; call get"]
 pub struct AsyncResult<T> {
     shared: Arc<Shared>,
     tasks: BatchId,

@@ -8,22 +8,112 @@
 //! never inherits a lock that another thread held at the fork.
 
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsFd, RawFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baozi_queue::Queue;
+use serde::{Deserialize, Serialize};
 
 use super::call;
 use super::proto::{self, Event, Failure, Request, TaskMsg};
+use super::workers::{End, Workers};
 use crate::child::panic_message;
 use crate::process::Process;
+use crate::start::{FnRef, Job, StartMethod};
 use crate::sys;
 
-/// The initializer a worker runs before its first task.
-pub(crate) type Initializer = Arc<dyn Fn() + Send + Sync + 'static>;
+/// The initializer a worker runs before its first task: a closure (fork only) or a plain
+/// function (any start method).
+#[derive(Clone)]
+pub(crate) enum Initializer {
+    Closure(Arc<dyn Fn() + Send + Sync + 'static>),
+    Func(FnRef),
+}
+
+impl Initializer {
+    fn run(&self) {
+        match self {
+            Initializer::Closure(f) => f(),
+            // SAFETY: made by `PoolBuilder::initializer_fn` from an `fn()` of this image, and
+            // carried here by fork or by a spawned job whose image mark was checked.
+            Initializer::Func(f) => unsafe { call::call_plain(*f) },
+        }
+    }
+}
+
+/// A spawner started by spawn or forkserver: what it needs, as a job (`start/job.rs`).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SpawnerJob {
+    requests_fd: i32,
+    parent: sys::Pid,
+    inboxes: Vec<Queue<Vec<u8>>>,
+    results: Queue<Vec<u8>>,
+    initializer: Option<FnRef>,
+    maxtasksperchild: Option<usize>,
+    method: StartMethod,
+}
+
+/// A worker started by spawn: what it needs, as a job.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WorkerJob {
+    name: String,
+    spawner: sys::Pid,
+    inbox: Queue<Vec<u8>>,
+    results: Queue<Vec<u8>>,
+    slot: u32,
+    initializer: Option<FnRef>,
+    maxtasksperchild: Option<usize>,
+}
+
+/// In a spawned spawner: runs it (never returns).
+pub(crate) fn run_spawner_job(job: SpawnerJob) -> i32 {
+    let Ok(requests) = sys::inherited_file(job.requests_fd) else {
+        return 2;
+    };
+    let parent = job.parent;
+    let spawner = Spawner {
+        requests,
+        parent_end: None,
+        parent,
+        inboxes: Arc::new(job.inboxes),
+        results: Arc::new(job.results),
+        initializer: job.initializer.map(Initializer::Func),
+        maxtasksperchild: job.maxtasksperchild,
+        method: job.method,
+    };
+    // Not a daemon (it starts children), as a forked spawner; PR_SET_PDEATHSIG was set before
+    // the exec, and it watches its parent's pidfd as well.
+    crate::child::run(
+        "PoolSpawner".into(),
+        false,
+        parent,
+        "MainProcess".into(),
+        move || spawner.run(),
+    )
+}
+
+/// In a spawned worker: runs it (never returns).
+pub(crate) fn run_worker_job(job: WorkerJob) -> i32 {
+    let init = job.initializer.map(Initializer::Func);
+    crate::child::run(
+        job.name,
+        true,
+        job.spawner,
+        "PoolSpawner".into(),
+        move || {
+            work(
+                &job.inbox,
+                &job.results,
+                job.slot,
+                init.as_ref(),
+                job.maxtasksperchild,
+            )
+        },
+    )
+}
 
 /// Bytes an [`Event::Done`] adds around a result (enum tags and varints, rounded up).
 pub(crate) const DONE_OVERHEAD: usize = 32;
@@ -36,13 +126,55 @@ pub(crate) struct Spawner {
     /// The read end of the request pipe.
     pub(crate) requests: File,
     /// The parent's write end, inherited by the fork: the spawner closes it so that the pipe
-    /// reports end-of-file when the parent's end is gone.
-    pub(crate) parent_end: RawFd,
+    /// reports end-of-file when the parent's end is gone. (`None`: spawned, not inherited.)
+    pub(crate) parent_end: Option<RawFd>,
     pub(crate) parent: sys::Pid,
     pub(crate) inboxes: Arc<Vec<Queue<Vec<u8>>>>,
     pub(crate) results: Arc<Queue<Vec<u8>>>,
     pub(crate) initializer: Option<Initializer>,
     pub(crate) maxtasksperchild: Option<usize>,
+    /// Fork and Forkserver: fork the workers; Spawn: spawn them.
+    pub(crate) method: StartMethod,
+}
+
+impl Spawner {
+    /// Starts this spawner: forked (Fork), or as a spawned run of the program (Spawn,
+    /// Forkserver), which then starts clean whatever threads the parent has.
+    pub(crate) fn start(self) -> Result<Process, crate::ProcessError> {
+        match self.method {
+            StartMethod::Fork => {
+                let p = Process::builder()
+                    .name("PoolSpawner")
+                    .start_method(StartMethod::Fork)
+                    .spawn_fn(move || self.run());
+                p.start()?;
+                Ok(p)
+            }
+            method => {
+                let initializer = match &self.initializer {
+                    None => None,
+                    Some(Initializer::Func(f)) if f.portable() => Some(*f),
+                    Some(_) => {
+                        return Err(crate::ProcessError::NeedsFork {
+                            what: "a closure initializer (use initializer_fn)".into(),
+                            method,
+                        })
+                    }
+                };
+                let fd = self.requests.as_raw_fd();
+                let job = SpawnerJob {
+                    requests_fd: fd,
+                    parent: self.parent,
+                    inboxes: self.inboxes.iter().cloned().collect(),
+                    results: (*self.results).clone(),
+                    initializer,
+                    maxtasksperchild: self.maxtasksperchild,
+                    method,
+                };
+                Process::start_job("PoolSpawner".into(), Job::PoolSpawner(job), &[fd])
+            }
+        }
+    }
 }
 
 /// Puts an event in the results queue. A worker may block here while the queue is full: the
@@ -73,7 +205,9 @@ impl Spawner {
 impl Spawner {
     /// The spawner's body; its return value is its exit code.
     pub(crate) fn run(self) -> i32 {
-        sys::close_inherited(self.parent_end);
+        if let Some(fd) = self.parent_end {
+            sys::close_inherited(fd);
+        }
         // The parent may die without a word (kill -9): its pidfd turns readable, and the
         // spawner takes its workers down with it. Workers have PDEATHSIG on the spawner.
         let parent_fd = sys::pidfd_open(self.parent).ok();
@@ -159,19 +293,37 @@ impl Spawner {
                 what: format!("the parent asked for worker slot {slot}, which does not exist"),
             });
         }
+        let name = format!("PoolWorker-{serial}");
+        if self.method == StartMethod::Spawn {
+            let job = WorkerJob {
+                name: name.clone(),
+                spawner: sys::getpid(),
+                inbox: self.inboxes[slot as usize].clone(),
+                results: (*self.results).clone(),
+                slot,
+                initializer: match &self.initializer {
+                    Some(Initializer::Func(f)) => Some(*f),
+                    _ => None,
+                },
+                maxtasksperchild: self.maxtasksperchild,
+            };
+            return Process::start_job(name, Job::PoolWorker(job), &[]);
+        }
+        // Fork and Forkserver: this spawner is single-threaded, so a fork of it is safe.
         let inboxes = Arc::clone(&self.inboxes);
         let results = Arc::clone(&self.results);
         let init = self.initializer.clone();
         let maxtasks = self.maxtasksperchild;
         let p = Process::builder()
-            .name(format!("PoolWorker-{serial}"))
+            .name(name)
             .daemon(true)
+            .start_method(StartMethod::Fork)
             .spawn_fn(move || {
                 work(
                     &inboxes[slot as usize],
                     &results,
                     slot,
-                    init.as_deref(),
+                    init.as_ref(),
                     maxtasks,
                 )
             });
@@ -197,11 +349,11 @@ fn work(
     inbox: &Queue<Vec<u8>>,
     results: &Queue<Vec<u8>>,
     slot: u32,
-    initializer: Option<&(dyn Fn() + Send + Sync)>,
+    initializer: Option<&Initializer>,
     maxtasks: Option<usize>,
 ) -> i32 {
     if let Some(init) = initializer {
-        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(init)) {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| init.run())) {
             // Cut to what surely fits the results queue (a message is not worth a respawn loop).
             let message: String = panic_message(&*payload).chars().take(500).collect();
             send(
@@ -263,5 +415,70 @@ fn work(
             return 2;
         }
         ran += 1;
+    }
+}
+
+/// The parent's side of the spawner: requests go down its pipe, and its death is noticed by
+/// the result thread. The pool's one [`Workers`] today.
+#[derive(Debug)]
+pub(crate) struct SpawnerWorkers {
+    /// The write end of the request pipe; `None` once the spawner was told to finish.
+    requests: Mutex<Option<File>>,
+    spawner: Process,
+}
+
+impl SpawnerWorkers {
+    pub(crate) fn new(requests: File, spawner: Process) -> SpawnerWorkers {
+        SpawnerWorkers {
+            requests: Mutex::new(Some(requests)),
+            spawner,
+        }
+    }
+
+    fn send(&self, r: Request) -> bool {
+        let mut pipe = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *pipe {
+            Some(p) => p.write_all(&r.encode()).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl Workers for SpawnerWorkers {
+    fn start(&self, slot: u32) -> bool {
+        self.send(Request::Spawn(slot))
+    }
+
+    fn end(&self, how: End) {
+        self.send(match how {
+            End::Kill => Request::KillAll,
+            End::Shutdown => Request::Shutdown,
+        });
+        // Closing the pipe tells a spawner that missed the request (it reads end-of-file).
+        drop(
+            self.requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
+
+    fn lost(&self) -> Option<String> {
+        if self.spawner.is_alive() {
+            return None;
+        }
+        if let Err(e @ crate::ProcessError::MainGuardMissing { .. }) =
+            self.spawner.join_timeout(Duration::ZERO)
+        {
+            return Some(format!("the pool's spawner could not start: {e}"));
+        }
+        let code = self.spawner.exitcode().unwrap_or(0);
+        Some(format!(
+            "the pool's spawner process died (exit code {code}), and its workers with it"
+        ))
+    }
+
+    fn reap(&self) {
+        let _ = self.spawner.join();
     }
 }

@@ -47,7 +47,7 @@ cases!(
     put_timeout_on_full_waits_then_gives_the_item_back,
     maxsize_bounds_items_and_full_says_so,
     put_many_is_all_or_nothing,
-    put_many_over_maxsize_is_too_large_at_once,
+    put_many_over_maxsize_is_too_many_at_once,
     get_many_returns_one_to_max_in_fifo_order,
     blocked_get_many_is_released_by_a_put_many,
     put_after_close_is_closed_and_gives_the_item_back,
@@ -188,16 +188,20 @@ fn put_many_is_all_or_nothing<B: Backend>(b: &B) {
     assert_eq!(q.get_many(10).unwrap(), [1, 2, 3, 4]);
 }
 
-fn put_many_over_maxsize_is_too_large_at_once<B: Backend>(b: &B) {
+fn put_many_over_maxsize_is_too_many_at_once<B: Backend>(b: &B) {
     let q = b.queue::<u64>(3);
     let start = Instant::now();
     match q.put_many(vec![1, 2, 3, 4]) {
-        Err(PutError::TooLarge { item, .. }) => assert_eq!(item, [1, 2, 3, 4]),
-        other => panic!("expected TooLarge, got {other:?}"),
+        Err(PutError::TooMany {
+            item,
+            items: 4,
+            maxsize: 3,
+        }) => assert_eq!(item, [1, 2, 3, 4]),
+        other => panic!("expected TooMany, got {other:?}"),
     }
     assert!(
         start.elapsed() < Duration::from_secs(1),
-        "TooLarge must not wait"
+        "TooMany must not wait"
     );
     assert!(q.empty().unwrap());
 }

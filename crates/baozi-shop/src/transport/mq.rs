@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{Recv, Shape, Transport};
+use crate::ledger::Mark;
 use crate::sys::{self, Mq};
 
 pub(super) fn check(shape: Shape) -> Result<(), String> {
@@ -46,17 +47,21 @@ impl Transport for MqTransport {
         self.mq.send(msg).map_err(|e| format!("mq_send: {e}"))
     }
 
-    fn recv(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<Recv, String> {
-        buf.resize(self.size, 0);
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+        _mark: Option<Mark<'_>>,
+    ) -> Result<Recv, String> {
+        let buf = buf
+            .get_mut(..self.size)
+            .ok_or("mq_receive: receive buffer smaller than a message")?;
         match self
             .mq
             .recv(buf, timeout)
             .map_err(|e| format!("mq_receive: {e}"))?
         {
-            Some(n) => {
-                buf.truncate(n);
-                Ok(Recv::Message)
-            }
+            Some(n) => Ok(Recv::Message(n)),
             None => Ok(Recv::Timeout),
         }
     }
@@ -67,5 +72,9 @@ impl Transport for MqTransport {
 
     fn effective_maxsize(&self) -> usize {
         self.maxmsg
+    }
+
+    fn depth(&self) -> u64 {
+        self.maxmsg as u64
     }
 }

@@ -1,10 +1,11 @@
 //! A pipe as a transport: writes of at most PIPE_BUF bytes are atomic, so with fixed-size
 //! messages many writers and many (non-blocking) readers never see a torn message.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use super::{Recv, Shape, Transport};
+use crate::ledger::Mark;
 use crate::sys;
 
 /// POSIX guarantees atomic pipe writes up to PIPE_BUF bytes; Linux's is 4096.
@@ -24,32 +25,38 @@ pub(super) struct PipeTransport {
     read: OwnedFd,
     write: OwnedFd,
     size: usize,
+    depth: u64,
 }
 
 impl PipeTransport {
     pub(super) fn new(shape: Shape) -> Result<Self, String> {
         let (read, write) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let depth = super::measure_depth(&read, &write, shape.size)?;
         Ok(PipeTransport {
             read,
             write,
             size: shape.size,
+            depth,
         })
     }
 }
 
 impl Transport for PipeTransport {
     fn send(&self, msg: &[u8]) -> Result<(), String> {
-        sys::write_all(self.write.as_raw_fd(), msg).map_err(|e| format!("pipe write: {e}"))
+        sys::write_all(self.write.as_fd(), msg).map_err(|e| format!("pipe write: {e}"))
     }
 
-    fn recv(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<Recv, String> {
-        let got = super::recv_fd(self.read.as_raw_fd(), buf, self.size, timeout, "pipe read")?;
-        if got == Recv::Message && buf.len() != self.size {
-            return Err(format!(
-                "pipe read returned {} of {} bytes",
-                buf.len(),
-                self.size
-            ));
+    fn recv(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+        _mark: Option<Mark<'_>>,
+    ) -> Result<Recv, String> {
+        let got = super::recv_fd(&self.read, buf, self.size, timeout, "pipe read")?;
+        if let Recv::Message(n) = got {
+            if n != self.size {
+                return Err(format!("pipe read returned {n} of {} bytes", self.size));
+            }
         }
         Ok(got)
     }
@@ -60,5 +67,9 @@ impl Transport for PipeTransport {
 
     fn effective_maxsize(&self) -> usize {
         0
+    }
+
+    fn depth(&self) -> u64 {
+        self.depth
     }
 }

@@ -47,7 +47,7 @@ pub(crate) fn futex_wait(
     let ts = deadline_ns.map(timespec);
     let ts_ptr = ts
         .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        .map_or(std::ptr::null(), std::ptr::from_ref::<libc::timespec>);
     // SAFETY: `word` is a live, aligned u32 for the duration of the call; FUTEX_WAIT_BITSET reads
     // it and sleeps; the timespec (absolute, CLOCK_MONOTONIC since no FUTEX_CLOCK_REALTIME) lives
     // on our stack across the call.
