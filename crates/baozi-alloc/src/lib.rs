@@ -20,11 +20,10 @@
 //! ```
 //! use baozi_alloc::{Heap, ShmBox};
 //! use baozi_process::Process;
-//! use std::sync::Arc;
 //!
-//! let heap = Arc::new(Heap::anonymous(1 << 20)?);
+//! let heap = Heap::anonymous(1 << 20)?;
 //! let offset = ShmBox::new_in(&heap, 42u64)?.into_offset(); // handed over, not freed
-//! let at_heap = Arc::clone(&heap);
+//! let at_heap = heap.clone();
 //! let child = Process::new(move || {
 //!     // SAFETY: the parent gave up this block with into_offset, and nobody else takes it.
 //!     let b = unsafe { ShmBox::<u64>::from_offset(&at_heap, offset) }.unwrap();

@@ -13,11 +13,10 @@
 //! ```
 //! use baozi_process::Process;
 //! use baozi_queue::Queue;
-//! use std::sync::Arc;
 //!
 //! // maxsize 1: the baker waits for the eater after every bun.
-//! let counter: Arc<Queue<String>> = Arc::new(Queue::new(1, 4096)?);
-//! let at_counter = Arc::clone(&counter);
+//! let counter: Queue<String> = Queue::new(1, 4096)?;
+//! let at_counter = counter.clone();
 //! let baker = Process::new(move || -> Result<(), Box<dyn std::error::Error>> {
 //!     for bun in ["pork", "cabbage", "red bean"] {
 //!         at_counter.put(bun.to_owned())?;

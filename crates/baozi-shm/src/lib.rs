@@ -27,12 +27,11 @@
 //! use baozi_process::Process;
 //! use baozi_shm::{Offset, Region};
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use std::sync::Arc;
 //!
-//! let region = Arc::new(Region::anonymous(4096)?);
+//! let region = Region::anonymous(4096)?;
 //! let at: Offset<AtomicU64> = Offset::new(0);
 //!
-//! let shared = Arc::clone(&region);
+//! let shared = region.clone();
 //! let child = Process::new(move || {
 //!     shared.get(at).expect("in bounds").fetch_add(41, Ordering::SeqCst);
 //! });

@@ -125,10 +125,9 @@ const _: () = assert!(std::mem::size_of::<BarrierBody>() <= CACHE_LINE);
 /// ```
 /// use baozi_process::spawn;
 /// use baozi_sync::Barrier;
-/// use std::sync::Arc;
 ///
-/// let barrier = Arc::new(Barrier::anonymous(2)?);
-/// let shared = Arc::clone(&barrier);
+/// let barrier = Barrier::anonymous(2)?;
+/// let shared = barrier.clone();
 /// let other = spawn(move || shared.wait().unwrap()); // its arrival index comes back
 /// let mine = barrier.wait()?;
 /// let theirs = other.join()?;

@@ -184,12 +184,11 @@ struct Suspect {
 /// use baozi_shm::{Offset, Region};
 /// use baozi_sync::Condition;
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use std::sync::Arc;
 ///
-/// let cond = Arc::new(Condition::anonymous()?);
-/// let shared = Arc::new(Region::anonymous(8)?);
+/// let cond = Condition::anonymous()?;
+/// let shared = Region::anonymous(8)?;
 /// let at: Offset<AtomicU64> = Offset::new(0);
-/// let (c, r) = (Arc::clone(&cond), Arc::clone(&shared));
+/// let (c, r) = (cond.clone(), shared.clone());
 /// let producer = Process::new(move || {
 ///     let guard = c.lock().unwrap();
 ///     r.get(at).unwrap().fetch_add(1, Ordering::Relaxed);

@@ -55,11 +55,10 @@ const _: () = assert!(std::mem::size_of::<EventBody>() <= CACHE_LINE);
 /// ```
 /// use baozi_process::Process;
 /// use baozi_sync::Event;
-/// use std::sync::Arc;
 /// use std::time::Duration;
 ///
-/// let ready = Arc::new(Event::anonymous()?);
-/// let shared = Arc::clone(&ready);
+/// let ready = Event::anonymous()?;
+/// let shared = ready.clone();
 /// let waiter = Process::new(move || shared.wait().map(drop));
 /// waiter.start()?;
 /// assert!(!ready.wait_timeout(Duration::from_millis(10))?); // not set yet

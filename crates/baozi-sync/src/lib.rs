@@ -39,10 +39,9 @@
 //! ```
 //! use baozi_process::Process;
 //! use baozi_sync::{LockError, ShmMutex};
-//! use std::sync::Arc;
 //!
-//! let total = Arc::new(ShmMutex::anonymous(0u64)?);
-//! let shared = Arc::clone(&total);
+//! let total = ShmMutex::anonymous(0u64)?;
+//! let shared = total.clone();
 //! let child = Process::new(move || {
 //!     for _ in 0..1000 {
 //!         *shared.lock().unwrap() += 1;

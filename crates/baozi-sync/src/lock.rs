@@ -299,10 +299,9 @@ pub(crate) fn owned_lock(region: &Region) -> &OwnedLock {
 /// ```
 /// use baozi_process::Process;
 /// use baozi_sync::{Acquired, Lock};
-/// use std::sync::Arc;
 ///
-/// let lock = Arc::new(Lock::anonymous()?);
-/// let shared = Arc::clone(&lock);
+/// let lock = Lock::anonymous()?;
+/// let shared = lock.clone();
 /// let holder = Process::new(move || {
 ///     let _ = shared.acquire(); // and the process ends holding the lock
 /// });

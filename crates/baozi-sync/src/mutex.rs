@@ -30,10 +30,9 @@ const SUBKIND_MUTEX: u64 = 1;
 /// ```
 /// use baozi_process::Process;
 /// use baozi_sync::{LockError, ShmMutex};
-/// use std::sync::Arc;
 ///
-/// let counter = Arc::new(ShmMutex::anonymous(0u64)?);
-/// let shared = Arc::clone(&counter);
+/// let counter = ShmMutex::anonymous(0u64)?;
+/// let shared = counter.clone();
 /// let child = Process::new(move || {
 ///     let mut g = shared.lock().unwrap();
 ///     *g += 1;

@@ -43,13 +43,12 @@ pub(crate) static PRIMITIVE: Primitive = Primitive {
 /// ```
 /// use baozi_process::Process;
 /// use baozi_sync::{RLock, SyncError};
-/// use std::sync::Arc;
 ///
-/// let rlock = Arc::new(RLock::anonymous()?);
+/// let rlock = RLock::anonymous()?;
 /// let _ = rlock.acquire()?;
 /// let _ = rlock.acquire()?; // recursion: no deadlock
 /// assert_eq!(rlock.depth(), 2);
-/// let shared = Arc::clone(&rlock);
+/// let shared = rlock.clone();
 /// let other = Process::new(move || {
 ///     // Another process is not the owner, and the lock is held.
 ///     let ok = matches!(shared.release(), Err(SyncError::NotOwner { .. }))

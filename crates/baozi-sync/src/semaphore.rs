@@ -275,12 +275,11 @@ macro_rules! semaphore_api {
 /// ```
 /// use baozi_process::Process;
 /// use baozi_sync::Semaphore;
-/// use std::sync::Arc;
 ///
-/// let sem = Arc::new(Semaphore::anonymous(1)?);
+/// let sem = Semaphore::anonymous(1)?;
 /// sem.acquire()?;
 /// assert_eq!(sem.get_value(), 0);
-/// let shared = Arc::clone(&sem);
+/// let shared = sem.clone();
 /// let other = Process::new(move || shared.release().unwrap()); // another process may release
 /// other.start()?;
 /// sem.acquire()?; // woken by the other process's release
