@@ -33,6 +33,9 @@ pub use baozi_process::{
     StartMethod,
 };
 pub use baozi_queue::Serde;
+/// The Queue contract as traits, for code generic over the backend (shared memory here, Redis
+/// in the `baozi-redis` crate).
+pub use baozi_queue::{JoinableContract, QueueContract};
 pub use baozi_queue::{
     CodecError, GetError, Iter, JoinableQueue, Message, Pod, PutError, Queue, QueueError,
     QueueOptions,
