@@ -33,13 +33,13 @@ pub use baozi_process::{
     StartMethod,
 };
 pub use baozi_queue::Serde;
-/// The Queue contract as traits, for code generic over the backend (shared memory here, Redis
-/// in the `baozi-redis` crate).
-pub use baozi_queue::{JoinableContract, QueueContract};
 pub use baozi_queue::{
     CodecError, GetError, Iter, JoinableQueue, Message, Pod, PutError, Queue, QueueError,
     QueueOptions,
 };
+/// The Queue contract as traits, for code generic over the backend (shared memory here, Redis
+/// in the `baozi-redis` crate).
+pub use baozi_queue::{JoinableContract, QueueContract};
 pub use baozi_shm::{Region, ShmError};
 pub use baozi_sync::{
     Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, ShmMutex, SyncError,
