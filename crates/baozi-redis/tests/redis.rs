@@ -60,6 +60,7 @@ const CASES: &[&str] = &[
     "maxsize under racing producers",
     "leases redeliver",
     "decode errors",
+    "shutdown(immediate)",
     "credentials",
     "rediss",
     "server down at start",
@@ -124,6 +125,10 @@ fn main() {
         Case {
             name: "at_least_once_redelivers_after_the_lease",
             run: lease_redelivers,
+        },
+        Case {
+            name: "shutdown_immediate_discards_and_join_counts_them_done",
+            run: shutdown_immediate,
         },
         Case {
             name: "close_wakes_blocked_at_least_once_getters_at_once",
@@ -529,4 +534,33 @@ fn frozen(server: &std::cell::RefCell<LocalServer>) {
     q.put(3).unwrap();
     let got = q.get_many(10).unwrap();
     assert!(got == [1, 2, 3] || got == [1, 3], "{got:?}");
+}
+
+fn shutdown_immediate(url: &str) {
+    for lease in [None, Some(Duration::from_secs(30))] {
+        let mut o = RedisOptions::new();
+        if let Some(l) = lease {
+            o = o.lease(l);
+        }
+        let q: RedisJoinableQueue<u64> = o.joinable(url, &unique("shut")).unwrap();
+        q.put_many(vec![1, 2, 3, 4]).unwrap();
+        assert_eq!(q.get().unwrap(), 1);
+        let blocked = {
+            let q = q.clone();
+            let e = RedisJoinableQueue::<u64>::open(url, q.name()).unwrap();
+            std::thread::spawn(move || {
+                e.join_timeout(Duration::from_secs(10))
+                    .map_err(|e| e.to_string())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        q.shutdown(true).unwrap();
+        assert_eq!(q.qsize().unwrap(), 0, "lease {lease:?}");
+        assert!(matches!(q.get_nowait(), Err(GetError::Closed)));
+        assert!(matches!(q.put(9), Err(PutError::Closed(9))));
+        // 2, 3, 4 were thrown away and count as done; 1 was handed out and is not done yet.
+        assert_eq!(q.unfinished_tasks().unwrap(), 1);
+        q.task_done().unwrap();
+        assert_eq!(blocked.join().unwrap(), Ok(()));
+    }
 }
