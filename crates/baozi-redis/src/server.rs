@@ -34,16 +34,25 @@ impl LocalServer {
     /// An I/O error if `redis-server` is missing (install it with [`INSTALL_HINT`]) or does not
     /// answer within 10 s.
     pub fn start() -> std::io::Result<LocalServer> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("baozi-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let mut s = LocalServer {
-            child: None,
-            port,
-            dir,
-        };
-        s.spawn()?;
-        Ok(s)
+        // The free port may be taken by someone else between our probe and the server's bind:
+        // then try another.
+        let mut last = None;
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let dir =
+                std::env::temp_dir().join(format!("baozi-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let mut s = LocalServer {
+                child: None,
+                port,
+                dir,
+            };
+            match s.spawn() {
+                Ok(()) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("tried at least once"))
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {

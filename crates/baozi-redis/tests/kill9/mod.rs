@@ -176,6 +176,14 @@ fn run(url: &str, iters: u64, leased: bool) {
     println!("kill9 torture ({mode}): {iters} iterations, BAOZI_KILL_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = std::env::temp_dir().join(format!("baozi-redis-kill9-{}", std::process::id()));
+    // Removed however the run ends (a failed assertion unwinds through here).
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveDir(dir.clone());
     let (mut producer_kills, mut consumer_kills, mut landed) = (0, 0, 0);
     let mut redelivered = 0;
     let (mut lost, mut twice) = (0, 0);
