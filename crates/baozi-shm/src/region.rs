@@ -219,8 +219,7 @@ impl Mapping {
         name: Option<String>,
         display: &str,
     ) -> Result<Arc<Mapping>, ShmError> {
-        let ptr =
-            sys::mmap_shared(Some(&fd), len).map_err(|e| ShmError::from_io("mmap", display, e))?;
+        let ptr = sys::mmap_shared(&fd, len).map_err(|e| ShmError::from_io("mmap", display, e))?;
         let map = Arc::new(Mapping {
             ptr,
             len,

@@ -1,43 +1,49 @@
-//! Linux: `shm_open`, `ftruncate`, `fstat`, `mmap`, `munmap`, `shm_unlink`.
+//! Linux: `shm_open`, `memfd_create`, `ftruncate`, `fstat`, `mmap`, `munmap`, `shm_unlink`,
+//! through nix.
 //!
-//! Thin wrappers with POSIX names that turn errno into `io::Error` at once.
+//! Thin wrappers with POSIX names that turn errno into `io::Error` at once. The one `unsafe`
+//! left is `mmap`/`munmap` themselves: a mapping is memory Rust cannot check, and nix leaves
+//! them unsafe too.
+//!
+//! memmap2 is not used: its shared maps are `MmapMut` values that own the mapping and unmap it
+//! on drop, while a region's mapping is owned by the `Arc` every handle shares and must outlive
+//! the descriptor it came from in some cases (a kept mapping, see `Region::set_unmap_check`);
+//! the two calls it would replace are these.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+use nix::fcntl::OFlag;
+use nix::sys::memfd::MFdFlags;
+use nix::sys::mman::{MapFlags, ProtFlags};
+use nix::sys::stat::Mode;
+
+fn io_err(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
 }
 
-/// `shm_open(name, flags, mode)`.
+/// `shm_open(name, flags | O_CLOEXEC, mode)`.
 pub(crate) fn shm_open(
     name: &CString,
     flags: libc::c_int,
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    let fd = cvt(unsafe { libc::shm_open(name.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
-    // SAFETY: `fd` was just returned by shm_open, is open, and nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_CLOEXEC;
+    nix::sys::mman::shm_open(name.as_c_str(), flags, Mode::from_bits_truncate(mode)).map_err(io_err)
 }
 
 /// `shm_unlink(name)`.
 pub(crate) fn shm_unlink(name: &CString) -> io::Result<()> {
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+    nix::sys::mman::shm_unlink(name.as_c_str()).map_err(io_err)
 }
 
 /// `ftruncate(fd, len)`.
 pub(crate) fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    // SAFETY: `fd` is an open descriptor owned by the caller.
-    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
+    nix::unistd::ftruncate(fd, len).map_err(io_err)
 }
 
 /// The size of the file behind `fd`, from `fstat`.
@@ -47,43 +53,31 @@ pub(crate) fn file_size(fd: &OwnedFd) -> io::Result<u64> {
 
 /// `((device, inode), size)` of the file behind `fd`, from `fstat`.
 pub(crate) fn file_stat(fd: &OwnedFd) -> io::Result<((u64, u64), u64)> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is valid for writes of one `stat`; `fd` is open.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: fstat succeeded, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
+    let st = nix::sys::stat::fstat(fd).map_err(io_err)?;
     Ok(((st.st_dev, st.st_ino), st.st_size as u64))
 }
 
 /// `memfd_create(name, MFD_CLOEXEC)`: an anonymous file, shareable by descriptor.
 pub(crate) fn memfd_create(name: &CString) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
-    // SAFETY: `fd` was just returned by memfd_create, is open, and nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nix::sys::memfd::memfd_create(name.as_c_str(), MFdFlags::MFD_CLOEXEC).map_err(io_err)
 }
 
-/// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED [| MAP_ANONYMOUS], fd, 0)`.
-pub(crate) fn mmap_shared(fd: Option<&OwnedFd>, len: usize) -> io::Result<NonNull<u8>> {
-    let (flags, raw_fd) = match fd {
-        Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
-        None => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1),
-    };
-    // SAFETY: a fresh mapping at an address the kernel picks; it aliases no Rust object.
+/// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0)`.
+pub(crate) fn mmap_shared(fd: &OwnedFd, len: usize) -> io::Result<NonNull<u8>> {
+    let len = NonZeroUsize::new(len).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a fresh mapping at an address the kernel picks: it aliases no Rust object.
     let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
+        nix::sys::mman::mmap(
+            None,
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            raw_fd,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            fd,
             0,
         )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
     }
-    NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
+    .map_err(io_err)?;
+    Ok(ptr.cast::<u8>())
 }
 
 /// `munmap(ptr, len)`.
@@ -92,13 +86,12 @@ pub(crate) fn mmap_shared(fd: Option<&OwnedFd>, len: usize) -> io::Result<NonNul
 /// `ptr..ptr+len` must be a mapping made by [`mmap_shared`] that no live reference points into.
 pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
     // SAFETY: the caller guarantees the range is our mapping and is no longer referenced.
-    cvt(unsafe { libc::munmap(ptr.as_ptr().cast(), len) }).map(drop)
+    unsafe { nix::sys::mman::munmap(ptr.cast(), len) }.map_err(io_err)
 }
 
 /// This process's id.
 pub(crate) fn getpid() -> u32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    unsafe { libc::getpid() as u32 }
+    nix::unistd::getpid().as_raw() as u32
 }
 
 /// Whether a process with this pid exists (it may be a zombie, or a new process that reused the pid).
@@ -109,25 +102,16 @@ pub(crate) fn pid_exists(pid: u32) -> bool {
     if pid <= 0 {
         return false;
     }
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let ret = unsafe { libc::kill(pid, 0) };
-    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    // Signal 0 only checks that the process exists and may be signalled.
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
 }
 
 /// Read up to `buf.len()` bytes at `offset` from `fd`.
 pub(crate) fn pread(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` bytes of writes; `fd` is open.
-    let n = unsafe {
-        libc::pread(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            offset as libc::off_t,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    nix::sys::uio::pread(fd, buf, offset).map_err(io_err)
 }
