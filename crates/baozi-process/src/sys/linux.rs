@@ -369,39 +369,16 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Sends one message on a seqpacket socket, with `fd` passed along (`SCM_RIGHTS`) if given.
 pub(crate) fn send_msg(sock: &OwnedFd, bytes: &[u8], fd: Option<&OwnedFd>) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    // Room for one fd's control message (CMSG_SPACE(4) is 24 on 64-bit Linux; 64 is ample).
-    let mut control = [0u64; 8];
-    // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
-        msg.msg_control = control.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
-        // SAFETY: msg_control points to `control`, at least CMSG_SPACE(4) bytes, aligned for
-        // cmsghdr (u64), so the first header and its data lie inside it.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
-        }
-    }
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [io::IoSlice::new(bytes)];
+    let raw = fd.map(|f| [f.as_raw_fd()]);
+    let rights = raw.as_ref().map(|r| [ControlMessage::ScmRights(r)]);
+    let cmsgs: &[ControlMessage<'_>] = rights.as_ref().map_or(&[], |c| c);
     loop {
-        // SAFETY: `msg` and everything it points to are valid for the call.
-        let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if r >= 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -413,45 +390,33 @@ pub(crate) fn recv_msg(
     buf: &mut [u8],
     nonblocking: bool,
 ) -> io::Result<Option<(usize, Option<OwnedFd>)>> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut control = [0u64; 8];
-    // SAFETY: an all-zero msghdr is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
-    let n = loop {
-        // SAFETY: `msg` points to `iov` (over `buf`) and `control`, valid and writable.
-        let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
-        if r >= 0 {
-            break r as usize;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock if nonblocking => return Ok(None),
-            _ => return Err(e),
-        }
-    };
-    let mut fd = None;
-    // SAFETY: the kernel filled `control` up to msg_controllen; the CMSG macros walk only that.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                // The kernel installed a fresh fd for this process: it is ours.
-                fd = Some(OwnedFd::from_raw_fd(raw));
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= MsgFlags::MSG_DONTWAIT;
+    }
+    loop {
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Ok(msg) => {
+                let mut fd = None;
+                for c in msg.cmsgs().map_err(io::Error::from)? {
+                    if let ControlMessageOwned::ScmRights(fds) = c {
+                        for raw in fds {
+                            // SAFETY: the kernel installed this descriptor in this process for
+                            // this message: nobody else owns it.
+                            fd = Some(unsafe { OwnedFd::from_raw_fd(raw) });
+                        }
+                    }
+                }
+                return Ok(Some((msg.bytes, fd)));
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) if nonblocking => return Ok(None),
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(Some((n, fd)))
 }
 
 /// `pidfd_send_signal(2)`: a signal to the process behind a pidfd (never to a reused pid).
