@@ -625,3 +625,231 @@ fn a_real_loss_is_reported_even_in_a_run_that_kills_consumers() {
     assert!(lost >= 1 && lost <= eater1_processes, "{r}");
     assert!(r["kills"].as_u64().unwrap() > 0, "{r}");
 }
+
+/// Whether the Redis runs can go ahead: without `redis-server` they are skipped with one loud
+/// line (as baozi-redis's tests do), unless `BAOZI_REQUIRE_REDIS=1` (CI), which fails them.
+fn redis_here(test: &str) -> bool {
+    if baozi_redis::LocalServer::available() {
+        return true;
+    }
+    let hint = baozi_redis::INSTALL_HINT;
+    eprintln!(
+        "\n!!! baozi-shop: SKIPPED the Redis test {test}: redis-server not found; install it with `{hint}` !!!\n"
+    );
+    assert!(
+        !std::env::var("BAOZI_REQUIRE_REDIS").is_ok_and(|v| v == "1"),
+        "BAOZI_REQUIRE_REDIS=1: the Redis tests must run here ({hint})"
+    );
+    false
+}
+
+/// Runs the shop and returns its output and pid (to look for what it left behind).
+fn shop_with_pid(args: &[&str], env: &[(&str, &str)]) -> (Output, u32) {
+    let child = Command::new(env!("CARGO_BIN_EXE_baozi-shop"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the baozi-shop binary runs");
+    let pid = child.id();
+    (child.wait_with_output().expect("it ends"), pid)
+}
+
+/// Pids of redis-servers that the shop with pid `shop` started. redis-server rewrites its
+/// command line, but it runs in its `--dir`, which names the shop's pid.
+fn private_servers_of(shop: u32) -> Vec<u32> {
+    let tag = format!("baozi-redis-{shop}-");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|d| d.to_string_lossy().contains(&tag))
+        })
+        .collect()
+}
+
+#[test]
+fn redis_runs_beside_baozi_on_a_private_server_and_stops_it_after() {
+    if !redis_here("redis_runs_beside_baozi_on_a_private_server_and_stops_it_after") {
+        return;
+    }
+    let (o, pid) = shop_with_pid(
+        &[
+            "run",
+            "--transport",
+            "baozi,redis",
+            "--count",
+            "2000",
+            "--maxsize",
+            "16",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|r| r["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["baozi", "redis"]);
+    let r = &lines[1];
+    assert_eq!(
+        (r["sent"].as_u64(), r["received"].as_u64()),
+        (Some(4000), Some(4000)),
+        "{r}"
+    );
+    assert_eq!(r["maxsize"], 16, "{r}");
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(
+        private_servers_of(pid),
+        Vec::<u32>::new(),
+        "the private redis-server outlived the shop"
+    );
+}
+
+#[test]
+fn kill_every_over_redis_accounts_for_every_committed_message() {
+    if !redis_here("kill_every_over_redis_accounts_for_every_committed_message") {
+        return;
+    }
+    let (o, pid) = shop_with_pid(
+        &[
+            "run",
+            "--transport",
+            "redis",
+            "--consumers",
+            "3",
+            "--count",
+            "15000",
+            "--maxsize",
+            "64",
+            "--kill-every",
+            "20",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicated"], 0, "{r}");
+    assert_eq!(r["reordered"], 0, "{r}");
+    assert!(r["kills"].as_u64().unwrap() > 0, "no kill happened: {r}");
+    // A killed consumer accounts for at most one message: the one it was taking.
+    let consumer_kills: u64 = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap().starts_with("eater"))
+        .map(|p| p["kills"].as_u64().unwrap())
+        .sum();
+    let in_flight_consumer = r["in_flight_consumer"].as_u64().unwrap();
+    assert!(in_flight_consumer <= consumer_kills, "{r}");
+    let sent = r["sent"].as_u64().unwrap();
+    let received = r["received"].as_u64().unwrap();
+    assert!(received + in_flight_consumer >= sent, "{r}");
+    assert_eq!(
+        private_servers_of(pid),
+        Vec::<u32>::new(),
+        "the private redis-server outlived the shop"
+    );
+}
+
+#[test]
+fn a_real_loss_over_redis_fails_the_run() {
+    if !redis_here("a_real_loss_over_redis_fails_the_run") {
+        return;
+    }
+    // eater-1 drops the 5th message it takes (the harness's self-check): no kill can explain it.
+    let (o, _) = shop_with_pid(
+        &["run", "--transport", "redis", "--count", "500", "--json"],
+        &[("BAOZI_SHOP_LOSE", "5")],
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(o.status.code(), Some(1), "{r}");
+    assert_eq!(r["lost"], 1, "{r}");
+    assert_eq!(r["verified"], false, "{r}");
+}
+
+#[test]
+fn a_bad_redis_url_is_one_line_and_an_error_exit() {
+    // Not a Redis URL: a usage error, before anything runs.
+    for url in ["http://127.0.0.1:6379", "rediss://127.0.0.1:6379/0"] {
+        let o = shop(&["run", "--transport", "redis", "--redis-url", url]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{url}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{url}: {err}");
+        assert!(
+            err.starts_with("baozi-shop: error: --redis-url"),
+            "{url}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{url}");
+    }
+    // A server that is not there (port 1): the run fails in one line, the password unshown.
+    let o = shop(&[
+        "run",
+        "--transport",
+        "redis",
+        "--redis-url",
+        "redis://user:hunter2@127.0.0.1:1/0",
+        "--count",
+        "10",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("baozi-shop: transport redis: "), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn redis_without_a_server_or_url_names_the_install_command() {
+    // No redis-server on PATH and no --redis-url: exit 2, one line that says how to install it.
+    let o = Command::new(env!("CARGO_BIN_EXE_baozi-shop"))
+        .args(["run", "--transport", "redis", "--count", "10"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("the baozi-shop binary runs");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("apt-get install redis-server"), "{err}");
+    assert!(err.contains("--redis-url"), "{err}");
+}
+
+#[test]
+fn the_private_redis_server_lives_exactly_as_long_as_the_run() {
+    if !redis_here("the_private_redis_server_lives_exactly_as_long_as_the_run") {
+        return;
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_baozi-shop"))
+        .args(["run", "--transport", "redis", "--duration", "1.5", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the baozi-shop binary runs");
+    let pid = child.id();
+    // While it runs, the shop's own server is there (so the check after it can see one).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while seen.is_empty() && std::time::Instant::now() < deadline {
+        seen = private_servers_of(pid);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().expect("it ends");
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert_eq!(seen.len(), 1, "no private redis-server seen during the run");
+    assert!(
+        !alive(seen[0]),
+        "the private redis-server outlived the shop"
+    );
+    assert_eq!(private_servers_of(pid), Vec::<u32>::new());
+}
