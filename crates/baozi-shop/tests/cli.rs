@@ -853,3 +853,44 @@ fn the_private_redis_server_lives_exactly_as_long_as_the_run() {
     );
     assert_eq!(private_servers_of(pid), Vec::<u32>::new());
 }
+
+/// The number of keys on the Redis server at 127.0.0.1:`port` (one `DBSIZE`, spoken directly).
+fn redis_keys(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the server answers");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"DBSIZE\r\n").unwrap();
+    let mut reply = [0u8; 64];
+    let n = s.read(&mut reply).expect("a reply");
+    String::from_utf8_lossy(&reply[..n]).trim().to_owned()
+}
+
+#[test]
+fn redis_on_a_given_server_leaves_no_keys_behind() {
+    if !redis_here("redis_on_a_given_server_leaves_no_keys_behind") {
+        return;
+    }
+    let server = baozi_redis::LocalServer::start().expect("start redis-server");
+    let url = server.url();
+    let o = shop(&[
+        "run",
+        "--transport",
+        "redis",
+        "--redis-url",
+        &url,
+        "--count",
+        "3000",
+        "--kill-every",
+        "50",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(
+        redis_keys(server.port()),
+        ":0",
+        "the run's queue is still on the server"
+    );
+}
