@@ -633,6 +633,7 @@ const REDIS_TESTS: &[&str] = &[
     "a_real_loss_over_redis_fails_the_run",
     "the_private_redis_server_lives_exactly_as_long_as_the_run",
     "redis_on_a_given_server_leaves_no_keys_behind",
+    "killing_the_shop_stops_its_private_redis_server",
 ];
 
 /// Whether the Redis runs can go ahead: without `redis-server` they are skipped with one loud
@@ -914,4 +915,45 @@ fn redis_on_a_given_server_leaves_no_keys_behind() {
         ":0",
         "the run's queue is still on the server"
     );
+}
+
+#[test]
+fn killing_the_shop_stops_its_private_redis_server() {
+    if !redis_here("killing_the_shop_stops_its_private_redis_server") {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baozi-shop"))
+        .args(["run", "--transport", "redis", "--duration", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the baozi-shop binary runs");
+    let shop = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut servers = Vec::new();
+    // The run is under way once the server, its reaper and the 4 workers are there.
+    while (servers.is_empty() || children_of(shop).len() < 6)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        servers = private_servers_of(shop);
+    }
+    assert_eq!(servers.len(), 1, "no private redis-server seen");
+    assert_eq!(children_of(shop).len(), 6, "server, reaper and 4 workers");
+    let dir = std::fs::read_link(format!("/proc/{}/cwd", servers[0])).expect("its directory");
+    child.kill().expect("SIGKILL the shop");
+    child.wait().expect("reap the shop");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(servers[0]) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !alive(servers[0]),
+        "the private redis-server outlived the SIGKILLed shop"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while dir.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!dir.exists(), "{} was left behind", dir.display());
 }

@@ -10,8 +10,11 @@
 
 use std::time::Duration;
 
+use baozi_process::Process;
 use baozi_queue::GetError;
 use baozi_redis::{LocalServer, RedisOptions, RedisQueue, INSTALL_HINT};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use super::{Recv, Shape, Transport};
 use crate::ledger::Mark;
@@ -47,6 +50,8 @@ fn shown(url: &str) -> String {
 
 pub(super) struct RedisTransport {
     queue: RedisQueue<Vec<u8>>,
+    /// Kills the private server if the shop dies without dropping the transport (SIGKILL).
+    reaper: Option<Process>,
     /// The private server, when no URL was given; stopped when the parent drops the transport.
     /// (Workers are forked copies that leave with `_exit`: they never drop it.)
     server: Option<LocalServer>,
@@ -62,6 +67,10 @@ impl RedisTransport {
                 LocalServer::start()
                     .map_err(|e| format!("starting a private redis-server: {e}"))?,
             ),
+        };
+        let reaper = match server.as_ref().and_then(LocalServer::pid) {
+            Some(pid) => Some(spawn_reaper(pid)?),
+            None => None,
         };
         let url = match (&server, shape.redis_url) {
             (Some(s), _) => s.url(),
@@ -83,6 +92,7 @@ impl RedisTransport {
             .map_err(|e| format!("opening the queue: {e}"))?;
         Ok(RedisTransport {
             queue,
+            reaper,
             server,
             url,
             owner: std::process::id(),
@@ -90,8 +100,35 @@ impl RedisTransport {
     }
 }
 
+/// A small process that outlives the shop if the shop is SIGKILLed (it is no daemon), notices
+/// that its parent changed, kills the private `redis-server` and removes its directory. On a
+/// normal end the shop kills it first, before it stops the server itself.
+fn spawn_reaper(server: u32) -> Result<Process, String> {
+    let shop = std::process::id();
+    let reaper = Process::builder().name("redis-reaper").spawn_fn(move || {
+        while std::os::unix::process::parent_id() == shop {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The shop is gone: its server's directory is the server's working directory.
+        let dir = std::fs::read_link(format!("/proc/{server}/cwd")).ok();
+        let _ = kill(Pid::from_raw(server as i32), Signal::SIGKILL);
+        if let Some(dir) = dir.filter(|d| d.to_string_lossy().contains("baozi-redis-")) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        0
+    });
+    reaper
+        .start()
+        .map_err(|e| format!("fork (redis-server reaper): {e}"))?;
+    Ok(reaper)
+}
+
 impl Drop for RedisTransport {
     fn drop(&mut self) {
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.kill();
+            let _ = reaper.join();
+        }
         // On a server the user gave, leave nothing behind; a private one goes away whole.
         if self.server.is_none() && std::process::id() == self.owner {
             let _ = RedisQueue::<Vec<u8>>::unlink(&self.url, self.queue.name());
