@@ -84,12 +84,18 @@ impl RedisTransport {
             std::process::id(),
             baozi_sync::monotonic_ns()
         );
-        let queue = RedisOptions::new()
+        let queue = match RedisOptions::new()
             .maxsize(shape.maxsize)
             // A server that stops answering is an error within seconds, not a hang.
             .connect_timeout(Duration::from_secs(2))
             .queue(&url, &name)
-            .map_err(|e| format!("opening the queue: {e}"))?;
+        {
+            Ok(q) => q,
+            Err(e) => {
+                stop_reaper(reaper);
+                return Err(format!("opening the queue: {e}"));
+            }
+        };
         Ok(RedisTransport {
             queue,
             reaper,
@@ -109,10 +115,14 @@ fn spawn_reaper(server: u32) -> Result<Process, String> {
         while std::os::unix::process::parent_id() == shop {
             std::thread::sleep(Duration::from_millis(100));
         }
-        // The shop is gone: its server's directory is the server's working directory.
-        let dir = std::fs::read_link(format!("/proc/{server}/cwd")).ok();
-        let _ = kill(Pid::from_raw(server as i32), Signal::SIGKILL);
-        if let Some(dir) = dir.filter(|d| d.to_string_lossy().contains("baozi-redis-")) {
+        // The shop is gone. Its server runs in its directory, which names the shop's pid:
+        // check that, so that a pid reused by another process is never killed.
+        let tag = format!("baozi-redis-{shop}-");
+        let Ok(dir) = std::fs::read_link(format!("/proc/{server}/cwd")) else {
+            return 0;
+        };
+        if dir.to_string_lossy().contains(&tag) {
+            let _ = kill(Pid::from_raw(server as i32), Signal::SIGKILL);
             let _ = std::fs::remove_dir_all(dir);
         }
         0
@@ -123,12 +133,17 @@ fn spawn_reaper(server: u32) -> Result<Process, String> {
     Ok(reaper)
 }
 
+/// Stops the reaper before the server is stopped (so it never outlives a stopped server).
+fn stop_reaper(reaper: Option<Process>) {
+    if let Some(reaper) = reaper {
+        let _ = reaper.kill();
+        let _ = reaper.join();
+    }
+}
+
 impl Drop for RedisTransport {
     fn drop(&mut self) {
-        if let Some(reaper) = self.reaper.take() {
-            let _ = reaper.kill();
-            let _ = reaper.join();
-        }
+        stop_reaper(self.reaper.take());
         // On a server the user gave, leave nothing behind; a private one goes away whole.
         if self.server.is_none() && std::process::id() == self.owner {
             let _ = RedisQueue::<Vec<u8>>::unlink(&self.url, self.queue.name());
