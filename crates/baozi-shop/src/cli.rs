@@ -99,6 +99,10 @@ struct RunArgs {
     /// Transport(s) to run the workload over, comma-separated, in one run.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "baozi")]
     transport: Vec<TransportKind>,
+    /// The Redis server for --transport redis (redis://[user:password@]host[:port][/db]); without
+    /// it the shop starts a private redis-server (no persistence) for the run and stops it after.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
 }
 
 fn usage_error(msg: &str) -> i32 {
@@ -266,6 +270,7 @@ fn run_command(a: RunArgs) -> i32 {
             } else {
                 a.progress
             },
+            redis_url: a.redis_url.clone(),
         })
         .collect();
     // Check every scenario before running any.

@@ -14,7 +14,11 @@
 //!   moves; the kernel transports: the kernel copies the message into the area in the same
 //!   syscall that consumes it) and cleared after the delivery is recorded. When the parent kills
 //!   a consumer it reads the mark: a message named there and never recorded was taken by the
-//!   killed process, which is measured, not inferred.
+//!   killed process, which is measured, not inferred. Redis is the exception: its server pops
+//!   the message before the consumer sees which one, so the consumer marks "getting" before the
+//!   take and names the message right after the reply; a consumer killed while "getting" may
+//!   have taken one message that no one can name, and the verdict counts at most one missing
+//!   message per such kill as in flight (bounded, not measured).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -28,6 +32,10 @@ const LINE: usize = 128;
 pub(crate) const MARK_LEN: usize = crate::message::STAMP_LEN;
 /// A cleared mark: all ones, which names no producer and no sequence.
 const MARK_CLEAR: u64 = u64::MAX;
+/// The producer word of a consumer that is inside a take whose message it cannot name before
+/// the take commits (Redis: the server pops the message, the consumer learns which one when the
+/// reply arrives). Names no producer either.
+const MARK_GETTING: u64 = u64::MAX - 1;
 /// The most producer kills the ledger can record.
 pub(crate) const MAX_MAYBE: usize = 1 << 16;
 
@@ -53,6 +61,13 @@ impl Mark<'_> {
         // between the two stores never names a mixture of two messages.
         self.seq.store(word(8), Ordering::Relaxed);
         self.producer.store(word(0), Ordering::Release);
+    }
+
+    /// Marks "inside a take, message not known yet": for a transport that learns which message
+    /// it took only after the take committed (Redis). A consumer killed with this mark may have
+    /// taken one message that nobody can name.
+    pub(crate) fn set_getting(&self) {
+        self.producer.store(MARK_GETTING, Ordering::Release);
     }
 
     /// Clears the mark (after the delivery was recorded).
@@ -155,6 +170,12 @@ impl Ledger {
         let seq = self.mark_word(c, 1).load(Ordering::Acquire);
         let p = (w0 & 0xffff_ffff) as usize;
         (p < self.producers && seq < self.per_producer).then_some((p, seq))
+    }
+
+    /// Whether consumer `c` was killed inside a take it could not name (see
+    /// [`Mark::set_getting`]). Read by the parent only after consumer `c`'s process is dead.
+    pub(crate) fn mark_is_getting(&self, c: usize) -> bool {
+        self.mark_word(c, 0).load(Ordering::Acquire) == MARK_GETTING
     }
 
     /// Consumer `c`'s receive area, for transports whose kernel copies the message in during the

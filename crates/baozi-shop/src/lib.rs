@@ -7,7 +7,8 @@
 //! * verify that every message whose send returned Ok arrives exactly once, and in each
 //!   producer's order (every message carries producer id, sequence number and send time);
 //! * report throughput and end-to-end latency percentiles;
-//! * run the same workload over the baozi queue, a pipe, a Unix socket or a POSIX message queue;
+//! * run the same workload over the baozi queue, a pipe, a Unix socket, a POSIX message queue or
+//!   a queue on a Redis server;
 //! * kill a random worker with SIGKILL at an interval and start a replacement that carries on its
 //!   share, and still account for every message exactly.
 //!
@@ -102,6 +103,9 @@ pub struct Scenario {
     pub stall: Duration,
     /// Whether to show the live progress line on stderr.
     pub progress: ProgressMode,
+    /// The Redis server of [`TransportKind::Redis`] (`redis://[user:password@]host[:port][/db]`);
+    /// `None` starts a private `redis-server` for the run and stops it after.
+    pub redis_url: Option<String>,
 }
 
 /// When the live progress line is shown (on stderr).
@@ -130,6 +134,7 @@ impl Default for Scenario {
             rate: None,
             stall: DEFAULT_STALL,
             progress: ProgressMode::Never,
+            redis_url: None,
         }
     }
 }
@@ -259,11 +264,12 @@ impl Scenario {
         self.transport.check(self.shape()).map_err(ShopError::Usage)
     }
 
-    pub(crate) fn shape(&self) -> Shape {
+    pub(crate) fn shape(&self) -> Shape<'_> {
         Shape {
             maxsize: self.maxsize,
             size: self.size,
             capacity: self.effective_capacity(),
+            redis_url: self.redis_url.as_deref(),
         }
     }
 

@@ -12,7 +12,7 @@ use super::{Recv, Shape, Transport};
 use crate::ledger::Mark;
 use crate::message::STAMP_LEN;
 
-pub(super) fn check(shape: Shape) -> Result<(), String> {
+pub(super) fn check(shape: Shape<'_>) -> Result<(), String> {
     let frame = frame_len(shape.size);
     if frame > shape.capacity {
         return Err(format!(
@@ -33,7 +33,7 @@ pub(super) struct BaoziTransport {
 }
 
 impl BaoziTransport {
-    pub(super) fn new(shape: Shape) -> Result<Self, String> {
+    pub(super) fn new(shape: Shape<'_>) -> Result<Self, String> {
         let queue = QueueOptions::new()
             .maxsize(shape.maxsize)
             .capacity(shape.capacity)

@@ -1,4 +1,5 @@
-//! One workload, four transports: the baozi queue, a pipe, a Unix socket, a POSIX message queue.
+//! One workload, five transports: the baozi queue, a pipe, a Unix socket, a POSIX message queue,
+//! a queue on a Redis server.
 //!
 //! Each transport is built in the parent before the workers are forked; workers use their
 //! inherited copy. Many producers send into it and many consumers receive from it.
@@ -6,6 +7,7 @@
 mod baozi;
 mod mq;
 mod pipe;
+mod redis;
 mod unix;
 
 use std::fmt;
@@ -84,6 +86,9 @@ pub enum TransportKind {
     Unix,
     /// A POSIX message queue.
     Mq,
+    /// A baozi queue on a Redis server (`--redis-url`, or a private `redis-server` started for
+    /// the run).
+    Redis,
 }
 
 impl fmt::Display for TransportKind {
@@ -93,19 +98,22 @@ impl fmt::Display for TransportKind {
             TransportKind::Pipe => "pipe",
             TransportKind::Unix => "unix",
             TransportKind::Mq => "mq",
+            TransportKind::Redis => "redis",
         })
     }
 }
 
 /// What a transport is asked to carry.
 #[derive(Clone, Copy, Debug)]
-pub struct Shape {
+pub struct Shape<'a> {
     /// Item limit (0: none).
     pub maxsize: usize,
     /// Bytes per message.
     pub size: usize,
     /// Byte capacity for transports that have one (the baozi queue).
     pub capacity: usize,
+    /// The Redis server for the redis transport (`None`: start a private one).
+    pub redis_url: Option<&'a str>,
 }
 
 impl TransportKind {
@@ -113,12 +121,13 @@ impl TransportKind {
     ///
     /// # Errors
     /// The reason, phrased for the command line.
-    pub fn check(self, shape: Shape) -> Result<(), String> {
+    pub fn check(self, shape: Shape<'_>) -> Result<(), String> {
         match self {
             TransportKind::Baozi => baozi::check(shape),
             TransportKind::Pipe => pipe::check(shape),
             TransportKind::Unix => unix::check(shape),
             TransportKind::Mq => mq::check(shape),
+            TransportKind::Redis => redis::check(shape),
         }
     }
 
@@ -126,13 +135,14 @@ impl TransportKind {
     ///
     /// # Errors
     /// The operating system's refusal, described.
-    pub(crate) fn build(self, shape: Shape) -> Result<Box<dyn Transport>, String> {
+    pub(crate) fn build(self, shape: Shape<'_>) -> Result<Box<dyn Transport>, String> {
         self.check(shape)?;
         Ok(match self {
             TransportKind::Baozi => Box::new(baozi::BaoziTransport::new(shape)?),
             TransportKind::Pipe => Box::new(pipe::PipeTransport::new(shape)?),
             TransportKind::Unix => Box::new(unix::UnixTransport::new(shape)?),
             TransportKind::Mq => Box::new(mq::MqTransport::new(shape)?),
+            TransportKind::Redis => Box::new(redis::RedisTransport::new(shape)?),
         })
     }
 }

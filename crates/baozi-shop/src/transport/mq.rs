@@ -6,7 +6,7 @@ use super::{Recv, Shape, Transport};
 use crate::ledger::Mark;
 use crate::sys::{self, Mq};
 
-pub(super) fn check(shape: Shape) -> Result<(), String> {
+pub(super) fn check(shape: Shape<'_>) -> Result<(), String> {
     let (_, msgsize_max) = sys::mq_limits();
     if shape.size > msgsize_max {
         return Err(format!(
@@ -24,7 +24,7 @@ pub(super) struct MqTransport {
 }
 
 impl MqTransport {
-    pub(super) fn new(shape: Shape) -> Result<Self, String> {
+    pub(super) fn new(shape: Shape<'_>) -> Result<Self, String> {
         let (msg_max, _) = sys::mq_limits();
         // The kernel caps the depth at msg_max (10 by default) for unprivileged tuning.
         let maxmsg = if shape.maxsize == 0 {

@@ -11,7 +11,7 @@ use crate::sys;
 /// POSIX guarantees atomic pipe writes up to PIPE_BUF bytes; Linux's is 4096.
 const PIPE_BUF: usize = 4096;
 
-pub(super) fn check(shape: Shape) -> Result<(), String> {
+pub(super) fn check(shape: Shape<'_>) -> Result<(), String> {
     if shape.size > PIPE_BUF {
         return Err(format!(
             "--size {} is too large for --transport pipe: writes above {PIPE_BUF} bytes are not atomic",
@@ -29,7 +29,7 @@ pub(super) struct PipeTransport {
 }
 
 impl PipeTransport {
-    pub(super) fn new(shape: Shape) -> Result<Self, String> {
+    pub(super) fn new(shape: Shape<'_>) -> Result<Self, String> {
         let (read, write) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
         let depth = super::measure_depth(&read, &write, shape.size)?;
         Ok(PipeTransport {

@@ -10,7 +10,7 @@ use crate::sys;
 /// Above this a single datagram exceeds the default socket buffer.
 const MAX_DATAGRAM: usize = 200 * 1024;
 
-pub(super) fn check(shape: Shape) -> Result<(), String> {
+pub(super) fn check(shape: Shape<'_>) -> Result<(), String> {
     if shape.size > MAX_DATAGRAM {
         return Err(format!(
             "--size {} is too large for --transport unix (at most {MAX_DATAGRAM} bytes per datagram)",
@@ -28,7 +28,7 @@ pub(super) struct UnixTransport {
 }
 
 impl UnixTransport {
-    pub(super) fn new(shape: Shape) -> Result<Self, String> {
+    pub(super) fn new(shape: Shape<'_>) -> Result<Self, String> {
         let (read, write) = sys::seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
         let depth = super::measure_depth(&read, &write, shape.size)?;
         Ok(UnixTransport {
