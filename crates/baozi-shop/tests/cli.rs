@@ -1,22 +1,11 @@
 //! The `baozi-shop` binary as a user runs it: the seed scenario, harness runs that verify
 //! exactly-once delivery (with and without kill -9), the JSON report, and bad flags.
 
-use std::process::{Command, Output};
+mod common;
 
-fn shop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_baozi-shop"))
-        .args(args)
-        .output()
-        .expect("the baozi-shop binary runs")
-}
+use std::process::Command;
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{alive, children_of, shop, stderr, stdout};
 
 #[test]
 fn the_seed_scenario_bakes_and_eats_six_buns_exactly_once_in_order() {
@@ -416,40 +405,6 @@ fn maxsize_zero_means_no_item_limit() {
     let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(r["maxsize"], 0);
     assert_eq!(r["received"], 6000);
-}
-
-/// Pids whose parent is `parent`, from /proc.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for ent in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = ent.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let ppid: u32 = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if ppid == parent {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|i| stat[i + 2..].chars().next())
-            .is_some_and(|s| s != 'Z')
-    })
 }
 
 #[test]
