@@ -546,6 +546,9 @@ fn initializer_runs_in_each_worker() -> Result<(), String> {
         FLOUR.load(std::sync::atomic::Ordering::Relaxed) == 0,
         "the parent ran the initializer"
     );
+    // One pool at a time: a running pool's result thread makes a fork (BAOZI_START_METHOD=fork)
+    // refuse the next one.
+    drop(pool);
     let broken = Pool::builder()
         .processes(2)
         .initializer_fn(|| panic!("no yeast"))
@@ -561,6 +564,7 @@ fn initializer_runs_in_each_worker() -> Result<(), String> {
         broken.apply_async(square, 2),
         Err(ProcessError::PoolBroken { .. })
     ));
+    drop(broken);
     // Workers that die before doing anything are not respawned for ever.
     let doomed = Pool::builder()
         .processes(2)

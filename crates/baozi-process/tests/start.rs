@@ -267,6 +267,9 @@ fn closures_need_fork() -> Result<(), String> {
 fn fork_with_threads_is_refused() -> Result<(), String> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s = std::sync::Arc::clone(&stop);
+    // This case is about the default policy: no override from the environment (removed while
+    // the case process still has one thread).
+    std::env::remove_var("BAOZI_START_METHOD");
     let thread = std::thread::spawn(move || {
         while !s.load(std::sync::atomic::Ordering::Relaxed) {
             sleep_ms(5);

@@ -82,7 +82,13 @@ pub fn reap_orphans() {
     }
 }
 
-pub const WATCHDOG: Duration = Duration::from_secs(30);
+/// How long one case may run: 30 s, or `BAOZI_CASE_TIMEOUT_S` (long kill loops).
+pub fn watchdog() -> Duration {
+    std::env::var("BAOZI_CASE_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_secs)
+}
 
 /// Runs one case in a forked child (own process group, subreaper) and returns its verdict.
 fn run_case(case: Case) -> Result<(), String> {
@@ -126,13 +132,16 @@ fn run_case(case: Case) -> Result<(), String> {
         if r == pid {
             break;
         }
-        if t.elapsed() > WATCHDOG {
+        if t.elapsed() > watchdog() {
             // SAFETY: kills the case's process group, then reaps the case.
             unsafe {
                 libc::kill(-pid, libc::SIGKILL);
                 libc::waitpid(pid, &mut status, 0);
             }
-            return Err(format!("watchdog: killed after {WATCHDOG:?}"));
+            // Its orphans (a spawner, workers) die with it (parent-death signals) and come to
+            // this runner, a subreaper too: reap them rather than leave zombies to init.
+            reap_orphans();
+            return Err(format!("watchdog: killed after {:?}", watchdog()));
         }
         sleep_ms(5);
     }
@@ -149,6 +158,8 @@ pub fn run_cases(cases: &[(&str, Case)]) {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only changes this process's own attribute.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let t0 = Instant::now();
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in cases {
