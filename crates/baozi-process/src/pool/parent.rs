@@ -488,7 +488,27 @@ impl State {
     fn start_worker(&mut self, slot: u32) {
         let ok = self.workers.as_ref().is_some_and(|w| w.start(slot));
         if !ok && matches!(self.phase, Phase::Running | Phase::Closed) {
-            self.break_pool("the pool's spawner process stopped taking requests".into());
+            let reason = self
+                .why_lost()
+                .unwrap_or_else(|| "the pool's spawner process stopped taking requests".into());
+            self.break_pool(reason);
+        }
+    }
+
+    /// Why the workers' starter is gone, once it is seen gone: a refused request means it is
+    /// exiting (its end of the request pipe closes before its exit is visible), so this waits a
+    /// moment for the exit, whose cause (a missing main guard, a death) is the useful reason.
+    fn why_lost(&self) -> Option<String> {
+        let workers = self.workers.as_ref()?;
+        let t = Instant::now();
+        loop {
+            if let Some(why) = workers.lost() {
+                return Some(why);
+            }
+            if t.elapsed() > std::time::Duration::from_millis(200) {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
