@@ -161,7 +161,8 @@ pub fn run_cases(cases: &[(&str, Case)]) {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only changes this process's own attribute.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let t0 = Instant::now();
-    let (mut passed, mut failed) = (0, 0);
+    let mut passed = 0;
+    let mut failed = Vec::new();
     for (name, case) in cases {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
             continue;
@@ -173,16 +174,19 @@ pub fn run_cases(cases: &[(&str, Case)]) {
                 println!("ok   {name} ({:?})", t.elapsed());
             }
             Err(msg) => {
-                failed += 1;
                 println!("FAIL {name}: {msg}");
+                failed.push(*name);
             }
         }
     }
     println!(
-        "{passed} passed, {failed} failed in {:.2}s",
+        "{passed} passed, {} failed in {:.2}s",
+        failed.len(),
         t0.elapsed().as_secs_f64()
     );
-    if failed > 0 {
+    if !failed.is_empty() {
+        // Repeated last, so that a log's tail names them whatever the cases printed before.
+        println!("failed: {}", failed.join(", "));
         std::process::exit(1);
     }
 }
