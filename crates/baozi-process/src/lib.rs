@@ -142,6 +142,7 @@ pub use current::{cpu_count, current_process, parent_pid, CurrentProcess};
 pub use error::ProcessError;
 pub use family::{active_children, parent_process, ActiveChild, ParentProcess};
 pub use handle::{spawn, JoinHandle};
+pub use pool::backend;
 pub use pool::{
     AsyncResult, Chunked, IMap, Pool, PoolBuilder, DEFAULT_RESULTS_CAPACITY, DEFAULT_TASK_CAPACITY,
     MIN_RESULTS_CAPACITY, MIN_TASK_CAPACITY,
@@ -156,6 +157,8 @@ pub use wait::{wait, Waitable};
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::pool::{binary_refs, unary_refs, TaskRefs};
     pub use crate::task::__run_erased as run_erased;
+    pub use crate::task::__run_erased2 as run_erased2;
     pub use inventory;
 }

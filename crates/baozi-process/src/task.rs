@@ -156,6 +156,7 @@ pub struct TaskEntry {
     run: ErasedRun,
     arg_type: fn() -> &'static str,
     result_type: fn() -> &'static str,
+    refs: fn() -> crate::pool::TaskRefs,
 }
 
 /// A registered task run on encoded bytes: the postcard argument in, the postcard result out.
@@ -171,6 +172,7 @@ impl TaskEntry {
         run: ErasedRun,
         arg_type: fn() -> &'static str,
         result_type: fn() -> &'static str,
+        refs: fn() -> crate::pool::TaskRefs,
     ) -> TaskEntry {
         TaskEntry {
             name,
@@ -178,7 +180,13 @@ impl TaskEntry {
             run,
             arg_type,
             result_type,
+            refs,
         }
+    }
+
+    /// The task as a pool call in this process.
+    pub(crate) fn refs(&self) -> crate::pool::TaskRefs {
+        (self.refs)()
     }
 
     /// The task's name: `module::path::function`.
@@ -186,7 +194,7 @@ impl TaskEntry {
         self.name
     }
 
-    /// The argument's type name (`std::any::type_name`).
+    /// The argument's type name (`std::any::type_name`; a tuple for a task of two arguments).
     pub fn arg_type(&self) -> &'static str {
         (self.arg_type)()
     }
@@ -267,6 +275,16 @@ pub fn lookup_task<A: 'static, R: 'static>(name: &str) -> Result<fn(A) -> R, Pro
 }
 
 #[doc(hidden)]
+pub fn __run_erased2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
+    f: fn(A, B) -> R,
+    arg: &[u8],
+) -> Result<Vec<u8>, String> {
+    let (a, b) = postcard::from_bytes::<(A, B)>(arg)
+        .map_err(|e| format!("the task's argument did not decode: {e}"))?;
+    postcard::to_allocvec(&f(a, b)).map_err(|e| format!("the task's result did not encode: {e}"))
+}
+
+#[doc(hidden)]
 pub fn __run_erased<A: DeserializeOwned, R: Serialize>(
     f: fn(A) -> R,
     arg: &[u8],
@@ -292,9 +310,20 @@ pub fn __run_erased<A: DeserializeOwned, R: Serialize>(
 /// # Ok::<(), baozi_process::ProcessError>(())
 /// ```
 ///
+/// A task of two arguments (for [`Pool::starmap`](crate::Pool::starmap)) is registered the
+/// same way; its argument type is the pair:
+///
+/// ```
+/// baozi_process::task! {
+///     pub fn mul(a: i32, b: i32) -> i32 { a * b }
+/// }
+/// assert_eq!(mul(6, 7), 42);
+/// ```
+///
 /// Any start method can run any plain function of the program (they cross by their place
 /// in the executable); the name is what a worker elsewhere (another build, another machine)
-/// finds a task by.
+/// finds a task by: a pool on a remote backend (baozi-redis's `RedisWorkers`) runs only
+/// registered tasks.
 #[macro_export]
 macro_rules! task {
     ($(#[$attr:meta])* $vis:vis fn $name:ident ($arg:tt : $ty:ty) -> $ret:ty $body:block) => {
@@ -308,6 +337,22 @@ macro_rules! task {
                 |bytes| $crate::__private::run_erased($name as fn($ty) -> $ret, bytes),
                 ::std::any::type_name::<$ty>,
                 ::std::any::type_name::<$ret>,
+                || $crate::__private::unary_refs($name as fn($ty) -> $ret),
+            )
+        }
+    };
+    ($(#[$attr:meta])* $vis:vis fn $name:ident ($a:tt : $ta:ty, $b:tt : $tb:ty $(,)?) -> $ret:ty $body:block) => {
+        $(#[$attr])* $vis fn $name($a: $ta, $b: $tb) -> $ret $body
+        $crate::__private::inventory::submit! {
+            $crate::TaskEntry::__new(
+                ::core::concat!(::core::module_path!(), "::", ::core::stringify!($name)),
+                || -> ::std::boxed::Box<dyn ::std::any::Any + ::core::marker::Send> {
+                    ::std::boxed::Box::new($name as fn($ta, $tb) -> $ret)
+                },
+                |bytes| $crate::__private::run_erased2($name as fn($ta, $tb) -> $ret, bytes),
+                ::std::any::type_name::<($ta, $tb)>,
+                ::std::any::type_name::<$ret>,
+                || $crate::__private::binary_refs($name as fn($ta, $tb) -> $ret),
             )
         }
     };

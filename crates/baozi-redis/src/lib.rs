@@ -81,6 +81,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod conn;
 mod contract;
 mod error;
 #[cfg(feature = "serde")]
@@ -88,15 +89,19 @@ mod handle;
 mod joinable;
 mod link;
 mod options;
+mod pool;
 mod queue;
 mod scripts;
 mod server;
+mod worker;
 
 pub use error::RedisQueueError;
 pub use joinable::RedisJoinableQueue;
 pub use options::RedisOptions;
+pub use pool::{RedisWorkers, RedisWorkersBuilder, DEFAULT_HEARTBEAT};
 pub use queue::RedisQueue;
 pub use server::{LocalServer, INSTALL_HINT};
+pub use worker::{main_guard, serve};
 
 /// The largest encoded message (Redis's 512 MiB string limit, less the 16-byte header).
 pub const MAX_MESSAGE_LEN: usize = (512 << 20) - 16;

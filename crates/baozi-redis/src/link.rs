@@ -116,12 +116,7 @@ impl Guard<'_> {
     fn connected(&mut self, read_timeout: Duration) -> RedisResult<&mut redis::Connection> {
         if self.link.conn.is_none() {
             let opts = &self.shared.opts;
-            let mut c = self
-                .shared
-                .client
-                .get_connection_with_timeout(opts.connect_timeout)?;
-            c.set_write_timeout(Some(opts.io_timeout))?;
-            c.set_read_timeout(Some(opts.io_timeout))?;
+            let mut c = crate::conn::open(&self.shared.client, opts)?;
             let mut p = redis::pipe();
             for s in scripts().all() {
                 p.cmd("SCRIPT").arg("LOAD").arg(&s.src);
@@ -156,7 +151,7 @@ impl Guard<'_> {
 
 /// 64 bits from the kernel's random source; should it be unreadable, a hash of the pid, the
 /// time and a per-process random key (std's `RandomState`, itself seeded from the kernel).
-fn random_id() -> u64 {
+pub(crate) fn random_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     use std::io::Read;
     let mut b = [0u8; 8];

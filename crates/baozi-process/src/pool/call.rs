@@ -24,6 +24,10 @@ type Trampoline = unsafe fn(usize, &[u8]) -> Result<Vec<u8>, Failure>;
 pub(crate) struct Call {
     pub(crate) trampoline: FnRef,
     pub(crate) func: FnRef,
+    /// The argument's type name (a tuple for a binary call) and the result's, for a backend
+    /// that finds the task by name (they must match the registered task's).
+    pub(crate) arg_type: &'static str,
+    pub(crate) result_type: &'static str,
 }
 
 impl Call {
@@ -36,6 +40,8 @@ impl Call {
         Call {
             trampoline: FnRef::new(run_unary::<A, R> as Trampoline as usize),
             func: FnRef::new(f as usize),
+            arg_type: std::any::type_name::<A>(),
+            result_type: std::any::type_name::<R>(),
         }
     }
 
@@ -49,6 +55,8 @@ impl Call {
         Call {
             trampoline: FnRef::new(run_binary::<A, B, R> as Trampoline as usize),
             func: FnRef::new(f as usize),
+            arg_type: std::any::type_name::<(A, B)>(),
+            result_type: std::any::type_name::<R>(),
         }
     }
 
@@ -56,6 +64,35 @@ impl Call {
     /// executable).
     pub(crate) fn portable(&self) -> bool {
         self.trampoline.portable() && self.func.portable()
+    }
+}
+
+/// A registered task's call, as addresses in this process (made by the [`task!`](crate::task)
+/// registration; a remote worker runs a task found by name through it).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct TaskRefs {
+    pub(crate) trampoline: usize,
+    pub(crate) func: usize,
+}
+
+#[doc(hidden)]
+pub fn unary_refs<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> TaskRefs {
+    let c = Call::unary(f);
+    TaskRefs {
+        trampoline: c.trampoline.addr(),
+        func: c.func.addr(),
+    }
+}
+
+#[doc(hidden)]
+pub fn binary_refs<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
+    f: fn(A, B) -> R,
+) -> TaskRefs {
+    let c = Call::binary(f);
+    TaskRefs {
+        trampoline: c.trampoline.addr(),
+        func: c.func.addr(),
     }
 }
 

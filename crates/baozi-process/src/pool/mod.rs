@@ -20,16 +20,18 @@
 //! parent, which by then has a result thread: a fork of a multi-threaded process can inherit a
 //! lock that some other thread held (stdout's, a `Mutex`), and hang on it. The start method
 //! decides how the spawner and the workers begin (`spawner.rs`); the parent's bookkeeping
-//! reaches them only through the [`Workers`](workers::Workers) trait (`workers.rs`).
+//! reaches them only through the [`PoolBackend`](backend::PoolBackend) trait (`backend.rs`),
+//! which a backend with workers on other hosts implements too (baozi-redis).
 
+pub mod backend;
 mod call;
 mod chunked;
 mod parent;
 mod proto;
 mod result;
+mod shm;
 mod spawner;
 mod thread;
-mod workers;
 
 use std::fmt;
 use std::fs::File;
@@ -47,12 +49,14 @@ pub use result::{AsyncResult, IMap};
 use crate::error::ProcessError;
 use crate::start::{FnRef, StartMethod};
 use crate::sys;
+use backend::{PoolBackend, PoolEnd};
 use call::Call;
+pub use call::{binary_refs, unary_refs, TaskRefs};
 use parent::{Phase, Shared, INBOX_DEPTH};
-use proto::{encode_chunk, Event};
+use proto::encode_chunk;
+use shm::ShmBackend;
 pub(crate) use spawner::{run_spawner_job, run_worker_job, SpawnerJob, WorkerJob};
 use spawner::{Initializer, Spawner, SpawnerWorkers};
-use workers::End;
 
 /// Default ring bytes of each worker's task queue (1 MiB, mapped lazily): bounds the encoded
 /// arguments of one chunk.
@@ -166,6 +170,8 @@ pub struct PoolBuilder {
     task_capacity: usize,
     results_capacity: usize,
     method: Option<StartMethod>,
+    backend: Option<Arc<dyn PoolBackend>>,
+    idempotent: bool,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -177,6 +183,8 @@ impl fmt::Debug for PoolBuilder {
             .field("task_capacity", &self.task_capacity)
             .field("results_capacity", &self.results_capacity)
             .field("start_method", &self.method)
+            .field("backend", &self.backend)
+            .field("idempotent", &self.idempotent)
             .finish()
     }
 }
@@ -190,6 +198,8 @@ impl Default for PoolBuilder {
             task_capacity: DEFAULT_TASK_CAPACITY,
             results_capacity: DEFAULT_RESULTS_CAPACITY,
             method: None,
+            backend: None,
+            idempotent: false,
         }
     }
 }
@@ -280,6 +290,31 @@ impl PoolBuilder {
         self
     }
 
+    /// Workers from another [`PoolBackend`](backend::PoolBackend) instead of forked ones: for
+    /// workers on other hosts, baozi-redis's `RedisWorkers`. The pool's API and its accounting
+    /// are the same; the backend's documentation says how workers come and how a lost one is
+    /// found. [`processes`](PoolBuilder::processes) is then the number of workers the pool uses
+    /// at once (default: this machine's CPU count); an [`initializer`](PoolBuilder::initializer),
+    /// `maxtasksperchild` and the queue sizes are refused with [`ProcessError::Invalid`] (a
+    /// remote worker serves many pools; give what an initializer would set in the arguments).
+    #[must_use]
+    pub fn backend(mut self, backend: impl PoolBackend + 'static) -> Self {
+        self.backend = Some(Arc::new(backend));
+        self
+    }
+
+    /// Idempotent tasks (default: no): a task whose worker dies is run again on another worker
+    /// instead of failing with [`ProcessError::WorkerDied`]. Only for tasks that may run twice
+    /// (the dead worker may have done part or all of it): the parent keeps each task's message
+    /// until its result comes. Tasks that kill every worker that runs them still end: after
+    /// ten deaths per worker place in a row without a finished task the pool is
+    /// [broken](ProcessError::PoolBroken).
+    #[must_use]
+    pub fn idempotent(mut self, yes: bool) -> Self {
+        self.idempotent = yes;
+        self
+    }
+
     /// Maps the queues, forks the spawner, which forks the workers, and starts the parent's
     /// result thread. Returns once every worker has been forked (not waiting for the
     /// initializers): when a fork fails, the workers already started are stopped and the error
@@ -326,6 +361,25 @@ impl PoolBuilder {
                 what: "maxtasksperchild must be at least 1 (or not set, for no limit)".into(),
             });
         }
+        if let Some(backend) = self.backend {
+            if self.initializer.is_some()
+                || self.maxtasksperchild.is_some()
+                || self.method.is_some()
+                || self.task_capacity != DEFAULT_TASK_CAPACITY
+                || self.results_capacity != DEFAULT_RESULTS_CAPACITY
+            {
+                return Err(ProcessError::Invalid {
+                    what: format!("a pool on {backend:?} takes no initializer, maxtasksperchild, start method or queue sizes"),
+                });
+            }
+            return Pool::start(
+                processes,
+                backend,
+                None,
+                self.idempotent,
+                StartMethod::Spawn,
+            );
+        }
         let inboxes = (0..processes)
             .map(|_| {
                 QueueOptions::new()
@@ -357,12 +411,37 @@ impl PoolBuilder {
             method,
         };
         let spawner = spawner.start()?;
-        let workers = Arc::new(SpawnerWorkers::new(File::from(write_end), spawner));
-        let shared = Arc::new(Shared::new(
+        let backend = Arc::new(ShmBackend {
             inboxes,
             results,
-            workers,
+            spawner: SpawnerWorkers::new(File::from(write_end), spawner),
+        });
+        Pool::start(
+            processes,
+            backend,
             self.maxtasksperchild,
+            self.idempotent,
+            method,
+        )
+    }
+}
+
+impl Pool {
+    /// Starts the result thread, asks for the workers, and (when the backend says so) waits
+    /// for them to start.
+    fn start(
+        processes: usize,
+        backend: Arc<dyn PoolBackend>,
+        maxtasksperchild: Option<usize>,
+        idempotent: bool,
+        method: StartMethod,
+    ) -> Result<Pool, ProcessError> {
+        let waits = backend.waits_for_workers();
+        let shared = Arc::new(Shared::new(
+            processes,
+            backend,
+            maxtasksperchild,
+            idempotent,
             method,
         ));
         let for_thread = Arc::clone(&shared);
@@ -378,10 +457,12 @@ impl PoolBuilder {
             thread: Mutex::new(Some(thread)),
             processes,
         };
-        if let Err(e) = pool.shared.wait_started() {
-            // Python's Pool() stops the workers it had started and raises.
-            pool.terminate();
-            return Err(e);
+        if waits {
+            if let Err(e) = pool.shared.wait_started() {
+                // Python's Pool() stops the workers it had started and raises.
+                pool.terminate();
+                return Err(e);
+            }
         }
         Ok(pool)
     }
@@ -631,7 +712,7 @@ impl Pool {
             return Err(ProcessError::PoolRunning);
         }
         let (mut st, _) = self.shared.wait_until(st, None, |st| st.all_final());
-        st.finish(End::Shutdown);
+        st.finish(PoolEnd::Shutdown);
         drop(st);
         self.shared.notify();
         self.stop_helpers();
@@ -644,7 +725,7 @@ impl Pool {
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             self.shared.lock().quit = true;
-            let _ = self.shared.results.put(proto::encode(&Event::Wake));
+            self.shared.workers.wake();
             let _ = thread.join();
         }
     }

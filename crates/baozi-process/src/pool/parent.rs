@@ -19,11 +19,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use baozi_queue::Queue;
-
+use super::backend::{Give, PoolBackend, PoolEnd};
 use super::call::Call;
 use super::proto::{self, Event, Failure, TaskMsg};
-use super::workers::{End, Workers};
 use crate::error::ProcessError;
 use crate::start::{FnRef, StartMethod};
 
@@ -81,6 +79,8 @@ enum Slot {
     Starting,
     Live {
         pid: i32,
+        /// Its generation: which inbox of the slot is its own (remote backends).
+        gen: u64,
         /// Tasks it may still be given (`maxtasksperchild`).
         budget: Option<usize>,
         /// Tasks given to it and not settled, in the order given.
@@ -112,7 +112,12 @@ pub(crate) struct State {
     /// Calls with a callback that have settled: the result thread runs them.
     due: Vec<u64>,
     /// Where workers come from; `None` once they were told to end.
-    workers: Option<Arc<dyn Workers>>,
+    workers: Option<Arc<dyn PoolBackend>>,
+    /// The pool re-runs a task whose worker died instead of failing it: the message of each
+    /// task given to a worker is kept until it settles.
+    idempotent: bool,
+    /// Messages of tasks given to workers (only when `idempotent`).
+    retained: HashMap<u64, Vec<u8>>,
     maxtasksperchild: Option<usize>,
     /// Workers that died in a row without finishing a task: past a bound, respawning is
     /// pointless (CPython respawns such workers for ever).
@@ -137,9 +142,7 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     changed: Condvar,
-    pub(crate) inboxes: Arc<Vec<Queue<Vec<u8>>>>,
-    pub(crate) results: Arc<Queue<Vec<u8>>>,
-    pub(crate) workers: Arc<dyn Workers>,
+    pub(crate) workers: Arc<dyn PoolBackend>,
     /// The process that made the pool: only it may stop it.
     owner: crate::sys::Pid,
     /// How the workers were started: with spawn or forkserver, a call must be portable.
@@ -148,13 +151,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(
-        inboxes: Arc<Vec<Queue<Vec<u8>>>>,
-        results: Arc<Queue<Vec<u8>>>,
-        workers: Arc<dyn Workers>,
+        n: usize,
+        workers: Arc<dyn PoolBackend>,
         maxtasksperchild: Option<usize>,
+        idempotent: bool,
         method: StartMethod,
     ) -> Shared {
-        let n = inboxes.len();
         Shared {
             state: Mutex::new(State {
                 phase: Phase::Running,
@@ -167,6 +169,8 @@ impl Shared {
                 callbacks: HashMap::new(),
                 due: Vec::new(),
                 workers: Some(Arc::clone(&workers)),
+                idempotent,
+                retained: HashMap::new(),
                 maxtasksperchild,
                 fruitless_exits: 0,
                 first_reports: vec![false; n],
@@ -176,8 +180,6 @@ impl Shared {
                 portable: HashSet::new(),
             }),
             changed: Condvar::new(),
-            inboxes,
-            results,
             workers,
             owner: crate::sys::getpid(),
             method,
@@ -272,7 +274,14 @@ impl Shared {
         self.owned()?;
         let mut st = self.lock();
         st.accepting()?;
-        if self.method != StartMethod::Fork && !st.portable.contains(&(call.trampoline, call.func))
+        let name = if self.workers.by_name() {
+            Some(super::backend::name_of(&call)?)
+        } else {
+            None
+        };
+        if name.is_none()
+            && self.method != StartMethod::Fork
+            && !st.portable.contains(&(call.trampoline, call.func))
         {
             if !call.portable() {
                 return Err(ProcessError::NeedsFork {
@@ -282,16 +291,25 @@ impl Shared {
             }
             st.portable.insert((call.trampoline, call.func));
         }
-        let max = self.inboxes[0].max_message_len();
+        let max = self.workers.max_task_len();
         let first = st.next_task;
         let mut msgs = Vec::with_capacity(chunks.len());
         for (i, args) in chunks.into_iter().enumerate() {
             let task = first + i as u64;
-            let bytes = proto::encode(&TaskMsg::Run {
-                task,
-                trampoline: call.trampoline,
-                func: call.func,
-                args,
+            let bytes = proto::encode(&match name {
+                Some(name) => TaskMsg::RunNamed {
+                    task,
+                    name: name.into(),
+                    arg_type: call.arg_type.into(),
+                    result_type: call.result_type.into(),
+                    args,
+                },
+                None => TaskMsg::Run {
+                    task,
+                    trampoline: call.trampoline,
+                    func: call.func,
+                    args,
+                },
             });
             if bytes.len() > max {
                 return Err(ProcessError::TaskTooLarge {
@@ -442,6 +460,7 @@ impl State {
     }
 
     fn settle(&mut self, task: u64, result: Result<Vec<u8>, ProcessError>) {
+        self.retained.remove(&task);
         if !self.in_flight.remove(&task) {
             return; // already failed (terminate, broken pool): a late result changes nothing
         }
@@ -466,6 +485,7 @@ impl State {
     /// Fails every task not settled yet with the phase's ending error.
     fn fail_all(&mut self) {
         self.pending.clear();
+        self.retained.clear();
         for s in &mut self.slots {
             if let Slot::Live { assigned, .. } = s {
                 assigned.clear();
@@ -486,6 +506,9 @@ impl State {
     }
 
     fn start_worker(&mut self, slot: u32) {
+        if !matches!(self.phase, Phase::Running | Phase::Closed) {
+            return;
+        }
         let ok = self.workers.as_ref().is_some_and(|w| w.start(slot));
         if !ok && matches!(self.phase, Phase::Running | Phase::Closed) {
             let reason = self
@@ -518,7 +541,7 @@ impl State {
             return;
         }
         self.phase = Phase::Broken(reason);
-        self.finish(End::Kill);
+        self.finish(PoolEnd::Kill);
     }
 
     /// `terminate`: fails every unsettled task, kills every worker.
@@ -527,11 +550,11 @@ impl State {
             return;
         }
         self.phase = Phase::Terminated;
-        self.finish(End::Kill);
+        self.finish(PoolEnd::Kill);
     }
 
     /// Ends the workers as `how` says and marks every slot final.
-    pub(crate) fn finish(&mut self, how: End) {
+    pub(crate) fn finish(&mut self, how: PoolEnd) {
         self.fail_all();
         if let Some(w) = self.workers.take() {
             w.end(how);
@@ -581,17 +604,31 @@ impl State {
             self.steal_for_idle(shared);
         }
         if matches!(self.phase, Phase::Closed) && self.pending.is_empty() {
+            let mut failed = None;
             for (i, s) in self.slots.iter_mut().enumerate() {
-                if let Slot::Live {
-                    assigned, stopping, ..
-                } = s
-                {
-                    if assigned.is_empty() && !*stopping {
-                        *stopping = shared.inboxes[i]
-                            .put_nowait(proto::encode(&TaskMsg::Stop))
-                            .is_ok();
+                match s {
+                    Slot::Live {
+                        assigned,
+                        stopping,
+                        gen,
+                        ..
+                    } if assigned.is_empty() && !*stopping => {
+                        match shared
+                            .workers
+                            .give(i as u32, *gen, proto::encode(&TaskMsg::Stop))
+                        {
+                            Ok(()) => *stopping = true,
+                            Err(Give::Full(_)) => {}
+                            Err(Give::Failed(why)) => failed = Some(why),
+                        }
                     }
+                    // A remote slot still waiting for a worker: nothing is left for it.
+                    Slot::Starting if shared.workers.withdraw(i as u32) => *s = Slot::Final,
+                    _ => {}
                 }
+            }
+            if let Some(why) = failed {
+                self.break_pool(why);
             }
         }
     }
@@ -616,10 +653,15 @@ impl State {
             tried[busy] = true;
             // The oldest message in a busy inbox is the task queued behind the running one;
             // Empty means the worker has taken it meanwhile.
-            let Ok(bytes) = shared.inboxes[busy].get_nowait() else {
+            let Slot::Live { gen, .. } = self.slots[busy] else {
                 continue;
             };
-            let Some(TaskMsg::Run { task, .. }) = proto::decode::<TaskMsg>(&bytes) else {
+            let bytes = match shared.workers.take_back(busy as u32, gen) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(why) => return self.break_pool(why),
+            };
+            let Some(task) = task_of(&bytes) else {
                 continue; // never: a Stop goes only to a worker with nothing assigned
             };
             if let Slot::Live {
@@ -640,7 +682,12 @@ impl State {
     /// Puts a task in slot `i`'s inbox and records it there; `false` (the task back at the
     /// front of `pending`) when the inbox has no room.
     fn give(&mut self, shared: &Shared, i: usize, task: u64, bytes: Vec<u8>) -> bool {
-        match shared.inboxes[i].put_nowait(bytes) {
+        let Slot::Live { gen, .. } = self.slots[i] else {
+            self.pending.push_front((task, bytes));
+            return false;
+        };
+        let kept = self.idempotent.then(|| bytes.clone());
+        match shared.workers.give(i as u32, gen, bytes) {
             Ok(()) => {
                 if let Slot::Live {
                     budget, assigned, ..
@@ -651,10 +698,17 @@ impl State {
                         *b -= 1;
                     }
                 }
+                if let Some(kept) = kept {
+                    self.retained.insert(task, kept);
+                }
                 true
             }
-            Err(e) => {
-                self.pending.push_front((task, e.into_inner()));
+            Err(Give::Full(bytes)) => {
+                self.pending.push_front((task, bytes));
+                false
+            }
+            Err(Give::Failed(why)) => {
+                self.break_pool(why);
                 false
             }
         }
@@ -696,16 +750,18 @@ impl State {
                     Failure::ResultTooLarge { len, max } => {
                         ProcessError::ResultTooLarge { len, max }
                     }
+                    Failure::Missing(what) => ProcessError::Invalid { what },
                 });
                 self.settle(task, result);
             }
-            Event::Started { slot, pid } => {
+            Event::Started { slot, pid, gen } => {
                 if let Some(r) = self.first_reports.get_mut(slot as usize) {
                     *r = true;
                 }
                 if let Some(s @ Slot::Starting) = self.slots.get_mut(slot as usize) {
                     *s = Slot::Live {
                         pid,
+                        gen,
                         budget: self.maxtasksperchild,
                         assigned: Vec::new(),
                         stopping: false,
@@ -731,7 +787,10 @@ impl State {
                     self.break_pool(format!("no worker is left: the last fork failed ({error})"));
                 }
             }
-            Event::Exited { slot, pid, code } => self.on_exit(shared, slot as usize, pid, code),
+            Event::Exited { slot, pid, code } => {
+                self.on_exit(shared, slot as usize, pid, Some(code));
+            }
+            Event::Lost { slot, pid } => self.on_exit(shared, slot as usize, pid, None),
             Event::InitFailed { pid, message } => self.break_pool(format!(
                 "the initializer panicked in worker {pid}: {message}"
             )),
@@ -739,26 +798,37 @@ impl State {
         }
     }
 
-    fn on_exit(&mut self, shared: &Shared, slot: usize, pid: i32, code: i32) {
+    /// A worker is gone: `code` is its exit code in Python's meaning (`-SIG`), `None` when it
+    /// was lost (a remote worker's lapsed heartbeat).
+    fn on_exit(&mut self, shared: &Shared, slot: usize, pid: i32, code: Option<i32>) {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
         let Slot::Live {
-            assigned, finished, ..
+            assigned,
+            finished,
+            gen,
+            ..
         } = std::mem::replace(s, Slot::Final)
         else {
             return;
         };
-        if finished == 0 && code != 0 {
+        if finished == 0 && code != Some(0) {
             self.fruitless_exits += 1;
         } else {
             self.fruitless_exits = 0;
         }
         // What is still in its inbox was never taken: back to the front, in order.
         let mut untaken = Vec::new();
-        while let Ok(bytes) = shared.inboxes[slot].get_nowait() {
-            if let Some(TaskMsg::Run { task, .. }) = proto::decode::<TaskMsg>(&bytes) {
-                untaken.push((task, bytes));
+        loop {
+            match shared.workers.take_back(slot as u32, gen) {
+                Ok(Some(bytes)) => {
+                    if let Some(task) = task_of(&bytes) {
+                        untaken.push((task, bytes));
+                    }
+                }
+                Ok(None) => break,
+                Err(why) => return self.break_pool(why),
             }
         }
         let lost: Vec<u64> = assigned
@@ -769,17 +839,23 @@ impl State {
             self.pending.push_front((task, bytes));
         }
         for task in lost {
+            // An idempotent pool runs the task again, first.
+            if let Some(bytes) = self.retained.remove(&task) {
+                self.pending.push_front((task, bytes));
+                continue;
+            }
             let e = ProcessError::WorkerDied {
                 pid,
-                signal: (code < 0).then_some(-code),
-                exit_status: (code >= 0).then_some(code),
+                signal: code.filter(|c| *c < 0).map(|c| -c),
+                exit_status: code.filter(|c| *c >= 0),
             };
             self.settle(task, Err(e));
         }
         if self.fruitless_exits > FRUITLESS_EXITS_PER_SLOT * self.slots.len() {
             let n = self.fruitless_exits;
             self.break_pool(format!(
-                "workers keep dying before they finish a task ({n} in a row, the last, pid {pid}, with exit code {code})"
+                "workers keep dying before they finish a task ({n} in a row, the last, pid {pid}, with exit code {})",
+                code.map_or("unknown (lost)".into(), |c| c.to_string())
             ));
             return;
         }
@@ -792,5 +868,13 @@ impl State {
             self.slots[slot] = Slot::Starting;
             self.start_worker(slot as u32);
         }
+    }
+}
+
+/// The task id of a task message (`None` for `Stop`).
+fn task_of(bytes: &[u8]) -> Option<u64> {
+    match proto::decode::<TaskMsg>(bytes)? {
+        TaskMsg::Run { task, .. } | TaskMsg::RunNamed { task, .. } => Some(task),
+        TaskMsg::Stop => None,
     }
 }

@@ -27,6 +27,15 @@ pub(crate) enum TaskMsg {
     },
     /// Exit cleanly (after `close`, once the worker has nothing left to do).
     Stop,
+    /// Run the task registered as `name` (with these argument and result type names) on the
+    /// encoded chunk `args`: for workers that may run another build (a remote backend).
+    RunNamed {
+        task: u64,
+        name: String,
+        arg_type: String,
+        result_type: String,
+        args: Vec<u8>,
+    },
 }
 
 /// Why a task produced no value.
@@ -44,6 +53,8 @@ pub(crate) enum Failure {
     Decode(String),
     /// The encoded result needs `len` bytes; the results queue takes at most `max`.
     ResultTooLarge { len: usize, max: usize },
+    /// The worker has no such task (a name it does not register, or other types).
+    Missing(String),
 }
 
 /// A message in the results queue.
@@ -55,8 +66,10 @@ pub(crate) enum Event {
         task: u64,
         outcome: Result<Vec<u8>, Failure>,
     },
-    /// The spawner forked a worker for `slot`.
-    Started { slot: u32, pid: i32 },
+    /// A worker took `slot` (the spawner forked it, or a remote worker came): its pid and
+    /// generation (0 for local workers; remote ones draw a random one, and read only the
+    /// inbox of their generation).
+    Started { slot: u32, pid: i32, gen: u64 },
     /// The spawner could not fork a worker for `slot`: the error, and its errno (0: none).
     SpawnFailed {
         slot: u32,
@@ -65,6 +78,8 @@ pub(crate) enum Event {
     },
     /// The spawner reaped the worker of `slot`: its exit code in Python's meaning (`-SIG`).
     Exited { slot: u32, pid: i32, code: i32 },
+    /// The worker of `slot` was lost: a remote worker whose heartbeat lapsed.
+    Lost { slot: u32, pid: i32 },
     /// The initializer panicked in a worker, which then exited.
     InitFailed { pid: i32, message: String },
     /// Sent by the parent to itself, to wake its result thread.

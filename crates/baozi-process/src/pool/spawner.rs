@@ -17,9 +17,9 @@ use std::time::Duration;
 use baozi_queue::Queue;
 use serde::{Deserialize, Serialize};
 
+use super::backend::PoolEnd;
 use super::call;
 use super::proto::{self, Event, Failure, Request, TaskMsg};
-use super::workers::{End, Workers};
 use crate::child::panic_message;
 use crate::process::Process;
 use crate::start::{FnRef, Job, StartMethod};
@@ -264,7 +264,7 @@ impl Spawner {
                         Ok(p) => {
                             let pid = p.pid().unwrap_or(0);
                             workers[slot as usize] = Some(p);
-                            Event::Started { slot, pid }
+                            Event::Started { slot, pid, gen: 0 }
                         }
                         Err(e) => Event::SpawnFailed {
                             slot,
@@ -419,7 +419,7 @@ fn work(
 }
 
 /// The parent's side of the spawner: requests go down its pipe, and its death is noticed by
-/// the result thread. The pool's one [`Workers`] today.
+/// the result thread. Half of the shared-memory backend (`shm.rs`).
 #[derive(Debug)]
 pub(crate) struct SpawnerWorkers {
     /// The write end of the request pipe; `None` once the spawner was told to finish.
@@ -444,15 +444,15 @@ impl SpawnerWorkers {
     }
 }
 
-impl Workers for SpawnerWorkers {
-    fn start(&self, slot: u32) -> bool {
+impl SpawnerWorkers {
+    pub(crate) fn start(&self, slot: u32) -> bool {
         self.send(Request::Spawn(slot))
     }
 
-    fn end(&self, how: End) {
+    pub(crate) fn end(&self, how: PoolEnd) {
         self.send(match how {
-            End::Kill => Request::KillAll,
-            End::Shutdown => Request::Shutdown,
+            PoolEnd::Kill => Request::KillAll,
+            PoolEnd::Shutdown => Request::Shutdown,
         });
         // Closing the pipe tells a spawner that missed the request (it reads end-of-file).
         drop(
@@ -463,7 +463,7 @@ impl Workers for SpawnerWorkers {
         );
     }
 
-    fn lost(&self) -> Option<String> {
+    pub(crate) fn lost(&self) -> Option<String> {
         if self.spawner.is_alive() {
             return None;
         }
@@ -478,7 +478,7 @@ impl Workers for SpawnerWorkers {
         ))
     }
 
-    fn reap(&self) {
+    pub(crate) fn reap(&self) {
         let _ = self.spawner.join();
     }
 }

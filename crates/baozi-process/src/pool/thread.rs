@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baozi_queue::GetError;
-
 use super::parent::{Phase, Shared};
 use super::proto::{self, Event};
 
@@ -15,22 +13,22 @@ const TICK: Duration = Duration::from_millis(200);
 /// watches the spawner.
 pub(crate) fn result_thread(shared: Arc<Shared>) {
     loop {
-        let got = shared.results.get_timeout(TICK);
+        let got = shared.workers.next_event(TICK);
         let mut st = shared.lock();
         match got {
-            Ok(bytes) => match proto::decode::<Event>(&bytes) {
+            Ok(Some(bytes)) => match proto::decode::<Event>(&bytes) {
                 Some(ev) => st.on_event(&shared, ev),
                 None => st.break_pool("a garbled message came through the results queue".into()),
             },
-            Err(GetError::Empty) => {
+            Ok(None) => {
                 if matches!(st.phase, Phase::Running | Phase::Closed) {
                     if let Some(why) = shared.workers.lost() {
                         st.break_pool(why);
                     }
                 }
             }
-            Err(e) => {
-                st.break_pool(format!("the results queue failed: {e}"));
+            Err(why) => {
+                st.break_pool(why);
                 drop(st);
                 shared.notify();
                 std::thread::sleep(TICK);

@@ -1,0 +1,478 @@
+//! [`RedisWorkers`]: a [`Pool`](baozi_process::Pool) whose workers are baozi worker processes
+//! on any number of hosts, meeting the pool on one Redis server.
+//!
+//! # Protocol
+//!
+//! Every key of a namespace `NS` starts with `baozi:pool:{NS}:` (one hash tag, one hash slot);
+//! a pool adds its id (64 random bits), `Q` = `baozi:pool:{NS}:ID:`.
+//!
+//! | key | type | written by | read by |
+//! |---|---|---|---|
+//! | `…{NS}:offers` | list of `ID SLOT TTL_MS` | parent (LPUSH: "a worker wanted in SLOT") | idle workers (BRPOP) |
+//! | `Q alive` | string, expires (10 s) | parent, refreshed every reap | workers: no key, no pool |
+//! | `Q results` | list of events | workers (LPUSH: started, done, exited), parent's reaper (lost) | parent (BRPOP), FIFO |
+//! | `Q inbox:SLOT:GEN` | list of task messages | parent (LPUSH; RPOP to take one back) | the worker of that generation (BRPOP) |
+//! | `Q hb:SLOT:GEN` | string, expires (the heartbeat TTL) | its worker (every TTL/3) | parent's reaper |
+//! | `Q live` | hash `SLOT:GEN` → its "lost" event | worker (claim, release), reaper | reaper |
+//!
+//! A worker takes an offer and claims the slot with one script (pool alive? then `live`,
+//! `hb` and the "started" event together), with a random generation `GEN` of its own. It runs
+//! tasks from its inbox one at a time and pushes each result (a script that drops it once the
+//! pool is gone). A heartbeat thread renews `hb` every TTL/3; should it find the key gone (the
+//! pool gave up on this worker) the worker leaves the slot. "Stop" (after `close`) makes it
+//! release the slot (script: `live` entry, `hb`, and the "exited" event) and go back to offers.
+//!
+//! The parent's reaper runs at every event wait, at most every `min(TTL/4, 250 ms)`: one
+//! script finds each `live` entry whose `hb` has expired, removes it and pushes its "lost"
+//! event into `results` — after every result that worker pushed, as the pool's accounting
+//! needs. The parent then takes back what is still in that worker's inbox (never taken: run
+//! elsewhere) and fails the rest of what it gave it, the task it was running, with
+//! [`ProcessError::WorkerDied`](baozi_process::ProcessError::WorkerDied), or runs it again
+//! when the pool is [idempotent](baozi_process::PoolBuilder::idempotent). **Bound**: a task
+//! whose worker dies (SIGKILL, host lost, network cut) fails within `TTL + min(TTL/4, 250 ms)`
+//! of the worker's last heartbeat, plus one Redis round trip.
+//!
+//! A worker that was given up on but still runs (a long pause, a healed partition) finds its
+//! heartbeat gone and stops; it reads only its own generation's inbox, which no one fills any
+//! more, so it cannot take a task meant for its successor; a result it still sends settles
+//! nothing that was already failed.
+//!
+//! # Failures
+//!
+//! * A server down when the pool is made: [`RedisQueueError::Connection`] from
+//!   [`RedisWorkers::connect`].
+//! * A fault of the parent's connection later (server restarted, network cut, a reply slower
+//!   than `io_timeout`): the pool breaks, and every task not done fails with
+//!   [`ProcessError::PoolBroken`](baozi_process::ProcessError::PoolBroken) naming the fault,
+//!   within `io_timeout + 200 ms`; nothing waits for ever. A restarted server has lost the
+//!   pool's keys in any case.
+//! * Workers ride out faults: they reconnect, and drop a pool whose keys are gone.
+//! * `terminate` (or a broken pool) cannot kill remote processes: it deletes the pool's keys,
+//!   so workers drop it within TTL/3, and a task still running there finishes unseen.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use baozi_process::backend::{wake_event, Give, PoolBackend, PoolEnd};
+
+use crate::conn::Conn;
+use crate::error::RedisQueueError;
+use crate::options::RedisOptions;
+
+/// The default heartbeat TTL of workers ([`RedisWorkersBuilder::heartbeat`]).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// How long the pool's `alive` key lives without a refresh (a parent killed with SIGKILL:
+/// its workers drop the pool after this).
+const POOL_TTL: Duration = Duration::from_secs(10);
+
+/// Keys of one namespace and pool.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolKeys {
+    pub(crate) offers: String,
+    /// `baozi:pool:{NS}:ID:`
+    pub(crate) prefix: String,
+    pub(crate) alive: String,
+    pub(crate) results: String,
+    pub(crate) live: String,
+}
+
+impl PoolKeys {
+    pub(crate) fn offers(namespace: &str) -> String {
+        format!("baozi:pool:{{{namespace}}}:offers")
+    }
+
+    pub(crate) fn new(namespace: &str, pool: &str) -> PoolKeys {
+        let prefix = format!("baozi:pool:{{{namespace}}}:{pool}:");
+        PoolKeys {
+            offers: Self::offers(namespace),
+            alive: format!("{prefix}alive"),
+            results: format!("{prefix}results"),
+            live: format!("{prefix}live"),
+            prefix,
+        }
+    }
+
+    pub(crate) fn inbox(&self, slot: u32, gen: u64) -> String {
+        format!("{}inbox:{slot}:{gen}", self.prefix)
+    }
+
+    pub(crate) fn hb(&self, slot: u32, gen: u64) -> String {
+        format!("{}hb:{slot}:{gen}", self.prefix)
+    }
+}
+
+/// Each `live` worker whose heartbeat is gone: forget it, push its "lost" event. Then refresh
+/// the pool's `alive` key; -1 when it is gone (a restarted server, a parent stalled too long).
+const REAP: &str = r"
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #all, 2 do
+  if redis.call('EXISTS', ARGV[1] .. 'hb:' .. all[i]) == 0 then
+    redis.call('HDEL', KEYS[1], all[i])
+    redis.call('LPUSH', KEYS[2], all[i + 1])
+    n = n + 1
+  end
+end
+return n
+";
+
+fn reap_script() -> &'static redis::Script {
+    static S: OnceLock<redis::Script> = OnceLock::new();
+    S.get_or_init(|| redis::Script::new(REAP))
+}
+
+/// Options of a [`RedisWorkers`] backend; made by [`RedisWorkers::builder`].
+#[derive(Clone, Debug)]
+pub struct RedisWorkersBuilder {
+    url: String,
+    namespace: String,
+    heartbeat: Duration,
+    opts: RedisOptions,
+}
+
+impl RedisWorkersBuilder {
+    /// The namespace the workers serve (default `"default"`; a worker's `--baozi-pool NAME`).
+    pub fn namespace(mut self, name: &str) -> Self {
+        self.namespace = name.to_owned();
+        self
+    }
+
+    /// The workers' heartbeat TTL (default [`DEFAULT_HEARTBEAT`], at least 100 ms): a worker
+    /// renews it every third of it, and one silent for this long is lost; its task fails
+    /// within `heartbeat + min(heartbeat/4, 250 ms)` (see the [module](crate::RedisWorkers)).
+    /// Shorter finds deaths sooner; a worker must then never stall longer (a swapped-out
+    /// host, a stopped process).
+    pub fn heartbeat(mut self, ttl: Duration) -> Self {
+        self.heartbeat = ttl.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Connection timeouts ([`RedisOptions::connect_timeout`], [`RedisOptions::io_timeout`]);
+    /// the queue options in it do not apply.
+    pub fn redis_options(mut self, opts: RedisOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Connects, and makes the pool's keys: give the result to
+    /// [`PoolBuilder::backend`](baozi_process::PoolBuilder::backend).
+    ///
+    /// # Errors
+    /// [`RedisQueueError::Connection`] when the server cannot be reached (within
+    /// `connect_timeout` + `io_timeout`), [`RedisQueueError::Server`] for a bad URL or a
+    /// refused login.
+    pub fn connect(self) -> Result<RedisWorkers, RedisQueueError> {
+        let mut cmd = Conn::new(&self.url, self.opts)?;
+        let events = cmd.sibling();
+        let id = format!("{:016x}", crate::link::random_id());
+        let keys = PoolKeys::new(&self.namespace, &id);
+        cmd.run(Duration::ZERO, |c| {
+            redis::cmd("SET")
+                .arg(&keys.alive)
+                .arg(std::process::id())
+                .arg("PX")
+                .arg(ms(POOL_TTL))
+                .query::<()>(c)
+        })?;
+        let reap_every =
+            (self.heartbeat / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        Ok(RedisWorkers {
+            id,
+            keys,
+            heartbeat: self.heartbeat,
+            reap_every,
+            cmd: Mutex::new(Cmd {
+                conn: cmd,
+                offers: HashMap::new(),
+                inboxes: HashSet::new(),
+                ended: false,
+            }),
+            events: Mutex::new(Events {
+                conn: events,
+                last_reap: None,
+            }),
+        })
+    }
+}
+
+/// Where a pool's workers are baozi worker processes connected to one Redis server, on any
+/// number of hosts (a [`PoolBackend`]): `Pool::builder().backend(RedisWorkers::connect(url)?)`.
+///
+/// Workers are started apart from the pool, by whoever runs the hosts: any program whose
+/// `main` begins with [`main_guard`](crate::main_guard) becomes one when run as
+/// `program --baozi-worker redis://host:6379/0 [--baozi-pool NAMESPACE]`. A worker serves one
+/// pool slot at a time, any pool of its namespace, one after the other; the pool uses up to
+/// [`processes`](baozi_process::PoolBuilder::processes) workers at once, and its tasks wait
+/// until workers come (the pool does not wait for them at `build`).
+///
+/// Tasks cross by name: each must be registered with [`baozi_process::task!`] in the program
+/// the workers run (the same program, or another build that registers the same names and
+/// types). A closure or an unregistered function is refused at the call with
+/// [`ProcessError::Invalid`](baozi_process::ProcessError::Invalid).
+///
+/// The protocol, the bound on finding a dead worker, and what each failure does, are in the
+/// [module documentation](crate#pool-across-hosts).
+///
+/// ```no_run
+/// use baozi_process::Pool;
+/// use baozi_redis::RedisWorkers;
+///
+/// baozi_process::task! {
+///     fn steam(minutes: u32) -> String { format!("steamed {minutes} min") }
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     baozi_redis::main_guard(); // `prog --baozi-worker URL` is a worker, and stops here
+///     let pool = Pool::builder()
+///         .processes(8)
+///         .backend(RedisWorkers::connect("redis://10.0.0.5:6379/0")?)
+///         .build()?;
+///     assert_eq!(pool.apply(steam, 8)?, "steamed 8 min");
+///     assert_eq!(pool.map(steam, [1, 2])?, ["steamed 1 min", "steamed 2 min"]);
+///     pool.close();
+///     pool.join()?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct RedisWorkers {
+    id: String,
+    keys: PoolKeys,
+    heartbeat: Duration,
+    reap_every: Duration,
+    /// Quick commands, under the pool's lock.
+    cmd: Mutex<Cmd>,
+    /// The result thread's connection (blocking waits).
+    events: Mutex<Events>,
+}
+
+#[derive(Debug)]
+struct Cmd {
+    conn: Conn,
+    /// Offers not yet known taken, by slot.
+    offers: HashMap<u32, String>,
+    /// Inboxes the pool wrote to (deleted at the end).
+    inboxes: HashSet<(u32, u64)>,
+    ended: bool,
+}
+
+#[derive(Debug)]
+struct Events {
+    conn: Conn,
+    last_reap: Option<Instant>,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().max(1) as u64
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RedisWorkers {
+    /// A backend on the server at `url`, namespace `"default"`, heartbeat
+    /// [`DEFAULT_HEARTBEAT`]; see [`RedisWorkersBuilder::connect`].
+    ///
+    /// # Errors
+    /// As [`RedisWorkersBuilder::connect`].
+    pub fn connect(url: &str) -> Result<RedisWorkers, RedisQueueError> {
+        Self::builder(url).connect()
+    }
+
+    /// Options: namespace, heartbeat, timeouts.
+    pub fn builder(url: &str) -> RedisWorkersBuilder {
+        RedisWorkersBuilder {
+            url: url.to_owned(),
+            namespace: "default".into(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            opts: RedisOptions::new(),
+        }
+    }
+
+    /// This pool's id (in its keys).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The heartbeat TTL its workers keep.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    fn failed(&self, e: RedisQueueError) -> String {
+        format!("the pool lost its Redis server: {e}")
+    }
+}
+
+impl PoolBackend for RedisWorkers {
+    fn by_name(&self) -> bool {
+        true
+    }
+
+    fn waits_for_workers(&self) -> bool {
+        false
+    }
+
+    fn max_task_len(&self) -> usize {
+        crate::MAX_MESSAGE_LEN
+    }
+
+    fn start(&self, slot: u32) -> bool {
+        let mut cmd = lock(&self.cmd);
+        if cmd.ended {
+            return false;
+        }
+        let offer = format!("{} {slot} {}", self.id, ms(self.heartbeat));
+        let offers = self.keys.offers.clone();
+        let sent = cmd.conn.run(Duration::ZERO, |c| {
+            redis::cmd("LPUSH").arg(&offers).arg(&offer).query::<i64>(c)
+        });
+        match sent {
+            Ok(_) => {
+                cmd.offers.insert(slot, offer);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn withdraw(&self, slot: u32) -> bool {
+        // Cancelled either way: an offer a worker took meanwhile makes a "started" event
+        // that the pool ignores for a slot it closed, and that worker drops the pool when
+        // its keys go at the end.
+        let mut cmd = lock(&self.cmd);
+        if let Some(offer) = cmd.offers.remove(&slot) {
+            let offers = self.keys.offers.clone();
+            let _ = cmd.conn.run(Duration::ZERO, |c| {
+                redis::cmd("LREM")
+                    .arg(&offers)
+                    .arg(1)
+                    .arg(&offer)
+                    .query::<i64>(c)
+            });
+        }
+        true
+    }
+
+    fn end(&self, _how: PoolEnd) {
+        let mut cmd = lock(&self.cmd);
+        if cmd.ended {
+            return;
+        }
+        cmd.ended = true;
+        let offers: Vec<String> = cmd.offers.drain().map(|(_, o)| o).collect();
+        let inboxes: Vec<String> = cmd
+            .inboxes
+            .drain()
+            .map(|(s, g)| self.keys.inbox(s, g))
+            .collect();
+        let k = &self.keys;
+        // Best effort: a server that is gone has nothing left to clean; the `alive` key
+        // expires by itself, and workers drop a pool without it.
+        let _ = cmd.conn.run(Duration::ZERO, |c| {
+            let mut p = redis::pipe();
+            for o in &offers {
+                p.cmd("LREM").arg(&k.offers).arg(1).arg(o).ignore();
+            }
+            p.cmd("DEL")
+                .arg(&k.alive)
+                .arg(&k.results)
+                .arg(&k.live)
+                .arg(&inboxes)
+                .ignore();
+            p.query::<()>(c)
+        });
+    }
+
+    fn lost(&self) -> Option<String> {
+        None
+    }
+
+    fn reap(&self) {}
+
+    fn give(&self, slot: u32, gen: u64, msg: Vec<u8>) -> Result<(), Give> {
+        let mut cmd = lock(&self.cmd);
+        // The slot's worker took the offer.
+        cmd.offers.remove(&slot);
+        cmd.inboxes.insert((slot, gen));
+        let inbox = self.keys.inbox(slot, gen);
+        cmd.conn
+            .run(Duration::ZERO, |c| {
+                redis::cmd("LPUSH").arg(&inbox).arg(&msg).query::<i64>(c)
+            })
+            .map(drop)
+            .map_err(|e| Give::Failed(self.failed(e)))
+    }
+
+    fn take_back(&self, slot: u32, gen: u64) -> Result<Option<Vec<u8>>, String> {
+        let mut cmd = lock(&self.cmd);
+        let inbox = self.keys.inbox(slot, gen);
+        cmd.conn
+            .run(Duration::ZERO, |c| {
+                redis::cmd("RPOP").arg(&inbox).query::<Option<Vec<u8>>>(c)
+            })
+            .map_err(|e| self.failed(e))
+    }
+
+    fn next_event(&self, wait: Duration) -> Result<Option<Vec<u8>>, String> {
+        let mut ev = lock(&self.events);
+        if ev
+            .last_reap
+            .map_or(true, |t| t.elapsed() >= self.reap_every)
+        {
+            let k = &self.keys;
+            let n = ev
+                .conn
+                .run(Duration::ZERO, |c| {
+                    reap_script()
+                        .key(&k.live)
+                        .key(&k.results)
+                        .key(&k.alive)
+                        .arg(&k.prefix)
+                        .arg(ms(POOL_TTL))
+                        .invoke::<i64>(c)
+                })
+                .map_err(|e| self.failed(e))?;
+            if n < 0 {
+                return Err(format!(
+                    "the pool's keys are gone from the Redis server at {} (was it restarted, or flushed?)",
+                    ev.conn.shown
+                ));
+            }
+            ev.last_reap = Some(Instant::now());
+        }
+        let wait = wait.min(self.reap_every).max(Duration::from_millis(1));
+        let results = self.keys.results.clone();
+        ev.conn
+            .run(wait, |c| {
+                redis::cmd("BRPOP")
+                    .arg(&results)
+                    .arg(crate::link::secs(wait))
+                    .query::<Option<(String, Vec<u8>)>>(c)
+            })
+            .map(|got| got.map(|(_, bytes)| bytes))
+            .map_err(|e| self.failed(e))
+    }
+
+    fn wake(&self) {
+        let mut cmd = lock(&self.cmd);
+        let results = self.keys.results.clone();
+        let _ = cmd.conn.run(Duration::ZERO, |c| {
+            redis::pipe()
+                .cmd("LPUSH")
+                .arg(&results)
+                .arg(wake_event())
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&results)
+                .arg(ms(POOL_TTL))
+                .ignore()
+                .query::<()>(c)
+        });
+    }
+}
