@@ -309,18 +309,13 @@ fn server_down_at_start(_url: &str) {
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
 
-/// The server dies under a running pool: the pending tasks fail with PoolBroken naming
-/// Redis, within the I/O timeout and a tick, never a hang.
-fn server_lost_mid_run(_url: &str) {
-    let server = LocalServer::start().unwrap();
-    let url = server.url();
-    let ns = namespace();
-    let _workers = Workers::start(&url, &ns, 1);
+/// A pool on `url` with a 1 s I/O timeout, one worker attached.
+fn small_pool(url: &str, ns: &str) -> Pool {
     let pool = Pool::builder()
         .processes(1)
         .backend(
-            RedisWorkers::builder(&url)
-                .namespace(&ns)
+            RedisWorkers::builder(url)
+                .namespace(ns)
                 .redis_options(RedisOptions::new().io_timeout(Duration::from_secs(1)))
                 .connect()
                 .unwrap(),
@@ -328,21 +323,62 @@ fn server_lost_mid_run(_url: &str) {
         .build()
         .unwrap();
     wait_workers(&pool, 1);
-    let long = pool.apply_async(nap, 3000).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    pool
+}
+
+/// The pool's tasks fail with PoolBroken naming Redis within `within`, and so does any later
+/// call.
+fn breaks(pool: &Pool, long: baozi_process::AsyncResult<u32>, within: Duration) {
     let t = Instant::now();
-    drop(server);
     match long.get() {
-        Err(ProcessError::PoolBroken { reason }) => {
-            assert!(reason.contains("Redis"), "{reason}")
-        }
+        Err(ProcessError::PoolBroken { reason }) => assert!(reason.contains("Redis"), "{reason}"),
         other => panic!("expected PoolBroken, got {other:?}"),
     }
-    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(t.elapsed() < within, "{:?}", t.elapsed());
     assert!(matches!(
         pool.apply(square, 1),
         Err(ProcessError::PoolBroken { .. })
     ));
+}
+
+/// The server restarts (no persistence: the pool's keys are gone) under a running pool: the
+/// pending task fails with PoolBroken, never a hang; the worker rides the restart out and
+/// serves the next pool.
+fn server_restarted_mid_run(_url: &str) {
+    let mut server = LocalServer::start().unwrap();
+    let url = server.url();
+    let ns = namespace();
+    let _workers = Workers::start(&url, &ns, 1);
+    let pool = small_pool(&url, &ns);
+    let long = pool.apply_async(nap, 3000).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.restart().unwrap();
+    breaks(&pool, long, Duration::from_secs(4));
+    let next = small_pool(&url, &ns);
+    assert_eq!(next.apply(square, 9).unwrap(), 81);
+}
+
+/// The server stops answering (SIGSTOP: a network that drops everything): PoolBroken within
+/// the I/O timeout (1 s) and a tick.
+fn server_frozen_mid_run(_url: &str) {
+    let server = LocalServer::start().unwrap();
+    let url = server.url();
+    let ns = namespace();
+    let _workers = Workers::start(&url, &ns, 1);
+    let pool = small_pool(&url, &ns);
+    let long = pool.apply_async(nap, 5000).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = server.pid().unwrap() as i32;
+    // SAFETY: kill(2) on the server this case started; no memory is involved.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        breaks(&pool, long, Duration::from_secs(4))
+    }));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
 }
 
 type Case = (&'static str, fn(&str));
@@ -362,7 +398,14 @@ const CASES: &[Case] = &[
         "server_down_at_start_is_a_connection_error",
         server_down_at_start,
     ),
-    ("server_lost_mid_run_breaks_the_pool", server_lost_mid_run),
+    (
+        "server_restarted_mid_run_breaks_the_pool",
+        server_restarted_mid_run,
+    ),
+    (
+        "server_frozen_mid_run_breaks_the_pool",
+        server_frozen_mid_run,
+    ),
 ];
 
 fn main() {
