@@ -1,5 +1,7 @@
 //! baozi's `Queue` and `JoinableQueue` on a Redis server: the same contract as the
-//! shared-memory queue ([`baozi_queue::QueueContract`]), for processes on any number of hosts.
+//! shared-memory queue ([`baozi_queue::QueueContract`]), for processes on any number of hosts;
+//! and a [`Pool`](baozi_process::Pool) whose workers run on any number of hosts
+//! ([`RedisWorkers`], see [Pool across hosts](#pool-across-hosts)).
 //!
 //! ```no_run
 //! use baozi_queue::{GetError, QueueContract};
@@ -73,6 +75,45 @@
 //! `serde` feature (on by default) a handle is a serde value: it serialises as the URL, name and
 //! options, and deserialises, in any process on any host, into a handle that connects at first
 //! use — so a reply queue can travel inside a request. The URL travels with its credentials.
+//!
+//! # Pool across hosts
+//! [`RedisWorkers`] is a backend of [`baozi_process::Pool`]: the same `Pool` (apply, map,
+//! imap, starmap, callbacks, close/join/terminate), with workers that are processes on any
+//! number of hosts, meeting the pool on this Redis server. A program becomes a worker host by
+//! starting `main` with [`main_guard`] and being run as
+//! `program --baozi-worker redis://host:6379/0`. Tasks cross by name ([`baozi_process::task!`]).
+//! A worker that dies mid-task (kill -9, host lost) is found by its heartbeat lease, and its task
+//! fails with [`ProcessError::WorkerDied`](baozi_process::ProcessError::WorkerDied) within
+//! `heartbeat + min(heartbeat/4, 250 ms)` plus a round trip (3.25 s by default), or runs again in
+//! an [idempotent](baozi_process::PoolBuilder::idempotent) pool. Connection faults break the
+//! pool with [`ProcessError::PoolBroken`](baozi_process::ProcessError::PoolBroken) naming the
+//! fault, never a hang.
+//!
+//! ```no_run
+//! use baozi_process::Pool;
+//! use baozi_redis::RedisWorkers;
+//!
+//! baozi_process::task! {
+//!     fn steam(minutes: u32) -> String { format!("steamed {minutes} min") }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     baozi_redis::main_guard(); // run as `prog --baozi-worker URL`: a worker, for ever
+//!     let pool = Pool::builder()
+//!         .processes(4) // workers used at once
+//!         .idempotent(true) // steaming twice is fine: re-run a dead worker's task
+//!         .backend(RedisWorkers::connect("redis://127.0.0.1:6379/0")?)
+//!         .build()?;
+//!     let baskets = pool.map(steam, 1..=8)?;
+//!     assert_eq!(baskets[7], "steamed 8 min");
+//!     pool.close();
+//!     pool.join()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The protocol (keys, who writes what, the bound, each failure) is in [`RedisWorkers`]'s
+//! module and in docs/DESIGN.md, "Pool across hosts".
 //!
 //! # Tests
 //! [`LocalServer`] starts a private `redis-server` (no persistence, free port, temporary

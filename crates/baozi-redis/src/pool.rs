@@ -143,7 +143,7 @@ impl RedisWorkersBuilder {
 
     /// The workers' heartbeat TTL (default [`DEFAULT_HEARTBEAT`], at least 100 ms): a worker
     /// renews it every third of it, and one silent for this long is lost; its task fails
-    /// within `heartbeat + min(heartbeat/4, 250 ms)` (see the [module](crate::RedisWorkers)).
+    /// within `heartbeat + min(heartbeat/4, 250 ms)` (see [`RedisWorkers`](crate::RedisWorkers)).
     /// Shorter finds deaths sooner; a worker must then never stall longer (a swapped-out
     /// host, a stopped process).
     pub fn heartbeat(mut self, ttl: Duration) -> Self {

@@ -28,6 +28,27 @@ impl LocalServer {
             .is_ok_and(|s| s.success())
     }
 
+    /// For a test suite that needs a server: `true` when `redis-server` is here. Otherwise it
+    /// prints one loud line naming the skipped `cases` and the install command, and returns
+    /// `false` (the suite passes, skipped), unless the environment has `BAOZI_REQUIRE_REDIS=1`
+    /// (CI), where it exits with code 1 instead.
+    pub fn available_or_skip(suite: &str, cases: &[&str]) -> bool {
+        if Self::available() {
+            return true;
+        }
+        eprintln!(
+            "\n!!! {suite}: SKIPPED {} Redis tests ({}): redis-server not found; install it with `{INSTALL_HINT}` !!!\n",
+            cases.len(),
+            cases.join("; ")
+        );
+        if std::env::var("BAOZI_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
+            eprintln!("BAOZI_REQUIRE_REDIS=1: the Redis tests must run here");
+            std::process::exit(1);
+        }
+        println!("0 passed, 0 failed");
+        false
+    }
+
     /// Starts a server and waits until it answers.
     ///
     /// # Errors

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use baozi_process::{Pool, ProcessError};
-use baozi_redis::{LocalServer, RedisOptions, RedisWorkers, INSTALL_HINT};
+use baozi_redis::{LocalServer, RedisOptions, RedisWorkers};
 
 baozi_process::task! {
     fn square(x: u64) -> u64 { x * x }
@@ -410,17 +410,8 @@ const CASES: &[Case] = &[
 
 fn main() {
     baozi_redis::main_guard();
-    if !LocalServer::available() {
-        eprintln!(
-            "\n!!! baozi-redis: SKIPPED {} Redis pool tests ({}): redis-server not found; install it with `{INSTALL_HINT}` !!!\n",
-            CASES.len(),
-            CASES.iter().map(|c| c.0).collect::<Vec<_>>().join("; ")
-        );
-        if std::env::var("BAOZI_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
-            eprintln!("BAOZI_REQUIRE_REDIS=1: the Redis tests must run here");
-            std::process::exit(1);
-        }
-        println!("0 passed, 0 failed");
+    let names: Vec<&str> = CASES.iter().map(|c| c.0).collect();
+    if !LocalServer::available_or_skip("baozi-redis pool", &names) {
         return;
     }
     let server = LocalServer::start().expect("start redis-server");

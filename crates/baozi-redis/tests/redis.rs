@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use baozi_queue::{GetError, Message, PutError, QueueError};
-use baozi_redis::{
-    LocalServer, RedisJoinableQueue, RedisOptions, RedisQueue, RedisQueueError, INSTALL_HINT,
-};
+use baozi_redis::{LocalServer, RedisJoinableQueue, RedisOptions, RedisQueue, RedisQueueError};
 use contract::{Backend, Case};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -71,17 +69,7 @@ const CASES: &[&str] = &[
 ];
 
 fn main() {
-    if !LocalServer::available() {
-        eprintln!(
-            "\n!!! baozi-redis: SKIPPED {} Redis tests ({}): redis-server not found; install it with `{INSTALL_HINT}` !!!\n",
-            CASES.len(),
-            CASES.join("; ")
-        );
-        if std::env::var("BAOZI_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
-            eprintln!("BAOZI_REQUIRE_REDIS=1: the Redis tests must run here");
-            std::process::exit(1);
-        }
-        println!("0 passed, 0 failed");
+    if !LocalServer::available_or_skip("baozi-redis", CASES) {
         return;
     }
     let server = LocalServer::start().expect("start redis-server");
