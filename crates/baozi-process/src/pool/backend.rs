@@ -231,3 +231,90 @@ pub(crate) fn name_of(call: &Call) -> Result<&'static str, crate::ProcessError> 
             ),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProcessError;
+
+    crate::task! {
+        fn triple(x: u32) -> u32 { x * 3 }
+    }
+
+    crate::task! {
+        fn sub(a: i64, b: i64) -> i64 { a - b }
+    }
+
+    fn unregistered(x: u32) -> u32 {
+        x
+    }
+
+    fn run(msg: &TaskMsg) -> Result<Vec<u8>, Failure> {
+        match serve_task(4, &proto::encode(msg)) {
+            Served::Done(ev) => match proto::decode::<Event>(&ev) {
+                Some(Event::Done {
+                    slot: 4,
+                    task: 9,
+                    outcome,
+                }) => outcome,
+                other => panic!("not a Done event of slot 4, task 9: {other:?}"),
+            },
+            other => panic!("not a result: {other:?}"),
+        }
+    }
+
+    fn named(call: &Call, args: Vec<u8>) -> TaskMsg {
+        TaskMsg::RunNamed {
+            task: 9,
+            name: name_of(call).unwrap().into(),
+            arg_type: call.arg_type.into(),
+            result_type: call.result_type.into(),
+            args,
+        }
+    }
+
+    #[test]
+    fn a_registered_task_runs_by_name() {
+        let args = postcard::to_allocvec(&vec![1u32, 2]).unwrap();
+        let out = run(&named(&Call::unary(triple), args)).unwrap();
+        assert_eq!(postcard::from_bytes::<Vec<u32>>(&out).unwrap(), [3, 6]);
+        let args = postcard::to_allocvec(&vec![(5i64, 7i64)]).unwrap();
+        let out = run(&named(&Call::binary(sub), args)).unwrap();
+        assert_eq!(postcard::from_bytes::<Vec<i64>>(&out).unwrap(), [-2]);
+    }
+
+    #[test]
+    fn an_unregistered_function_or_closure_is_refused_by_name() {
+        for call in [Call::unary(unregistered), Call::unary(|x: u32| x + 1)] {
+            match name_of(&call) {
+                Err(ProcessError::Invalid { what }) => assert!(what.contains("task!"), "{what}"),
+                other => panic!("expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_or_other_types_fail_the_task_not_the_worker() {
+        let mut msg = named(
+            &Call::unary(triple),
+            postcard::to_allocvec(&vec![1u32]).unwrap(),
+        );
+        if let TaskMsg::RunNamed { name, .. } = &mut msg {
+            *name = "no::such::task".into();
+        }
+        assert!(matches!(run(&msg), Err(Failure::Missing(w)) if w.contains("no::such::task")));
+        let mut msg = named(
+            &Call::unary(triple),
+            postcard::to_allocvec(&vec![1u32]).unwrap(),
+        );
+        if let TaskMsg::RunNamed { arg_type, .. } = &mut msg {
+            *arg_type = "u64".into();
+        }
+        assert!(matches!(run(&msg), Err(Failure::Missing(w)) if w.contains("u64")));
+        assert!(matches!(
+            serve_task(0, &proto::encode(&TaskMsg::Stop)),
+            Served::Stop
+        ));
+        assert!(matches!(serve_task(0, &[0xff, 0xff]), Served::Garbled));
+    }
+}
