@@ -9,7 +9,7 @@
 //! | key | type | written by | read by |
 //! |---|---|---|---|
 //! | `…{NS}:offers` | list of `ID SLOT TTL_MS` | parent (LPUSH: "a worker wanted in SLOT") | idle workers (BRPOP) |
-//! | `Q alive` | string, expires (10 s) | parent, refreshed every reap | workers: no key, no pool |
+//! | `Q alive` | string, expires (10 s) | parent, refreshed every reap (with `results`, `live` and the live inboxes) | workers: no key, no pool |
 //! | `Q results` | list of events | workers (LPUSH: started, done, exited), parent's reaper (lost) | parent (BRPOP), FIFO |
 //! | `Q inbox:SLOT:GEN` | list of task messages | parent (LPUSH; RPOP to take one back) | the worker of that generation (BRPOP) |
 //! | `Q hb:SLOT:GEN` | string, expires (the heartbeat TTL) | its worker (every TTL/3) | parent's reaper |
@@ -50,7 +50,7 @@
 //! * `terminate` (or a broken pool) cannot kill remote processes: it deletes the pool's keys,
 //!   so workers drop it within TTL/3, and a task still running there finishes unseen.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -103,8 +103,10 @@ impl PoolKeys {
     }
 }
 
-/// Each `live` worker whose heartbeat is gone: forget it, push its "lost" event. Then refresh
-/// the pool's `alive` key; -1 when it is gone (a restarted server, a parent stalled too long).
+/// Each `live` worker whose heartbeat is gone: forget it, push its "lost" event. The pool's
+/// keys (`alive`, `results`, `live`, the live workers' inboxes) get their TTL again, so a
+/// parent killed with SIGKILL leaves nothing behind after it; -1 when `alive` is gone (a
+/// restarted server, a parent stalled too long).
 const REAP: &str = r"
 if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
@@ -115,14 +117,37 @@ for i = 1, #all, 2 do
     redis.call('HDEL', KEYS[1], all[i])
     redis.call('LPUSH', KEYS[2], all[i + 1])
     n = n + 1
+  else
+    redis.call('PEXPIRE', ARGV[1] .. 'inbox:' .. all[i], ARGV[2])
   end
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return n
 ";
 
-fn reap_script() -> &'static redis::Script {
-    static S: OnceLock<redis::Script> = OnceLock::new();
-    S.get_or_init(|| redis::Script::new(REAP))
+/// The pool's end: every key it has, its live workers' heartbeats and inboxes, and its offers
+/// not taken (ARGV[2..]).
+const END: &str = r"
+for _, m in ipairs(redis.call('HKEYS', KEYS[3])) do
+  redis.call('DEL', ARGV[1] .. 'hb:' .. m, ARGV[1] .. 'inbox:' .. m)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+for i = 2, #ARGV do redis.call('LREM', KEYS[4], 1, ARGV[i]) end
+return 1
+";
+
+struct Scripts {
+    reap: redis::Script,
+    end: redis::Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static S: OnceLock<Scripts> = OnceLock::new();
+    S.get_or_init(|| Scripts {
+        reap: redis::Script::new(REAP),
+        end: redis::Script::new(END),
+    })
 }
 
 /// Options of a [`RedisWorkers`] backend; made by [`RedisWorkers::builder`].
@@ -188,7 +213,6 @@ impl RedisWorkersBuilder {
             cmd: Mutex::new(Cmd {
                 conn: cmd,
                 offers: HashMap::new(),
-                inboxes: HashSet::new(),
                 ended: false,
             }),
             events: Mutex::new(Events {
@@ -255,8 +279,6 @@ struct Cmd {
     conn: Conn,
     /// Offers not yet known taken, by slot.
     offers: HashMap<u32, String>,
-    /// Inboxes the pool wrote to (deleted at the end).
-    inboxes: HashSet<(u32, u64)>,
     ended: bool,
 }
 
@@ -366,26 +388,19 @@ impl PoolBackend for RedisWorkers {
         }
         cmd.ended = true;
         let offers: Vec<String> = cmd.offers.drain().map(|(_, o)| o).collect();
-        let inboxes: Vec<String> = cmd
-            .inboxes
-            .drain()
-            .map(|(s, g)| self.keys.inbox(s, g))
-            .collect();
         let k = &self.keys;
-        // Best effort: a server that is gone has nothing left to clean; the `alive` key
-        // expires by itself, and workers drop a pool without it.
+        // Best effort: a server that is gone has nothing left to clean; the keys expire by
+        // themselves, and workers drop a pool without `alive`.
         let _ = cmd.conn.run(Duration::ZERO, |c| {
-            let mut p = redis::pipe();
-            for o in &offers {
-                p.cmd("LREM").arg(&k.offers).arg(1).arg(o).ignore();
-            }
-            p.cmd("DEL")
-                .arg(&k.alive)
-                .arg(&k.results)
-                .arg(&k.live)
-                .arg(&inboxes)
-                .ignore();
-            p.query::<()>(c)
+            scripts()
+                .end
+                .key(&k.alive)
+                .key(&k.results)
+                .key(&k.live)
+                .key(&k.offers)
+                .arg(&k.prefix)
+                .arg(&offers)
+                .invoke::<i64>(c)
         });
     }
 
@@ -399,7 +414,6 @@ impl PoolBackend for RedisWorkers {
         let mut cmd = lock(&self.cmd);
         // The slot's worker took the offer.
         cmd.offers.remove(&slot);
-        cmd.inboxes.insert((slot, gen));
         let inbox = self.keys.inbox(slot, gen);
         cmd.conn
             .run(Duration::ZERO, |c| {
@@ -429,7 +443,8 @@ impl PoolBackend for RedisWorkers {
             let n = ev
                 .conn
                 .run(Duration::ZERO, |c| {
-                    reap_script()
+                    scripts()
+                        .reap
                         .key(&k.live)
                         .key(&k.results)
                         .key(&k.alive)

@@ -193,7 +193,14 @@ fn api(url: &str) {
     // The workers go on serving the namespace: a new pool gets them.
     let again = self::pool(url, &ns, 2, Duration::from_secs(3), false);
     assert_eq!(again.map(square, [2, 3]).unwrap(), [4, 9]);
-    drop(again);
+    drop(again); // terminates it
+                 // Both pools' keys are gone (joined, and terminated): nothing is left on the server.
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("baozi:pool:{{{ns}}}:*"))
+        .query(&mut c)
+        .unwrap();
+    assert!(left.is_empty(), "left on the server: {left:?}");
     drop(workers);
 }
 
