@@ -51,6 +51,7 @@
 //!   so workers drop it within TTL/3, and a task still running there finishes unseen.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -219,6 +220,7 @@ impl RedisWorkersBuilder {
                 conn: events,
                 last_reap: None,
             }),
+            ended: AtomicBool::new(false),
         })
     }
 }
@@ -272,6 +274,8 @@ pub struct RedisWorkers {
     cmd: Mutex<Cmd>,
     /// The result thread's connection (blocking waits).
     events: Mutex<Events>,
+    /// The pool has ended: no event will come, and the server may be gone (no waiting on it).
+    ended: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -387,6 +391,7 @@ impl PoolBackend for RedisWorkers {
             return;
         }
         cmd.ended = true;
+        self.ended.store(true, Ordering::Relaxed);
         let offers: Vec<String> = cmd.offers.drain().map(|(_, o)| o).collect();
         let k = &self.keys;
         // Best effort: a server that is gone has nothing left to clean; the keys expire by
@@ -434,6 +439,12 @@ impl PoolBackend for RedisWorkers {
     }
 
     fn next_event(&self, wait: Duration) -> Result<Option<Vec<u8>>, String> {
+        if self.ended.load(Ordering::Relaxed) {
+            // Only the pool's own wake-up is left to come: do not wait on a server that may
+            // be gone.
+            std::thread::sleep(wait.min(Duration::from_millis(10)));
+            return Ok(None);
+        }
         let mut ev = lock(&self.events);
         if ev
             .last_reap
@@ -475,6 +486,9 @@ impl PoolBackend for RedisWorkers {
     }
 
     fn wake(&self) {
+        if self.ended.load(Ordering::Relaxed) {
+            return; // the result thread no longer waits on the server
+        }
         let mut cmd = lock(&self.cmd);
         let results = self.keys.results.clone();
         let _ = cmd.conn.run(Duration::ZERO, |c| {
