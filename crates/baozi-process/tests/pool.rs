@@ -424,6 +424,32 @@ fn worker_deaths_fail_only_their_task() -> Result<(), String> {
     Ok(())
 }
 
+/// An idempotent pool runs the task of a worker killed mid-task again, on its replacement or
+/// the other worker: every call gets its value.
+fn idempotent_pool_reruns_a_dead_workers_task() -> Result<(), String> {
+    let pool = Pool::builder()
+        .processes(2)
+        .idempotent(true)
+        .build()
+        .map_err(e)?;
+    let victims = workers(&pool, 2)?;
+    let calls: Vec<_> = (0..2)
+        .map(|_| pool.apply_async(sleep_then_pid, 600))
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    sleep_ms(150); // both workers are in their task
+    kill9(victims[0]);
+    for c in calls {
+        let ran = c.get().map_err(e)?;
+        check!(
+            ran != victims[0],
+            "a result came from the killed worker {ran}"
+        );
+    }
+    check!(pool.map(square, 0..10u64).map_err(e)?.len() == 10);
+    Ok(())
+}
+
 /// kill -9 of a worker from outside during map, imap and apply, in a loop.
 fn kill9_workers_in_a_loop() -> Result<(), String> {
     let iters: u64 = std::env::var("BAOZI_POOL_KILL_ITERS")
@@ -826,6 +852,10 @@ const CASES: &[(&str, Case)] = &[
         worker_deaths_fail_only_their_task,
     ),
     ("kill9_workers_in_a_loop", kill9_workers_in_a_loop),
+    (
+        "idempotent_pool_reruns_a_dead_workers_task",
+        idempotent_pool_reruns_a_dead_workers_task,
+    ),
     (
         "maxtasksperchild_replaces_workers",
         maxtasksperchild_replaces_workers,

@@ -272,13 +272,13 @@ impl Shared {
     /// what it can to idle workers. Returns the call's tasks.
     pub(crate) fn submit(&self, call: Call, chunks: Vec<Vec<u8>>) -> Result<BatchId, ProcessError> {
         self.owned()?;
-        let mut st = self.lock();
-        st.accepting()?;
         let name = if self.workers.by_name() {
             Some(super::backend::name_of(&call)?)
         } else {
             None
         };
+        let mut st = self.lock();
+        st.accepting()?;
         if name.is_none()
             && self.method != StartMethod::Fork
             && !st.portable.contains(&(call.trampoline, call.func))
