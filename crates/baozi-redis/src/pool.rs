@@ -292,7 +292,8 @@ struct Events {
     last_reap: Option<Instant>,
 }
 
-fn ms(d: Duration) -> u64 {
+/// Milliseconds for a TTL (never 0).
+pub(crate) fn ms(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
 }
 

@@ -10,7 +10,7 @@ use baozi_process::backend::{self, Served};
 use crate::conn::Conn;
 use crate::error::RedisQueueError;
 use crate::options::RedisOptions;
-use crate::pool::PoolKeys;
+use crate::pool::{ms, PoolKeys};
 
 /// The longest a worker waits in one blocking call before it checks its state again.
 const SLICE: Duration = Duration::from_secs(1);
@@ -140,16 +140,21 @@ fn parse_offer(namespace: &str, offer: &str) -> Option<Claim> {
     })
 }
 
-fn take(conn: &mut Conn, cl: &Claim, pid: i32) -> Result<bool, RedisQueueError> {
+/// `script` on the slot's keys (alive, live, hb, results) and member: the claim and the
+/// release.
+fn on_slot<'a>(script: &'a redis::Script, cl: &Claim) -> redis::ScriptInvocation<'a> {
     let k = &cl.keys;
+    let mut inv = script.key(&k.alive);
+    inv.key(&k.live)
+        .key(k.hb(cl.slot, cl.gen))
+        .key(&k.results)
+        .arg(cl.member());
+    inv
+}
+
+fn take(conn: &mut Conn, cl: &Claim, pid: i32) -> Result<bool, RedisQueueError> {
     let claimed = conn.run(Duration::ZERO, |c| {
-        scripts()
-            .claim
-            .key(&k.alive)
-            .key(&k.live)
-            .key(k.hb(cl.slot, cl.gen))
-            .key(&k.results)
-            .arg(cl.member())
+        on_slot(&scripts().claim, cl)
             .arg(ms(cl.ttl))
             .arg(pid)
             .arg(backend::lost_event(cl.slot, pid))
@@ -157,10 +162,6 @@ fn take(conn: &mut Conn, cl: &Claim, pid: i32) -> Result<bool, RedisQueueError> 
             .invoke::<i64>(c)
     })?;
     Ok(claimed == 1)
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis().max(1) as u64
 }
 
 /// Serves a claimed slot until "stop", the pool's end, or the heartbeat's loss.
@@ -228,15 +229,8 @@ fn send_done(conn: &mut Conn, cl: &Claim, event: &[u8], fenced: &AtomicBool) {
 }
 
 fn release(conn: &mut Conn, cl: &Claim, pid: i32) {
-    let k = &cl.keys;
     let r = conn.run(Duration::ZERO, |c| {
-        scripts()
-            .release
-            .key(&k.alive)
-            .key(&k.live)
-            .key(k.hb(cl.slot, cl.gen))
-            .key(&k.results)
-            .arg(cl.member())
+        on_slot(&scripts().release, cl)
             .arg(backend::exited_event(cl.slot, pid))
             .invoke::<i64>(c)
     });

@@ -348,17 +348,32 @@ fn breaks(pool: &Pool, long: baozi_process::AsyncResult<u32>, within: Duration) 
     ));
 }
 
+/// A server of the case's own, one worker on it, a pool, and a task of `ms` running there.
+fn own_server_with_a_running_task(
+    ms: u64,
+) -> (
+    LocalServer,
+    String,
+    Workers,
+    Pool,
+    baozi_process::AsyncResult<u32>,
+) {
+    let server = LocalServer::start().unwrap();
+    let url = server.url();
+    let ns = namespace();
+    let workers = Workers::start(&url, &ns, 1);
+    let pool = small_pool(&url, &ns);
+    let long = pool.apply_async(nap, ms).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    (server, ns, workers, pool, long)
+}
+
 /// The server restarts (no persistence: the pool's keys are gone) under a running pool: the
 /// pending task fails with PoolBroken, never a hang; the worker rides the restart out and
 /// serves the next pool.
 fn server_restarted_mid_run(_url: &str) {
-    let mut server = LocalServer::start().unwrap();
+    let (mut server, ns, _workers, pool, long) = own_server_with_a_running_task(3000);
     let url = server.url();
-    let ns = namespace();
-    let _workers = Workers::start(&url, &ns, 1);
-    let pool = small_pool(&url, &ns);
-    let long = pool.apply_async(nap, 3000).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
     server.restart().unwrap();
     breaks(&pool, long, Duration::from_secs(4));
     let next = small_pool(&url, &ns);
@@ -368,13 +383,7 @@ fn server_restarted_mid_run(_url: &str) {
 /// The server stops answering (SIGSTOP: a network that drops everything): PoolBroken within
 /// the I/O timeout (1 s) and a tick.
 fn server_frozen_mid_run(_url: &str) {
-    let server = LocalServer::start().unwrap();
-    let url = server.url();
-    let ns = namespace();
-    let _workers = Workers::start(&url, &ns, 1);
-    let pool = small_pool(&url, &ns);
-    let long = pool.apply_async(nap, 5000).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let (server, _ns, _workers, pool, long) = own_server_with_a_running_task(5000);
     let pid = server.pid().unwrap() as i32;
     // SAFETY: kill(2) on the server this case started; no memory is involved.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
