@@ -473,7 +473,12 @@ impl PoolBackend for RedisWorkers {
             }
             ev.last_reap = Some(Instant::now());
         }
-        let wait = wait.min(self.reap_every).max(Duration::from_millis(1));
+        // Wait no longer than until the next reap is due, so reaps are at most `reap_every`
+        // apart (the bound on finding a dead worker counts on it).
+        let next_reap = ev.last_reap.map_or(Duration::ZERO, |t| {
+            self.reap_every.saturating_sub(t.elapsed())
+        });
+        let wait = wait.min(next_reap).max(Duration::from_millis(1));
         let results = self.keys.results.clone();
         ev.conn
             .run(wait, |c| {
