@@ -221,6 +221,7 @@ impl RedisWorkersBuilder {
                 last_reap: None,
             }),
             ended: AtomicBool::new(false),
+            lost: Mutex::new(None),
         })
     }
 }
@@ -276,6 +277,8 @@ pub struct RedisWorkers {
     events: Mutex<Events>,
     /// The pool has ended: no event will come, and the server may be gone (no waiting on it).
     ended: AtomicBool,
+    /// Why a worker could not be asked for (the pool breaks with it).
+    lost: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -364,7 +367,10 @@ impl PoolBackend for RedisWorkers {
                 cmd.offers.insert(slot, offer);
                 true
             }
-            Err(_) => false,
+            Err(e) => {
+                *lock(&self.lost) = Some(self.failed(e));
+                false
+            }
         }
     }
 
@@ -411,7 +417,7 @@ impl PoolBackend for RedisWorkers {
     }
 
     fn lost(&self) -> Option<String> {
-        None
+        lock(&self.lost).clone()
     }
 
     fn reap(&self) {}
