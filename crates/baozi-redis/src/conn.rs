@@ -39,13 +39,12 @@ impl Conn {
     /// A connection to `url` (not made yet).
     ///
     /// # Errors
-    /// [`RedisQueueError::Server`] for a URL the client refuses.
+    /// [`RedisQueueError::Server`] for a URL the client refuses, [`RedisQueueError::Tls`] for
+    /// `rediss://` without the `tls` feature.
     pub(crate) fn new(url: &str, opts: RedisOptions) -> Result<Conn, RedisQueueError> {
         let shown = shown_url(url);
-        let client = redis::Client::open(url).map_err(|e| RedisQueueError::Server {
-            url: shown.clone(),
-            source: e,
-        })?;
+        let client =
+            crate::link::open_client(url).map_err(|e| RedisQueueError::from_redis(&shown, e))?;
         Ok(Conn {
             client,
             shown,

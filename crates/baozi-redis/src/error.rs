@@ -28,6 +28,16 @@ pub enum RedisQueueError {
         /// The client's error.
         source: redis::RedisError,
     },
+    /// The TLS handshake with a `rediss://` server failed: its certificate is not trusted, or
+    /// names another host. Repeating will not help: trust the certificate (the system's store,
+    /// or `SSL_CERT_FILE`), use the host name it names, or add `#insecure` to the URL to skip
+    /// the check. Also given for `rediss://` in a build without the `tls` feature.
+    Tls {
+        /// The server's URL, password removed.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
     /// [`open`](crate::RedisQueue::open) found no queue of that name on the server.
     NotFound {
         /// The queue's name.
@@ -62,6 +72,10 @@ impl fmt::Display for RedisQueueError {
             RedisQueueError::Server { url, source } => {
                 write!(f, "the Redis server at {url} answered an error: {source}")
             }
+            RedisQueueError::Tls { url, detail } => write!(
+                f,
+                "TLS with the Redis server at {url} failed: {detail}; trust its certificate (the system's store or SSL_CERT_FILE) and use the host name it names, or add #insecure to the URL to skip the check"
+            ),
             RedisQueueError::NotFound { name } => {
                 write!(f, "no queue named {name} on this Redis server: create it first")
             }
@@ -97,7 +111,9 @@ impl RedisQueueError {
 
     pub(crate) fn from_redis(url: &str, e: redis::RedisError) -> RedisQueueError {
         let url = url.to_owned();
-        if is_transient(&e) {
+        if let Some(detail) = tls_failure(&e) {
+            RedisQueueError::Tls { url, detail }
+        } else if is_transient(&e) {
             RedisQueueError::Connection { url, source: e }
         } else {
             RedisQueueError::Server { url, source: e }
@@ -111,18 +127,48 @@ impl RedisQueueError {
     }
 }
 
+/// What failed, when `e` is a failed TLS handshake (a certificate refused): not worth a retry.
+fn tls_failure(e: &redis::RedisError) -> Option<String> {
+    #[cfg(feature = "tls")]
+    {
+        // rustls's error arrives inside an io::Error, somewhere down the source chain.
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cur {
+            if let Some(t) = err.downcast_ref::<rustls::Error>() {
+                return Some(t.to_string());
+            }
+            if let Some(t) = err
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                return Some(t.to_string());
+            }
+            cur = err.source();
+        }
+    }
+    if e.kind() == redis::ErrorKind::InvalidClientConfig && e.to_string().contains("TLS") {
+        // redis's own refusal of rediss:// when built without TLS.
+        return Some(format!(
+            "{e} (this build has no TLS: enable baozi-redis's `tls` feature)"
+        ));
+    }
+    None
+}
+
 /// A fault of the connection rather than an answer of the server: worth a reconnect.
 pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || matches!(
-            e.kind(),
-            redis::ErrorKind::IoError
-                | redis::ErrorKind::TryAgain
-                | redis::ErrorKind::BusyLoadingError
-        )
+    tls_failure(e).is_none()
+        && (e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::IoError
+                    | redis::ErrorKind::TryAgain
+                    | redis::ErrorKind::BusyLoadingError
+            ))
 }
 
 impl From<RedisQueueError> for QueueError {

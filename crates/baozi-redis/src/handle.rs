@@ -61,7 +61,7 @@ impl<'de, T> Deserialize<'de> for RedisQueue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
         // No I/O here: the client only parses the URL; the handle connects at first use.
-        let client = redis::Client::open(w.url.as_str()).map_err(serde::de::Error::custom)?;
+        let client = crate::link::open_client(w.url.as_str()).map_err(serde::de::Error::custom)?;
         let lease = (w.lease_ms > 0).then(|| Duration::from_millis(w.lease_ms));
         let mut opts = RedisOptions::new()
             .maxsize(w.maxsize as usize)

@@ -64,10 +64,13 @@
 //!
 //! # URLs, credentials, TLS
 //! `redis://[user:password@]host[:port][/db]` (credentials go to `AUTH`; they never appear in
-//! error messages). `rediss://` (TLS) is not supported in this build: the `redis` crate's TLS
-//! brings either OpenSSL (native-tls) or rustls with its crypto provider, too heavy for a
-//! default; such a URL is a [`RedisQueueError::Server`] error at open. Use a TLS tunnel
-//! (stunnel, spiped) or a private network.
+//! error messages). `rediss://host:port/db` (TLS) needs the `tls` feature (off by default: it
+//! brings rustls and its `ring` crypto provider): the server's certificate is checked against
+//! the system's store and OpenSSL's `SSL_CERT_FILE`/`SSL_CERT_DIR`, and a `#insecure` fragment
+//! (`rediss://host:port/0#insecure`) skips the check (the traffic is still encrypted). A
+//! certificate that is not trusted, or a `rediss://` URL without the feature, is a
+//! [`RedisQueueError::Tls`] error at once, never retried. `LocalServer::start_tls` starts a
+//! TLS-only test server with a self-signed certificate.
 //!
 //! # Handles
 //! A clone is another handle with its own connection (made at first use) and its own producer

@@ -15,6 +15,26 @@ pub(crate) fn scripts() -> &'static Scripts {
     SCRIPTS.get_or_init(Scripts::new)
 }
 
+/// With the `tls` feature: makes rustls's `ring` provider the process's default before the first
+/// connection, unless the program installed one of its own (the redis crate leaves it unset,
+/// and rustls cannot guess when a program enables two providers).
+fn crypto_provider() {
+    #[cfg(feature = "tls")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // Err: the program already chose a provider, which is then used.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+    }
+}
+
+/// A client for `url` (parsed, not connected), TLS made ready when the URL asks for it.
+pub(crate) fn open_client(url: &str) -> RedisResult<redis::Client> {
+    crypto_provider();
+    redis::Client::open(url)
+}
+
 /// What every handle of one queue in this process shares.
 #[derive(Debug)]
 pub(crate) struct Shared {

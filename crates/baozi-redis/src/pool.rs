@@ -190,7 +190,8 @@ impl RedisWorkersBuilder {
     /// # Errors
     /// [`RedisQueueError::Connection`] when the server cannot be reached (within
     /// `connect_timeout` + `io_timeout`), [`RedisQueueError::Server`] for a bad URL or a
-    /// refused login.
+    /// refused login, [`RedisQueueError::Tls`] for a `rediss://` server whose certificate is not
+    /// trusted (or `rediss://` without the `tls` feature).
     pub fn connect(self) -> Result<RedisWorkers, RedisQueueError> {
         let mut cmd = Conn::new(&self.url, self.opts)?;
         let events = cmd.sibling();

@@ -152,7 +152,8 @@ impl<T: Message> RedisQueue<T> {
     ///
     /// # Errors
     /// [`RedisQueueError::Connection`] if the server cannot be reached; [`RedisQueueError::Server`]
-    /// for a bad URL (`rediss://`: this build has no TLS) or a wrong password;
+    /// for a bad URL or a wrong password; [`RedisQueueError::Tls`] for a `rediss://` server whose
+    /// certificate is not trusted (or any `rediss://` URL without the `tls` feature);
     /// [`RedisQueueError::Mismatch`] for a queue that exists with another `maxsize` or lease.
     pub fn create_or_open(url: &str, name: &str, maxsize: usize) -> Result<Self, RedisQueueError> {
         RedisOptions::new().maxsize(maxsize).queue(url, name)
@@ -173,10 +174,8 @@ impl<T: Message> RedisQueue<T> {
         create: bool,
     ) -> Result<Self, RedisQueueError> {
         let shown = link::shown_url(url);
-        let client = redis::Client::open(url).map_err(|e| RedisQueueError::Server {
-            url: shown.clone(),
-            source: e,
-        })?;
+        let client =
+            crate::link::open_client(url).map_err(|e| RedisQueueError::from_redis(&shown, e))?;
         let keys = Keys::new(name);
         let mut shared = Shared {
             client,
@@ -349,7 +348,7 @@ impl<T> RedisQueue<T> {
     pub fn unlink(url: &str, name: &str) -> Result<(), RedisQueueError> {
         let shown = link::shown_url(url);
         let fail = |e| RedisQueueError::from_redis(&shown, e);
-        let client = redis::Client::open(url).map_err(fail)?;
+        let client = crate::link::open_client(url).map_err(fail)?;
         let mut c = client
             .get_connection_with_timeout(Duration::from_secs(2))
             .map_err(fail)?;

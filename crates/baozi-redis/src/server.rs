@@ -10,11 +10,15 @@ pub const INSTALL_HINT: &str = "apt-get install redis-server";
 
 /// A private `redis-server` on a free localhost port, without persistence (`--save ''
 /// --appendonly no`), in a temporary directory; stopped (and the directory removed) on drop.
+///
+/// With the `tls` feature, `start_tls` starts one that speaks only TLS.
 #[derive(Debug)]
 pub struct LocalServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// TLS only, with a self-signed certificate in `dir`.
+    tls: bool,
 }
 
 impl LocalServer {
@@ -55,6 +59,24 @@ impl LocalServer {
     /// An I/O error if `redis-server` is missing (install it with [`INSTALL_HINT`]) or does not
     /// answer within 10 s.
     pub fn start() -> std::io::Result<LocalServer> {
+        Self::start_with(false)
+    }
+
+    /// Starts a server that speaks only TLS (`--tls-port`), with a self-signed certificate for
+    /// `localhost` and `127.0.0.1` made by the `openssl` command in the server's directory:
+    /// [`url`](Self::url) is then `rediss://localhost:PORT/0` and [`ca_file`](Self::ca_file)
+    /// the certificate a client must trust (`SSL_CERT_FILE`), or append `#insecure` to the URL
+    /// to skip verification.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start), and an I/O error if `openssl` is missing (`apt-get install
+    /// openssl`) or `redis-server` was built without TLS.
+    #[cfg(feature = "tls")]
+    pub fn start_tls() -> std::io::Result<LocalServer> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> std::io::Result<LocalServer> {
         // The free port may be taken by someone else between our probe and the server's bind:
         // then try another.
         let mut last = None;
@@ -67,7 +89,11 @@ impl LocalServer {
                 child: None,
                 port,
                 dir,
+                tls,
             };
+            if tls {
+                s.make_certificate()?;
+            }
             match s.spawn() {
                 Ok(()) => return Ok(s),
                 Err(e) => last = Some(e),
@@ -76,9 +102,54 @@ impl LocalServer {
         Err(last.expect("tried at least once"))
     }
 
+    /// A self-signed certificate (and its key) for localhost, in the server's directory.
+    fn make_certificate(&self) -> std::io::Result<()> {
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            // A server certificate, not a CA's (rustls refuses a CA certificate as the server's).
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "extendedKeyUsage=serverAuth"])
+            .arg("-keyout")
+            .arg(self.dir.join("key.pem"))
+            .arg("-out")
+            .arg(self.dir.join("cert.pem"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot run openssl to make a test certificate ({e}): apt-get install openssl"),
+                )
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "openssl could not make a test certificate: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
     fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        if self.tls {
+            let (cert, key) = (self.dir.join("cert.pem"), self.dir.join("key.pem"));
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&cert)
+                .arg("--tls-key-file")
+                .arg(&key)
+                .arg("--tls-ca-cert-file")
+                .arg(&cert)
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -86,9 +157,16 @@ impl LocalServer {
             .stderr(Stdio::null())
             .spawn()?;
         self.child = Some(child);
+        // A TLS server is probed without checking its certificate (the probe only asks
+        // whether it answers).
+        let probe = if self.tls {
+            format!("{}#insecure", self.url())
+        } else {
+            self.url()
+        };
         let start = Instant::now();
         loop {
-            if let Ok(client) = redis::Client::open(self.url()) {
+            if let Ok(client) = crate::link::open_client(probe.as_str()) {
                 if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
                     if redis::cmd("PING").query::<String>(&mut c).is_ok() {
                         return Ok(());
@@ -111,9 +189,19 @@ impl LocalServer {
         }
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://localhost:PORT/0` for a TLS server (the name
+    /// its certificate is for).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        if self.tls {
+            format!("rediss://localhost:{}/0", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
+    }
+
+    /// The self-signed certificate a client of a TLS server must trust; `None` for a plain one.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.dir.join("cert.pem"))
     }
 
     /// The server's process id while it runs (to freeze it with SIGSTOP in a test, say).

@@ -22,11 +22,11 @@ use crate::message::STAMP_LEN;
 
 pub(super) fn check(shape: Shape<'_>) -> Result<(), String> {
     match shape.redis_url {
-        Some(url) if url.starts_with("rediss://") => Err(format!(
-            "--redis-url {:?}: TLS (rediss://) is not supported in this build; use a TLS tunnel and a redis:// URL",
+        Some(url) if url.starts_with("rediss://") && cfg!(not(feature = "tls")) => Err(format!(
+            "--redis-url {:?}: TLS (rediss://) needs a shop built with `--features tls`",
             shown(url)
         )),
-        Some(url) if !["redis://", "unix://", "redis+unix://"]
+        Some(url) if !["redis://", "rediss://", "unix://", "redis+unix://"]
             .iter()
             .any(|s| url.starts_with(s)) => Err(format!(
             "--redis-url {:?} is not a redis://[user:password@]host[:port][/db] or unix:// URL",
