@@ -1,6 +1,7 @@
 //! `rediss://` (the `tls` feature) against a private TLS-only `redis-server` with a self-signed
 //! certificate: a verified connection once the certificate is trusted (`SSL_CERT_FILE`), an
-//! `#insecure` one without, and a typed error, not a hang, for a certificate nobody trusts.
+//! `#insecure` one without, a typed error, not a hang, for a certificate nobody trusts, and a
+//! Pool whose worker (a run of this binary) talks TLS too.
 //!
 //! `harness = false`: the cases run in order in one thread, because trusting the certificate
 //! sets `SSL_CERT_FILE` for the whole process. Without `redis-server` it prints one line naming
@@ -26,10 +27,41 @@ fn round_trip(q: &RedisQueue<u64>) {
     assert!(t.elapsed() >= Duration::from_millis(200));
 }
 
+baozi_process::task! {
+    fn cube(x: u64) -> u64 { x * x * x }
+}
+
+/// A pool over `url` with one worker, a run of this binary (`--baozi-worker`), which inherits
+/// the trust in the certificate through the environment.
+fn pool_round_trip(url: &str) {
+    let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--baozi-worker", url, "--baozi-pool", "tls"])
+        .spawn()
+        .unwrap();
+    let pool = baozi_process::Pool::builder()
+        .processes(1)
+        .backend(
+            baozi_redis::RedisWorkers::builder(url)
+                .namespace("tls")
+                .connect()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let got = pool.map(cube, 1..=4u64);
+    pool.close();
+    let joined = pool.join();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(got.unwrap(), [1, 8, 27, 64]);
+    joined.unwrap();
+}
+
 fn main() {
+    baozi_redis::main_guard(); // a run with --baozi-worker is a pool worker
     if !LocalServer::available() {
         eprintln!(
-            "\n!!! baozi-redis: SKIPPED the TLS tests (verified, insecure, untrusted): redis-server not found; install it with `{INSTALL_HINT}` !!!\n"
+            "\n!!! baozi-redis: SKIPPED the TLS tests (verified, insecure, untrusted, pool): redis-server not found; install it with `{INSTALL_HINT}` !!!\n"
         );
         if std::env::var("BAOZI_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
             eprintln!("BAOZI_REQUIRE_REDIS=1: the Redis tests must run here");
@@ -81,6 +113,11 @@ fn main() {
     assert_eq!(other.get().unwrap(), 1);
     println!("ok   verified_round_trip ({:?})", t.elapsed());
 
+    // The Pool across hosts over TLS: parent and worker both verify the server.
+    let t = Instant::now();
+    pool_round_trip(&url);
+    println!("ok   pool_over_tls ({:?})", t.elapsed());
+
     // A frozen server (SIGSTOP) in the middle of the handshake: a connection error within the
     // timeouts, not a hang.
     let pid = server.pid().unwrap() as libc::pid_t;
@@ -99,5 +136,5 @@ fn main() {
     assert!(e.is_connection(), "a frozen server: {e:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     println!("ok   frozen_server_is_a_connection_error ({waited:?})");
-    println!("4 passed, 0 failed");
+    println!("5 passed, 0 failed");
 }
