@@ -98,6 +98,16 @@ fn pool(url: &str, ns: &str, processes: usize, heartbeat: Duration, idempotent: 
         .expect("a pool on Redis")
 }
 
+/// Nothing of the namespace's pools is left on the server.
+fn assert_no_keys(url: &str, ns: &str) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("baozi:pool:{{{ns}}}:*"))
+        .query(&mut c)
+        .unwrap();
+    assert!(left.is_empty(), "left on the server: {left:?}");
+}
+
 /// Waits until the pool has `n` workers (they come by themselves).
 fn wait_workers(pool: &Pool, n: usize) {
     let t = Instant::now();
@@ -195,12 +205,7 @@ fn api(url: &str) {
     assert_eq!(again.map(square, [2, 3]).unwrap(), [4, 9]);
     drop(again); // terminates it
                  // Both pools' keys are gone (joined, and terminated): nothing is left on the server.
-    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let left: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("baozi:pool:{{{ns}}}:*"))
-        .query(&mut c)
-        .unwrap();
-    assert!(left.is_empty(), "left on the server: {left:?}");
+    assert_no_keys(url, &ns);
     drop(workers);
 }
 
@@ -219,6 +224,42 @@ fn terminate(url: &str) {
         pool.apply(square, 1),
         Err(ProcessError::PoolTerminated)
     ));
+}
+
+/// Pools that no worker ever joined: `close` + `join` returns at once (the requests for
+/// workers are withdrawn), and `terminate` fails what waits.
+fn no_workers_never_hang(url: &str) {
+    let ns = namespace();
+    let pool = pool(url, &ns, 3, Duration::from_secs(3), false);
+    let t = Instant::now();
+    pool.close();
+    pool.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let pool = self::pool(url, &ns, 2, Duration::from_secs(3), false);
+    let waiting = pool.map_async(square, 0..10).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    pool.terminate();
+    assert!(matches!(waiting.get(), Err(ProcessError::PoolTerminated)));
+    // The withdrawn requests are gone: a worker that comes later finds nothing to take.
+    assert_no_keys(url, &ns);
+}
+
+/// Two pools at once on one namespace share its workers: each gets one, both finish.
+fn two_pools_share_the_workers(url: &str) {
+    let ns = namespace();
+    let _workers = Workers::start(url, &ns, 2);
+    let a = pool(url, &ns, 1, Duration::from_secs(3), false);
+    let b = pool(url, &ns, 1, Duration::from_secs(3), false);
+    let ra = a.map_async(nap, [100; 4]).unwrap();
+    let rb = b.map_async(nap, [100; 4]).unwrap();
+    let (ra, rb) = (ra.get().unwrap(), rb.get().unwrap());
+    assert!(ra.iter().all(|&p| p == ra[0]), "pool a: one worker, {ra:?}");
+    assert!(rb.iter().all(|&p| p == rb[0]), "pool b: one worker, {rb:?}");
+    assert_ne!(ra[0], rb[0], "each pool has a worker of its own");
+    a.close();
+    b.close();
+    a.join().unwrap();
+    b.join().unwrap();
 }
 
 /// The stated bound: a task whose worker dies fails within heartbeat + min(heartbeat/4,
@@ -402,6 +443,8 @@ type Case = (&'static str, fn(&str));
 const CASES: &[Case] = &[
     ("pool_api_on_redis_workers", api),
     ("terminate_fails_pending_at_once", terminate),
+    ("no_workers_never_hang", no_workers_never_hang),
+    ("two_pools_share_the_workers", two_pools_share_the_workers),
     (
         "a_worker_killed_mid_map_fails_its_task_with_worker_died_within_the_bound",
         worker_killed_mid_map,
