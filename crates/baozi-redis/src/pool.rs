@@ -22,7 +22,8 @@
 //! pool gave up on this worker) the worker leaves the slot. "Stop" (after `close`) makes it
 //! release the slot (script: `live` entry, `hb`, and the "exited" event) and go back to offers.
 //!
-//! The parent's reaper runs at every event wait, at most every `min(TTL/4, 250 ms)`: one
+//! The parent's reaper runs every `min(TTL/4, 250 ms)` (the result thread's waits for events
+//! end when it is due): one
 //! script finds each `live` entry whose `hb` has expired, removes it and pushes its "lost"
 //! event into `results` — after every result that worker pushed, as the pool's accounting
 //! needs. The parent then takes back what is still in that worker's inbox (never taken: run
