@@ -39,6 +39,13 @@ baozi_process::task! {
     }
 }
 
+baozi_process::task! {
+    fn slow_square(x: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(x % 40));
+        x * x
+    }
+}
+
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A namespace of its own for each case: its workers serve only its pools.
@@ -302,6 +309,62 @@ fn kill_mid_map(url: &str, idempotent: bool) -> (Result<Vec<u32>, ProcessError>,
     (out, took, pid)
 }
 
+/// SIGKILL of a random worker at a random moment, in a loop, with a replacement started each
+/// time (`BAOZI_REDIS_POOL_KILL_ITERS`, default 10): in an idempotent pool every call gets its
+/// right value; in a plain one each gets its value or `WorkerDied`, at most one per kill; neither
+/// ever hangs.
+fn kill_loop(url: &str) {
+    let iters: u64 = std::env::var("BAOZI_REDIS_POOL_KILL_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let heartbeat = Duration::from_millis(300);
+    let mut seed = std::process::id() as u64 | 1;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for idempotent in [true, false] {
+        let ns = namespace();
+        let mut workers = Workers::start(url, &ns, 3);
+        let pool = pool(url, &ns, 3, heartbeat, idempotent);
+        let (mut kills, mut died) = (0, 0);
+        for _ in 0..iters {
+            wait_workers(&pool, 3);
+            let items: Vec<u64> = (0..30).map(|_| rand(1000)).collect();
+            let t = Instant::now();
+            // One call per item, all submitted now: each has its own outcome.
+            let calls: Vec<_> = items
+                .iter()
+                .map(|&x| pool.apply_async(slow_square, x).unwrap())
+                .collect();
+            std::thread::sleep(Duration::from_millis(rand(150)));
+            let victim = rand(workers.0.len() as u64) as usize;
+            let mut w = workers.0.swap_remove(victim);
+            w.kill().unwrap();
+            w.wait().unwrap();
+            kills += 1;
+            workers.0.append(&mut Workers::start(url, &ns, 1).0);
+            let mut lost_here = 0;
+            for (i, call) in calls.into_iter().enumerate() {
+                match call.get() {
+                    Ok(v) => assert_eq!(v, items[i] * items[i]),
+                    Err(ProcessError::WorkerDied { .. }) if !idempotent => lost_here += 1,
+                    Err(e) => panic!("item {i}: {e}"),
+                }
+            }
+            assert!(lost_here <= 1, "{lost_here} tasks lost to one kill");
+            died += lost_here;
+            assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+        }
+        println!(
+            "    idempotent {idempotent}: {iters} iterations, {kills} workers killed, {died} tasks failed with WorkerDied"
+        );
+    }
+}
+
 fn worker_killed_mid_map(url: &str) {
     let (out, took, pid) = kill_mid_map(url, false);
     match out {
@@ -453,6 +516,7 @@ const CASES: &[Case] = &[
         "an_idempotent_pool_reruns_the_dead_workers_task",
         worker_killed_mid_map_idempotent,
     ),
+    ("kill9_workers_in_a_loop", kill_loop),
     (
         "server_down_at_start_is_a_connection_error",
         server_down_at_start,
