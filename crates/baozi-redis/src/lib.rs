@@ -142,7 +142,7 @@ mod worker;
 pub use error::RedisQueueError;
 pub use joinable::RedisJoinableQueue;
 pub use options::RedisOptions;
-pub use pool::{RedisWorkers, RedisWorkersBuilder, DEFAULT_HEARTBEAT};
+pub use pool::{RedisWorkers, RedisWorkersBuilder, DEFAULT_HEARTBEAT, DEFAULT_PARENT_TTL};
 pub use queue::RedisQueue;
 pub use server::{LocalServer, INSTALL_HINT};
 pub use worker::{main_guard, serve};

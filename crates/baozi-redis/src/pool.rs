@@ -9,7 +9,7 @@
 //! | key | type | written by | read by |
 //! |---|---|---|---|
 //! | `…{NS}:offers` | list of `ID SLOT TTL_MS` | parent (LPUSH: "a worker wanted in SLOT") | idle workers (BRPOP) |
-//! | `Q alive` | string, expires (10 s) | parent, refreshed every reap (with `results`, `live` and the live inboxes) | workers: no key, no pool |
+//! | `Q alive` | string, expires (parent TTL, 10 s) | parent, refreshed every reap (with `results`, `live` and the live inboxes) | workers: no key, no pool |
 //! | `Q results` | list of events | workers (LPUSH: started, done, exited), parent's reaper (lost) | parent (BRPOP), FIFO |
 //! | `Q inbox:SLOT:GEN` | list of task messages | parent (LPUSH; RPOP to take one back) | the worker of that generation (BRPOP) |
 //! | `Q hb:SLOT:GEN` | string, expires (the heartbeat TTL) | its worker (every TTL/3) | parent's reaper |
@@ -65,9 +65,8 @@ use crate::options::RedisOptions;
 /// The default heartbeat TTL of workers ([`RedisWorkersBuilder::heartbeat`]).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(3);
 
-/// How long the pool's `alive` key lives without a refresh (a parent killed with SIGKILL:
-/// its workers drop the pool after this).
-const POOL_TTL: Duration = Duration::from_secs(10);
+/// The default of [`RedisWorkersBuilder::parent_ttl`].
+pub const DEFAULT_PARENT_TTL: Duration = Duration::from_secs(10);
 
 /// Keys of one namespace and pool.
 #[derive(Debug, Clone)]
@@ -158,10 +157,21 @@ pub struct RedisWorkersBuilder {
     url: String,
     namespace: String,
     heartbeat: Duration,
+    parent_ttl: Duration,
     opts: RedisOptions,
 }
 
 impl RedisWorkersBuilder {
+    /// How long the pool's keys outlive a parent that stopped refreshing them (default
+    /// [`DEFAULT_PARENT_TTL`], at least 1 s): a parent killed with SIGKILL is dropped by its
+    /// workers, and its keys expire, this long after. The parent refreshes them from its
+    /// result thread, which also runs the pool's callbacks (`on_ready`): a callback that blocks
+    /// longer than this breaks the pool (as in Python, callbacks should return at once).
+    pub fn parent_ttl(mut self, ttl: Duration) -> Self {
+        self.parent_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
     /// The namespace the workers serve (default `"default"`; a worker's `--baozi-pool NAME`).
     pub fn namespace(mut self, name: &str) -> Self {
         self.namespace = name.to_owned();
@@ -203,7 +213,7 @@ impl RedisWorkersBuilder {
                 .arg(&keys.alive)
                 .arg(std::process::id())
                 .arg("PX")
-                .arg(ms(POOL_TTL))
+                .arg(ms(self.parent_ttl))
                 .query::<()>(c)
         })?;
         let reap_every =
@@ -212,6 +222,7 @@ impl RedisWorkersBuilder {
             id,
             keys,
             heartbeat: self.heartbeat,
+            parent_ttl: self.parent_ttl,
             reap_every,
             cmd: Mutex::new(Cmd {
                 conn: cmd,
@@ -272,6 +283,7 @@ pub struct RedisWorkers {
     id: String,
     keys: PoolKeys,
     heartbeat: Duration,
+    parent_ttl: Duration,
     reap_every: Duration,
     /// Quick commands, under the pool's lock.
     cmd: Mutex<Cmd>,
@@ -322,6 +334,7 @@ impl RedisWorkers {
             url: url.to_owned(),
             namespace: "default".into(),
             heartbeat: DEFAULT_HEARTBEAT,
+            parent_ttl: DEFAULT_PARENT_TTL,
             opts: RedisOptions::new(),
         }
     }
@@ -355,6 +368,8 @@ impl PoolBackend for RedisWorkers {
     }
 
     fn start(&self, slot: u32) -> bool {
+        // The namespace's offers list is shared by every pool and never expires; an offer of a
+        // dead pool is dropped by the worker that takes it.
         let mut cmd = lock(&self.cmd);
         if cmd.ended {
             return false;
@@ -429,9 +444,20 @@ impl PoolBackend for RedisWorkers {
         // The slot's worker took the offer.
         cmd.offers.remove(&slot);
         let inbox = self.keys.inbox(slot, gen);
+        let ttl = ms(self.parent_ttl);
         cmd.conn
             .run(Duration::ZERO, |c| {
-                redis::cmd("LPUSH").arg(&inbox).arg(&msg).query::<i64>(c)
+                // The inbox expires with the pool (refreshed at each reap while it lives).
+                redis::pipe()
+                    .cmd("LPUSH")
+                    .arg(&inbox)
+                    .arg(&msg)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&inbox)
+                    .arg(ttl)
+                    .ignore()
+                    .query::<()>(c)
             })
             .map(drop)
             .map_err(|e| Give::Failed(self.failed(e)))
@@ -469,7 +495,7 @@ impl PoolBackend for RedisWorkers {
                         .key(&k.results)
                         .key(&k.alive)
                         .arg(&k.prefix)
-                        .arg(ms(POOL_TTL))
+                        .arg(ms(self.parent_ttl))
                         .invoke::<i64>(c)
                 })
                 .map_err(|e| self.failed(e))?;
@@ -513,7 +539,7 @@ impl PoolBackend for RedisWorkers {
                 .ignore()
                 .cmd("PEXPIRE")
                 .arg(&results)
-                .arg(ms(POOL_TTL))
+                .arg(ms(self.parent_ttl))
                 .ignore()
                 .query::<()>(c)
         });

@@ -16,12 +16,16 @@ use crate::pool::{ms, PoolKeys};
 const SLICE: Duration = Duration::from_secs(1);
 
 /// Claim a slot: only while the pool lives; its `live` entry (with the event that says it is
-/// lost), its heartbeat and its "started" event in one step.
+/// lost), its heartbeat and its "started" event in one step. Every key a worker makes or fills
+/// expires with the pool's `alive` key (a parent killed with SIGKILL leaves nothing behind).
 const CLAIM: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
 redis.call('LPUSH', KEYS[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[4], ttl)
 return 1
 ";
 
@@ -31,10 +35,12 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[1])
 ";
 
-/// A result, only while the pool lives (a terminated pool's keys stay gone).
+/// A result, only while the pool lives (a terminated pool's keys stay gone), expiring with it.
 const DONE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
 return 1
 ";
 
@@ -43,7 +49,11 @@ return 1
 const RELEASE: &str = r"
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[3])
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('LPUSH', KEYS[4], ARGV[2]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('LPUSH', KEYS[4], ARGV[2])
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
 return 1
 ";
 

@@ -271,6 +271,59 @@ fn two_pools_share_the_workers(url: &str) {
     b.join().unwrap();
 }
 
+/// The role of a parent that the `parent_killed` case SIGKILLs: a pool (parent TTL 1 s) with
+/// a long task running on the namespace's worker, "ready" on stdout, then nothing.
+fn as_parent(url: &str, ns: &str) -> ! {
+    let pool = Pool::builder()
+        .processes(1)
+        .backend(
+            RedisWorkers::builder(url)
+                .namespace(ns)
+                .heartbeat(Duration::from_secs(1))
+                .parent_ttl(Duration::from_secs(1))
+                .connect()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    wait_workers(&pool, 1);
+    let _running = pool.apply_async(nap, 800).unwrap();
+    println!("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// A parent killed with SIGKILL mid-task: its worker finishes the task, drops the pool within
+/// the parent TTL (1 s) and serves the next pool; the dead pool's keys expire.
+fn parent_killed(url: &str) {
+    use std::io::BufRead;
+    let ns = namespace();
+    let _workers = Workers::start(url, &ns, 1);
+    let mut parent = Command::new(std::env::current_exe().unwrap())
+        .args(["--as-parent", url, &ns])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    std::thread::sleep(Duration::from_millis(200));
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let t = Instant::now();
+    let next = pool(url, &ns, 1, Duration::from_secs(1), false);
+    assert_eq!(next.apply(square, 4).unwrap(), 16);
+    // The task (800 ms, 200 ms in) ends, then the parent TTL (1 s) and a heartbeat renewal.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    next.close();
+    next.join().unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // the dead pool's keys expire
+    assert_no_keys(url, &ns);
+}
+
 /// The stated bound: a task whose worker dies fails within heartbeat + min(heartbeat/4,
 /// 250 ms) + a round trip; the test allows 1.5 s of slack for a loaded machine.
 fn bound(heartbeat: Duration) -> Duration {
@@ -520,6 +573,10 @@ const CASES: &[Case] = &[
     ),
     ("kill9_workers_in_a_loop", kill_loop),
     (
+        "a_killed_parents_worker_serves_the_next_pool",
+        parent_killed,
+    ),
+    (
         "server_down_at_start_is_a_connection_error",
         server_down_at_start,
     ),
@@ -535,6 +592,10 @@ const CASES: &[Case] = &[
 
 fn main() {
     baozi_redis::main_guard();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--as-parent") {
+        as_parent(&args[2], &args[3]);
+    }
     let names: Vec<&str> = CASES.iter().map(|c| c.0).collect();
     if !LocalServer::available_or_skip("baozi-redis pool", &names) {
         return;
