@@ -1,8 +1,9 @@
 //! The Pool across hosts (`RedisWorkers`) against a private `redis-server`: the Pool API on
 //! remote workers, pools without workers, two pools sharing workers, one of 3 workers killed
 //! with SIGKILL mid-map (WorkerDied within the stated bound, or the whole result when the pool
-//! is idempotent), a kill -9 loop (`BAOZI_REDIS_POOL_KILL_ITERS`, default 10), and connection
-//! faults (server down at start, restarted, frozen). No key of a finished pool stays behind.
+//! is idempotent), a kill -9 loop (`BAOZI_REDIS_POOL_KILL_ITERS`, default 10), a parent killed
+//! mid-task, and connection faults (server down at start, restarted, frozen). No key of a
+//! finished pool stays behind.
 //!
 //! `harness = false`, and this binary is its own worker: `main` starts with
 //! `baozi_redis::main_guard()`, so a run with `--baozi-worker URL --baozi-pool NS` serves pools
