@@ -110,6 +110,13 @@ pub const DEFAULT_RESULTS_CAPACITY: usize = 16 << 20;
 /// No worker, spawner or zombie outlives the pool, and if the parent is killed its workers
 /// die with it.
 ///
+/// # Workers elsewhere
+///
+/// With [`PoolBuilder::backend`] the same pool runs on workers that live elsewhere, such as
+/// baozi-redis's `RedisWorkers` (processes on any number of hosts around one Redis server):
+/// every method above works the same, tasks cross by name ([`task!`](crate::task)), and the
+/// backend says how a lost worker is found and how long that takes.
+///
 /// # Example
 ///
 /// ```
