@@ -8,15 +8,20 @@
 //!
 //! | key | type | written by | read by |
 //! |---|---|---|---|
-//! | `…{NS}:offers` | list of `ID SLOT TTL_MS` | parent (LPUSH: "a worker wanted in SLOT") | idle workers (BRPOP) |
+//! | `…{NS}:offers` | list of `ID SLOT TTL_MS TOKEN` | parent (LPUSH: "a worker wanted in SLOT") | idle workers (BRPOP) |
+//! | `Q offered` | hash SLOT → TOKEN of its open offer | parent (offer, withdraw, re-offer) | the claim script (a claim must name the token; it removes it) |
 //! | `Q alive` | string, expires (parent TTL, 10 s) | parent, refreshed every reap (with `results`, `live` and the live inboxes) | workers: no key, no pool |
 //! | `Q results` | list of events | workers (LPUSH: started, done, exited), parent's reaper (lost) | parent (BRPOP), FIFO |
 //! | `Q inbox:SLOT:GEN` | list of task messages | parent (LPUSH; RPOP to take one back) | the worker of that generation (BRPOP) |
 //! | `Q hb:SLOT:GEN` | string, expires (the heartbeat TTL) | its worker (every TTL/3) | parent's reaper |
 //! | `Q live` | hash `SLOT:GEN` → its "lost" event | worker (claim, release), reaper | reaper |
 //!
-//! A worker takes an offer and claims the slot with one script (pool alive? then `live`,
-//! `hb` and the "started" event together), with a random generation `GEN` of its own. It runs
+//! A worker takes an offer and claims the slot with one script (pool alive and the offer's
+//! token still current? then `live`, `hb` and the "started" event together), with a random
+//! generation `GEN` of its own. An offer that a worker took from the list but never claimed
+//! (killed in between, or cut off from the server) is replaced after the heartbeat TTL by a
+//! new one with a new token, so the pool is never left a worker short for longer than
+//! `TTL + min(TTL/4, 250 ms)`, and the old taker, should it come back, claims nothing. It runs
 //! tasks from its inbox one at a time and pushes each result (a script that drops it once the
 //! pool is gone). A heartbeat thread renews `hb` every TTL/3; should it find the key gone (the
 //! pool gave up on this worker) the worker leaves the slot. "Stop" (after `close`) makes it
@@ -77,6 +82,8 @@ pub(crate) struct PoolKeys {
     pub(crate) alive: String,
     pub(crate) results: String,
     pub(crate) live: String,
+    /// Hash SLOT → the token of the slot's open offer: a claim must name it.
+    pub(crate) offered: String,
 }
 
 impl PoolKeys {
@@ -91,6 +98,7 @@ impl PoolKeys {
             alive: format!("{prefix}alive"),
             results: format!("{prefix}results"),
             live: format!("{prefix}live"),
+            offered: format!("{prefix}offered"),
             prefix,
         }
     }
@@ -124,7 +132,22 @@ for i = 1, #all, 2 do
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
 return n
+";
+
+/// An offer that has been open for a while (KEYS: `offered`, the offers list; ARGV: slot,
+/// token, offer, new token, new offer, TTL). 0: claimed or withdrawn (its token is gone);
+/// 1: still in the list, no worker idle yet; 2: taken from the list but never claimed (the
+/// taker died or lost its connection in between): a new offer replaces it, and the old
+/// token no longer claims anything.
+const REOFFER: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if redis.call('LPOS', KEYS[2], ARGV[3]) then return 1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('LPUSH', KEYS[2], ARGV[5])
+return 2
 ";
 
 /// The pool's end: every key it has, its live workers' heartbeats and inboxes, and its offers
@@ -133,13 +156,14 @@ const END: &str = r"
 for _, m in ipairs(redis.call('HKEYS', KEYS[3])) do
   redis.call('DEL', ARGV[1] .. 'hb:' .. m, ARGV[1] .. 'inbox:' .. m)
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
 for i = 2, #ARGV do redis.call('LREM', KEYS[4], 1, ARGV[i]) end
 return 1
 ";
 
 struct Scripts {
     reap: redis::Script,
+    reoffer: redis::Script,
     end: redis::Script,
 }
 
@@ -147,6 +171,7 @@ fn scripts() -> &'static Scripts {
     static S: OnceLock<Scripts> = OnceLock::new();
     S.get_or_init(|| Scripts {
         reap: redis::Script::new(REAP),
+        reoffer: redis::Script::new(REOFFER),
         end: redis::Script::new(END),
     })
 }
@@ -298,9 +323,28 @@ pub struct RedisWorkers {
 #[derive(Debug)]
 struct Cmd {
     conn: Conn,
-    /// Offers not yet known taken, by slot.
-    offers: HashMap<u32, String>,
+    /// Offers not yet known claimed, by slot.
+    offers: HashMap<u32, Offer>,
     ended: bool,
+}
+
+/// An open offer: `ID SLOT TTL_MS TOKEN` as pushed, and when it was pushed or last seen waiting.
+#[derive(Debug)]
+struct Offer {
+    text: String,
+    token: u64,
+    since: Instant,
+}
+
+impl Offer {
+    fn new(pool: &str, slot: u32, ttl: Duration) -> Offer {
+        let token = crate::link::random_id();
+        Offer {
+            text: format!("{pool} {slot} {} {token}", ms(ttl)),
+            token,
+            since: Instant::now(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -352,6 +396,59 @@ impl RedisWorkers {
     fn failed(&self, e: RedisQueueError) -> String {
         format!("the pool lost its Redis server: {e}")
     }
+
+    /// Offers open for longer than the heartbeat TTL: forgotten once claimed, and replaced
+    /// when a worker took one from the list and never claimed it (killed in between, or cut
+    /// off), so that a lost offer leaves the pool a worker short for at most
+    /// `TTL + min(TTL/4, 250 ms)`.
+    fn renew_offers(&self) -> Result<(), String> {
+        let mut cmd = lock(&self.cmd);
+        if cmd.ended {
+            return Ok(());
+        }
+        let stale: Vec<u32> = cmd
+            .offers
+            .iter()
+            .filter(|(_, o)| o.since.elapsed() >= self.heartbeat)
+            .map(|(&slot, _)| slot)
+            .collect();
+        for slot in stale {
+            let old = &cmd.offers[&slot];
+            let new = Offer::new(&self.id, slot, self.heartbeat);
+            let k = &self.keys;
+            let (old_text, old_token) = (old.text.clone(), old.token);
+            let got = cmd
+                .conn
+                .run(Duration::ZERO, |c| {
+                    scripts()
+                        .reoffer
+                        .key(&k.offered)
+                        .key(&k.offers)
+                        .arg(slot)
+                        .arg(old_token)
+                        .arg(&old_text)
+                        .arg(new.token)
+                        .arg(&new.text)
+                        .arg(ms(self.parent_ttl))
+                        .invoke::<i64>(c)
+                })
+                .map_err(|e| self.failed(e))?;
+            match got {
+                0 => {
+                    cmd.offers.remove(&slot);
+                }
+                1 => {
+                    if let Some(o) = cmd.offers.get_mut(&slot) {
+                        o.since = Instant::now();
+                    }
+                }
+                _ => {
+                    cmd.offers.insert(slot, new);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl PoolBackend for RedisWorkers {
@@ -374,10 +471,26 @@ impl PoolBackend for RedisWorkers {
         if cmd.ended {
             return false;
         }
-        let offer = format!("{} {slot} {}", self.id, ms(self.heartbeat));
-        let offers = self.keys.offers.clone();
+        let offer = Offer::new(&self.id, slot, self.heartbeat);
+        let k = &self.keys;
+        let ttl = ms(self.parent_ttl);
         let sent = cmd.conn.run(Duration::ZERO, |c| {
-            redis::cmd("LPUSH").arg(&offers).arg(&offer).query::<i64>(c)
+            // The token first: a worker that takes the offer at once finds it.
+            redis::pipe()
+                .cmd("HSET")
+                .arg(&k.offered)
+                .arg(slot)
+                .arg(offer.token)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&k.offered)
+                .arg(ttl)
+                .ignore()
+                .cmd("LPUSH")
+                .arg(&k.offers)
+                .arg(&offer.text)
+                .ignore()
+                .query::<()>(c)
         });
         match sent {
             Ok(_) => {
@@ -397,13 +510,20 @@ impl PoolBackend for RedisWorkers {
         // its keys go at the end.
         let mut cmd = lock(&self.cmd);
         if let Some(offer) = cmd.offers.remove(&slot) {
-            let offers = self.keys.offers.clone();
+            let k = &self.keys;
+            // Without its token the offer claims nothing, even if a worker holds it already.
             let _ = cmd.conn.run(Duration::ZERO, |c| {
-                redis::cmd("LREM")
-                    .arg(&offers)
+                redis::pipe()
+                    .cmd("HDEL")
+                    .arg(&k.offered)
+                    .arg(slot)
+                    .ignore()
+                    .cmd("LREM")
+                    .arg(&k.offers)
                     .arg(1)
-                    .arg(&offer)
-                    .query::<i64>(c)
+                    .arg(&offer.text)
+                    .ignore()
+                    .query::<()>(c)
             });
         }
         true
@@ -416,7 +536,7 @@ impl PoolBackend for RedisWorkers {
         }
         cmd.ended = true;
         self.ended.store(true, Ordering::Relaxed);
-        let offers: Vec<String> = cmd.offers.drain().map(|(_, o)| o).collect();
+        let offers: Vec<String> = cmd.offers.drain().map(|(_, o)| o.text).collect();
         let k = &self.keys;
         // Best effort: a server that is gone has nothing left to clean; the keys expire by
         // themselves, and workers drop a pool without `alive`.
@@ -427,6 +547,7 @@ impl PoolBackend for RedisWorkers {
                 .key(&k.results)
                 .key(&k.live)
                 .key(&k.offers)
+                .key(&k.offered)
                 .arg(&k.prefix)
                 .arg(&offers)
                 .invoke::<i64>(c)
@@ -494,6 +615,7 @@ impl PoolBackend for RedisWorkers {
                         .key(&k.live)
                         .key(&k.results)
                         .key(&k.alive)
+                        .key(&k.offered)
                         .arg(&k.prefix)
                         .arg(ms(self.parent_ttl))
                         .invoke::<i64>(c)
@@ -506,6 +628,7 @@ impl PoolBackend for RedisWorkers {
                 ));
             }
             ev.last_reap = Some(Instant::now());
+            self.renew_offers()?;
         }
         // Wait no longer than until the next reap is due, so reaps are at most `reap_every`
         // apart (the bound on finding a dead worker counts on it).

@@ -21,6 +21,8 @@ const SLICE: Duration = Duration::from_secs(1);
 const CLAIM: &str = r"
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl <= 0 then return 0 end
+if redis.call('HGET', KEYS[5], ARGV[6]) ~= ARGV[7] then return 0 end
+redis.call('HDEL', KEYS[5], ARGV[6])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
@@ -80,6 +82,8 @@ struct Claim {
     slot: u32,
     gen: u64,
     ttl: Duration,
+    /// The offer's token: the claim is valid only while it is the slot's current one.
+    token: String,
 }
 
 impl Claim {
@@ -138,11 +142,13 @@ fn pause(e: &RedisQueueError) {
     std::thread::sleep(SLICE);
 }
 
-/// `ID SLOT TTL_MS` → a claim with a fresh generation.
+/// `ID SLOT TTL_MS TOKEN` → a claim with a fresh generation.
 fn parse_offer(namespace: &str, offer: &str) -> Option<Claim> {
     let mut it = offer.split(' ');
-    let (id, slot, ttl) = (it.next()?, it.next()?, it.next()?);
+    let (id, slot, ttl, token) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    token.parse::<u64>().ok()?;
     Some(Claim {
+        token: token.to_owned(),
         keys: PoolKeys::new(namespace, id),
         slot: slot.parse().ok()?,
         gen: crate::link::random_id(),
@@ -169,6 +175,9 @@ fn take(conn: &mut Conn, cl: &Claim, pid: i32) -> Result<bool, RedisQueueError> 
             .arg(pid)
             .arg(backend::lost_event(cl.slot, pid))
             .arg(backend::started_event(cl.slot, pid, cl.gen))
+            .arg(cl.slot)
+            .arg(&cl.token)
+            .key(&cl.keys.offered)
             .invoke::<i64>(c)
     })?;
     Ok(claimed == 1)

@@ -1,5 +1,6 @@
 //! The Pool across hosts (`RedisWorkers`) against a private `redis-server`: the Pool API on
-//! remote workers, pools without workers, two pools sharing workers, one of 3 workers killed
+//! remote workers, pools without workers, two pools sharing workers, an offer taken and never
+//! claimed (offered again), one of 3 workers killed
 //! with SIGKILL mid-map (WorkerDied within the stated bound, or the whole result when the pool
 //! is idempotent), a kill -9 loop (`BAOZI_REDIS_POOL_KILL_ITERS`, default 10), a parent killed
 //! mid-task, and connection faults (server down at start, restarted, frozen). No key of a
@@ -251,6 +252,54 @@ fn no_workers_never_hang(url: &str) {
     pool.terminate();
     assert!(matches!(waiting.get(), Err(ProcessError::PoolTerminated)));
     // The withdrawn requests are gone: a worker that comes later finds nothing to take.
+    assert_no_keys(url, &ns);
+}
+
+/// A worker killed after it took the pool's offer from the list and before it claimed the slot
+/// (played here by a connection that takes the offer and does nothing more): after the
+/// heartbeat TTL the pool offers the slot again, with a new token, and a real worker takes
+/// it, so a one-worker pool still runs its tasks, within the stated bound. The old offer,
+/// presented by its taker, claims nothing.
+fn a_lost_offer_is_offered_again(url: &str) {
+    let ns = namespace();
+    let heartbeat = Duration::from_secs(1);
+    let pool = pool(url, &ns, 1, heartbeat, false);
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let offers = format!("baozi:pool:{{{ns}}}:offers");
+    let stolen: Option<(String, String)> = redis::cmd("BRPOP")
+        .arg(&offers)
+        .arg(5)
+        .query(&mut c)
+        .unwrap();
+    let (_, stolen) = stolen.expect("the pool offered its slot");
+    let t = Instant::now();
+    let workers = Workers::start(url, &ns, 1);
+    match pool
+        .apply_async(square, 5)
+        .unwrap()
+        .get_timeout(bound(heartbeat))
+    {
+        Ok(v) => assert_eq!(v.unwrap(), 25),
+        Err(_) => panic!(
+            "the slot was not offered again within {:?}",
+            bound(heartbeat)
+        ),
+    }
+    assert!(t.elapsed() < bound(heartbeat), "{:?}", t.elapsed());
+    // The taker comes back with the old offer: its token is no longer the slot's.
+    let mut it = stolen.split(' ');
+    let (id, slot, token) = (it.next().unwrap(), it.next().unwrap(), it.nth(1).unwrap());
+    let current: Option<String> = redis::cmd("HGET")
+        .arg(format!("baozi:pool:{{{ns}}}:{id}:offered"))
+        .arg(slot)
+        .query(&mut c)
+        .unwrap();
+    assert_ne!(current.as_deref(), Some(token));
+    let pids: Vec<u32> = pool.worker_pids().iter().map(|&p| p as u32).collect();
+    assert_eq!(pids, workers.pids());
+    pool.close();
+    pool.join().unwrap();
+    drop(workers);
     assert_no_keys(url, &ns);
 }
 
@@ -564,6 +613,10 @@ const CASES: &[Case] = &[
     ("terminate_fails_pending_at_once", terminate),
     ("no_workers_never_hang", no_workers_never_hang),
     ("two_pools_share_the_workers", two_pools_share_the_workers),
+    (
+        "a_lost_offer_is_offered_again",
+        a_lost_offer_is_offered_again,
+    ),
     (
         "a_worker_killed_mid_map_fails_its_task_with_worker_died_within_the_bound",
         worker_killed_mid_map,
