@@ -834,7 +834,8 @@ impl<T> Queue<T> {
         side.cursor.store(t.pack(), Ordering::Release);
         crash::point(Point::PutAfterCommit);
         drop(guard);
-        side.wait.notify();
+        // Getters that are awake watch the tail itself; only sleepers need a wake-up.
+        side.wait.notify_sleepers();
         Ok(Ok(()))
     }
 
@@ -919,7 +920,8 @@ impl<T> Queue<T> {
         side.cursor.store(h.pack(), Ordering::Release);
         crash::point(Point::GetAfterCommit);
         drop(guard);
-        side.wait.notify();
+        // Putters that are awake watch the head itself; only sleepers need a wake-up.
+        side.wait.notify_sleepers();
         match failure {
             Some(f) => Err(f),
             None => Ok(Ok(taken as usize)),
@@ -958,8 +960,10 @@ impl<T> Queue<T> {
         }
         let word = &self.head().wait;
         let mut peers_gone = false;
+        // What the consumers' side looked like before the latest refused attempt: taken only
+        // after a first refusal, so that a put that goes through reads nothing of theirs.
+        let mut seen: Option<Seen> = None;
         loop {
-            let seen = word.seq();
             match self.try_put(batch, wait.lock_deadline()) {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(Refusal::Closed)) => return Err(PutFail::Closed),
@@ -973,9 +977,18 @@ impl<T> Queue<T> {
                 Err(QueueError::Sync(SyncError::Timeout)) => return Err(PutFail::Full),
                 Err(e) => return Err(PutFail::Failed(e)),
             }
-            if !self.wait_for_change(word, seen, wait) {
-                return Err(PutFail::Full);
+            let cursor = &self.head().cursor;
+            match seen {
+                None if matches!(wait, Wait::No) => return Err(PutFail::Full),
+                // The first refusal: look at them, then try once more before waiting, so that a
+                // get committed between that attempt and the look is not waited for.
+                None => {}
+                Some(s) if !self.wait_for_change(word, cursor, s, wait) => {
+                    return Err(PutFail::Full)
+                }
+                Some(_) => {}
             }
+            seen = Some(Seen::now(word, cursor));
         }
     }
 
@@ -987,8 +1000,9 @@ impl<T> Queue<T> {
     ) -> Result<usize, GetFail> {
         let word = &self.tail().wait;
         let mut peers_gone = false;
+        // As in put_batch: the producers' side is looked at only after a refusal.
+        let mut seen: Option<Seen> = None;
         loop {
-            let seen = word.seq();
             match self.try_get(max, wait.lock_deadline(), sink) {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(Refusal::Closed)) => return Err(GetFail::Closed),
@@ -1004,9 +1018,16 @@ impl<T> Queue<T> {
                 }
                 Err(e) => return Err(e),
             }
-            if !self.wait_for_change(word, seen, wait) {
-                return Err(GetFail::Empty);
+            let cursor = &self.tail().cursor;
+            match seen {
+                None if matches!(wait, Wait::No) => return Err(GetFail::Empty),
+                None => {}
+                Some(s) if !self.wait_for_change(word, cursor, s, wait) => {
+                    return Err(GetFail::Empty)
+                }
+                Some(_) => {}
             }
+            seen = Some(Seen::now(word, cursor));
         }
     }
 
@@ -1103,9 +1124,15 @@ impl<T> Queue<T> {
         endpoint::count(self.endpoint_slots())
     }
 
-    /// Waits until `word` moves past `seen` (someone committed the opposite operation or closed
-    /// the queue): spinning first, then sleeping. False when the wait is over with no change.
-    fn wait_for_change(&self, word: &WaitWord, seen: u32, wait: Wait) -> bool {
+    /// Waits until the other side's commit word `cursor` or the wake-up `word` moves past
+    /// `seen` (someone committed the opposite operation, closed the queue, left, or repaired a
+    /// dead holder's state): spinning first, then sleeping. False when the wait is over with no
+    /// change.
+    ///
+    /// Commits do not bump `word` (they call [`WaitWord::notify_sleepers`]), so an awake waiter
+    /// watches the cursor itself; the events that do not move a cursor (close, an endpoint
+    /// leaving, a repair) bump `word` with [`WaitWord::notify`].
+    fn wait_for_change(&self, word: &WaitWord, cursor: &AtomicU64, seen: Seen, wait: Wait) -> bool {
         let deadline = match wait {
             Wait::No => return false,
             Wait::Until(d) if d.has_passed() => return false,
@@ -1113,7 +1140,8 @@ impl<T> Queue<T> {
             Wait::Forever => None,
         };
         let start = baozi_sync::monotonic_ns();
-        if self.spin.spin_until(|| word.seq() != seen) {
+        let changed = || seen.changed(word, cursor);
+        if self.spin.spin_until(changed) {
             return true;
         }
         // Sleep once (at most WAIT_SLICE, or until the deadline), then let the caller look at
@@ -1122,8 +1150,8 @@ impl<T> Queue<T> {
         // the queue did change, and only a look at the cursors sees that. After the deadline the
         // caller still gets that one last look, so a timed call never reports Empty or Full about
         // a queue that is not.
-        let _ = word.wait(seen, deadline);
-        if word.seq() != seen {
+        let _ = word.wait_unless(seen.seq, deadline, changed);
+        if changed() {
             // Had the spin lasted this long, it would have caught the change: learn from it
             // (without this, two peers that both fell asleep never spin again).
             self.spin
@@ -1263,6 +1291,28 @@ impl<T> Queue<T> {
     /// [`QueueError::Shm`] ([`ShmError::NotFound`], ...).
     pub fn unlink(name: &str) -> Result<(), QueueError> {
         Region::unlink(name).map_err(QueueError::from)
+    }
+}
+
+/// The other side as a waiter last saw it: its commit word and the wake-up word's sequence.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    cursor: u64,
+    seq: u32,
+}
+
+impl Seen {
+    /// The sequence first: a notify that bumps it after this look is seen as a change.
+    fn now(word: &WaitWord, cursor: &AtomicU64) -> Self {
+        let seq = word.seq();
+        Seen {
+            cursor: cursor.load(Ordering::Acquire),
+            seq,
+        }
+    }
+
+    fn changed(&self, word: &WaitWord, cursor: &AtomicU64) -> bool {
+        cursor.load(Ordering::Acquire) != self.cursor || word.seq() != self.seq
     }
 }
 
