@@ -26,6 +26,13 @@ pub const NOWAIT_LOCK_WAIT: Duration = Duration::from_secs(1);
 /// The largest `maxsize` accepted.
 pub const MAX_MAXSIZE: usize = 1 << 30;
 
+/// How often a sleeping put or get looks at the other side's cursor by itself. A committer killed
+/// between its commit and its wake-up (its lock already released, so nobody repairs) leaves the
+/// sleepers asleep; this bounds how long (issue 15 asks for ≤ 10 ms; it was a whole
+/// [`WAIT_SLICE`](baozi_sync::WAIT_SLICE), 100 ms). Each look is a futex timeout and two loads:
+/// about 200 wake-ups a second per sleeping call, a few microseconds of CPU.
+const RECHECK_EVERY: Duration = Duration::from_millis(5);
+
 /// How to build a queue: item limit, byte capacity, spinning.
 ///
 /// ```
@@ -834,6 +841,7 @@ impl<T> Queue<T> {
         side.cursor.store(t.pack(), Ordering::Release);
         crash::point(Point::PutAfterCommit);
         drop(guard);
+        crash::point(Point::PutBeforeWake);
         // Getters that are awake watch the tail itself; only sleepers need a wake-up.
         side.wait.notify_sleepers();
         Ok(Ok(()))
@@ -920,6 +928,7 @@ impl<T> Queue<T> {
         side.cursor.store(h.pack(), Ordering::Release);
         crash::point(Point::GetAfterCommit);
         drop(guard);
+        crash::point(Point::GetBeforeWake);
         // Putters that are awake watch the head itself; only sleepers need a wake-up.
         side.wait.notify_sleepers();
         match failure {
@@ -1144,20 +1153,28 @@ impl<T> Queue<T> {
         if self.spin.spin_until(changed) {
             return true;
         }
-        // Sleep once (at most WAIT_SLICE, or until the deadline), then let the caller look at
-        // the queue itself under the lock. Never loop here on the sequence word alone: a process
-        // killed between its commit (and unlock) and its notify leaves the word unchanged while
-        // the queue did change, and only a look at the cursors sees that. After the deadline the
-        // caller still gets that one last look, so a timed call never reports Empty or Full about
-        // a queue that is not.
-        let _ = word.wait_unless(seen.seq, deadline, changed);
-        if changed() {
-            // Had the spin lasted this long, it would have caught the change: learn from it
-            // (without this, two peers that both fell asleep never spin again).
-            self.spin
-                .waited(baozi_sync::monotonic_ns().saturating_sub(start));
+        // Sleep for at most WAIT_SLICE (or until the deadline), then let the caller look at the
+        // queue itself under the lock (and count the endpoints). Within the slice, wake every
+        // RECHECK_EVERY to look at the cursor: a process killed between its commit (and unlock)
+        // and its wake-up leaves the wait word unchanged while the queue did change, and only a
+        // look at the cursor sees that. After the deadline the caller still gets one last look,
+        // so a timed call never reports Empty or Full about a queue that is not.
+        let slice = Deadline::after(baozi_sync::WAIT_SLICE);
+        let slice_end = deadline.map_or(slice, |d| d.min(slice));
+        loop {
+            let until = slice_end.min_after(RECHECK_EVERY);
+            let _ = word.wait_unless(seen.seq, Some(until), changed);
+            if changed() {
+                // Had the spin lasted this long, it would have caught the change: learn from it
+                // (without this, two peers that both fell asleep never spin again).
+                self.spin
+                    .waited(baozi_sync::monotonic_ns().saturating_sub(start));
+                return true;
+            }
+            if until >= slice_end {
+                return true;
+            }
         }
-        true
     }
 
     // --- public operations that do not depend on T's encoding ---
