@@ -4,7 +4,9 @@
 //!
 //! `cargo run --release -p baozi-queue --example hot_path -- pair 1000` does 1000 64-byte
 //! `put_bytes` + `get_bytes_into` pairs on a byte queue of maxsize 1024; `batch 1000` does 1000
-//! batches of 64 `Pod<[u8; 64]>` items through `put_many_from` + `get_many_into`.
+//! batches of 64 `Pod<[u8; 64]>` items through `put_many_from` + `get_many_into`; `idle 10` blocks
+//! in one `get_timeout` of 10 s on an empty queue, to measure (with `/usr/bin/time`) what a
+//! sleeping get costs while nothing comes.
 
 use std::hint::black_box;
 
@@ -13,7 +15,7 @@ use baozi_queue::{Pod, Queue};
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next()) else {
-        eprintln!("usage: hot_path pair|batch N");
+        eprintln!("usage: hot_path pair|batch|idle N");
         std::process::exit(2);
     };
     let Ok(n) = n.parse::<u64>() else {
@@ -23,8 +25,9 @@ fn main() {
     match mode.as_str() {
         "pair" => pairs(n),
         "batch" => batches(n),
+        "idle" => idle(n),
         other => {
-            eprintln!("hot_path: unknown mode {other:?} (pair or batch)");
+            eprintln!("hot_path: unknown mode {other:?} (pair, batch or idle)");
             std::process::exit(2);
         }
     }
@@ -51,4 +54,10 @@ fn batches(n: u64) {
         q.get_many_into(&mut out, 64, None).expect("get_many");
         black_box(&out);
     }
+}
+
+fn idle(seconds: u64) {
+    let q: Queue<Vec<u8>> = Queue::new(1024, 1 << 20).expect("queue");
+    let got = q.get_timeout(std::time::Duration::from_secs(seconds));
+    assert!(got.is_err(), "nobody puts");
 }
