@@ -22,7 +22,7 @@ use crate::ring;
 /// between its commit and its wake-up (its lock already released, so nobody repairs) leaves the
 /// sleepers asleep; this bounds how long (issue 15 asks for ≤ 10 ms; it was a whole
 /// [`WAIT_SLICE`](baozi_sync::WAIT_SLICE), 100 ms). Each look is a futex timeout and two loads:
-/// 200 wake-ups a second per sleeping call, measured at 0.4 % of a core on the 2-vCPU
+/// 200 wake-ups a second per sleeping call, measured at 0.4–0.6 % of a core on the 2-vCPU
 /// development VM (`examples/hot_path.rs idle`).
 const RECHECK_EVERY: Duration = Duration::from_millis(5);
 
