@@ -1,7 +1,10 @@
 //! Test-only crash points: with the `crash-points` feature, the environment variable
 //! `BAOZI_CRASH_AT=POINT:N` makes this process SIGKILL itself the N-th time it reaches POINT
 //! (`put-before-commit`, `put-after-commit`, `get-before-commit`, `get-after-commit`,
-//! `shutdown-after-discard`), all of which are inside a critical section. Random kills rarely land in a 50 ns window; these do.
+//! `shutdown-after-discard`), all of which are inside a critical section, and `put-before-wake`,
+//! `get-before-wake` (after the commit and the unlock, before waking the other side's sleepers:
+//! nobody repairs there, a sleeper must find the commit by itself). Random kills rarely land in
+//! a 50 ns window; these do.
 //! Without the feature, every point compiles to nothing.
 
 /// A named step inside put or get, where a test may kill the process.
@@ -13,6 +16,8 @@ pub(crate) enum Point {
     GetBeforeCommit,
     GetAfterCommit,
     ShutdownAfterDiscard,
+    PutBeforeWake,
+    GetBeforeWake,
 }
 
 #[inline(always)]
@@ -39,6 +44,8 @@ mod imp {
             Point::GetBeforeCommit => "get-before-commit",
             Point::GetAfterCommit => "get-after-commit",
             Point::ShutdownAfterDiscard => "shutdown-after-discard",
+            Point::PutBeforeWake => "put-before-wake",
+            Point::GetBeforeWake => "get-before-wake",
         }
     }
 

@@ -5,8 +5,8 @@
 //! 0             Header (baozi-shm)                         creator, once
 //! 1 line        Meta { maxsize, capacity, closed }         creator; `closed` by close()
 //! 2 lines       put lock: RawRobustMutex                   producers (glibc)
-//! 3 lines       tail: Cursor, not_empty WaitWord, room bound producers, under the put lock
-//! 4 lines       head: Cursor, not_full WaitWord, tail seen consumers, under the get lock (*)
+//! 3 lines       tail: Cursor, not_empty WaitWord, room bound producers, under the put lock (**)
+//! 4 lines       head: Cursor, not_full WaitWord, tail seen consumers, under the get lock (*) (**)
 //! 5 lines       get lock: RawRobustMutex                   consumers (glibc)
 //! 6 lines       tasks: done count + all_done WaitWord      task_done()
 //! 7 lines       ring: `capacity` bytes of frames           producers, under the put lock
@@ -15,6 +15,10 @@
 //!
 //! (*) and by a producer, under the put lock, only while the ring is empty: see
 //! `Queue::try_put`'s restart.
+//!
+//! (**) each side's `WaitWord` is written by the *other* side only when it goes to sleep (its
+//! sleepers flag) and by its own side only to wake sleepers ([`PROTOCOL`] 2): a put or get that
+//! goes through reads its own side's flag and nothing of the other side's words.
 //!
 //! Each part starts on its own cache line ([`CACHE_LINE`]), so producers and consumers do not
 //! false-share their cursors or their locks: a producer and a consumer never take the same lock.
@@ -117,9 +121,20 @@ pub(crate) fn endpoints_at(capacity: u32) -> usize {
     RING_AT + capacity as usize
 }
 
+/// The revision of the protocol over these words, beyond their sizes and places: processes of
+/// two builds that disagree on it must not share a queue, so it goes into the layout checksum
+/// and a mismatch is refused at open ([`ShmError::LayoutMismatch`](baozi_shm::ShmError)).
+///
+/// * 1: a commit bumps the other side's wait word on every put and get; waiters watch it.
+/// * 2 (issue 15): a commit wakes the other side only when its sleepers flag is set
+///   (`WaitWord::notify_sleepers`); awake waiters watch the other side's cursor instead. A
+///   revision-1 waiter would spin on a word that no longer moves, and sleep a whole slice.
+pub(crate) const PROTOCOL: u64 = 2;
+
 /// The layout checksum of a queue with these parameters, built by this build.
 pub(crate) fn layout_hash(maxsize: u32, capacity: u32) -> u64 {
     LayoutHash::new(ObjectKind::QUEUE)
+        .u64(PROTOCOL)
         .u64(u64::from(maxsize))
         .u64(u64::from(capacity))
         .u64(RING_AT as u64)

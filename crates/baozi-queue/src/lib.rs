@@ -52,7 +52,8 @@
 //! `put`/`get` with nobody waiting make no syscall and allocate nothing (for bytes, numbers and
 //! `Pod`). A put and a get never take the same lock, and each side reads the other's cache line
 //! only when what it last saw runs out (producer and consumer state live on separate lines);
-//! blocked callers spin adaptively before they sleep. Batches ([`Queue::put_many_from`],
+//! a commit wakes the other side only if one of its callers sleeps. Blocked callers spin
+//! adaptively (on the other side's cursor) before they sleep. Batches ([`Queue::put_many_from`],
 //! [`Queue::get_many_into`]) pay the lock once per batch.
 //!
 //! # Features

@@ -1,6 +1,18 @@
-//! [`Queue`]: put/get (blocking, timed, non-blocking, batched), qsize/empty/full, close.
+//! [`Queue`]: the handle, its region, and the two attempts under the locks (put, get) with
+//! their commit points and the repair after a dead holder; qsize/empty/full, close, shutdown.
+//!
+//! * [`options`]: [`QueueOptions`], how a queue is built;
+//! * [`blocking`]: waiting around the attempts (the refusal snapshot, spin, sleep, endpoints);
+//! * [`repair`]: taking a lock, and the repair after a holder that died;
+//! * [`api`]: the typed operations (one item, batches, bytes) on top of all this.
 
-use std::cell::RefCell;
+mod api;
+mod blocking;
+mod options;
+mod repair;
+
+pub use options::QueueOptions;
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -8,14 +20,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use baozi_shm::{ObjectKind, Region, ShmError, TypeTag, DEFAULT_READY_WAIT};
-use baozi_sync::{Acquired, Deadline, RawRobustMutex, SpinPolicy, SyncError, WaitWord};
+use baozi_sync::{Deadline, RawRobustMutex, SpinPolicy, WaitWord};
 
 use crate::codec::{CodecError, Message};
 use crate::crash::{self, Point};
-use crate::endpoint::{self, Endpoint, Endpoints, Role};
-use crate::error::{GetError, PutError, QueueError};
+use crate::error::{PutError, QueueError};
 use crate::layout::{self, HeadSide, Meta, TailSide, Tasks};
 use crate::ring::{self, Appender, Cursor};
+use api::GetFail;
 
 /// The byte capacity [`QueueOptions::default`] picks: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
@@ -25,193 +37,6 @@ pub const NOWAIT_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// The largest `maxsize` accepted.
 pub const MAX_MAXSIZE: usize = 1 << 30;
-
-/// How to build a queue: item limit, byte capacity, spinning.
-///
-/// ```
-/// use baozi_queue::{Queue, QueueOptions};
-/// let q: Queue<String> = QueueOptions::new().maxsize(8).capacity(64 * 1024).anonymous()?;
-/// assert_eq!(q.maxsize(), 8);
-/// # Ok::<(), baozi_queue::QueueError>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct QueueOptions {
-    maxsize: usize,
-    capacity: usize,
-    spin: bool,
-    replace_stale: bool,
-}
-
-impl Default for QueueOptions {
-    /// No item limit (Python's `Queue()`), 1 MiB of ring, adaptive spinning on.
-    fn default() -> Self {
-        QueueOptions {
-            maxsize: 0,
-            capacity: DEFAULT_CAPACITY,
-            spin: true,
-            replace_stale: false,
-        }
-    }
-}
-
-impl QueueOptions {
-    /// The defaults: no item limit, 1 MiB, spinning on.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The most items the queue holds at once; 0 means no item limit (then only the byte
-    /// capacity bounds it), as Python's `maxsize <= 0`.
-    #[must_use]
-    pub fn maxsize(mut self, maxsize: usize) -> Self {
-        self.maxsize = maxsize;
-        self
-    }
-
-    /// Bytes of ring (rounded up to a multiple of 8). Each message takes 8 bytes of framing plus
-    /// its length rounded up to 8; the largest message is `capacity - 8` bytes.
-    #[must_use]
-    pub fn capacity(mut self, bytes: usize) -> Self {
-        self.capacity = bytes;
-        self
-    }
-
-    /// Whether blocked calls spin adaptively before sleeping (default true). Without it every
-    /// wait sleeps in the kernel at once: less CPU, much higher latency.
-    #[must_use]
-    pub fn spin(mut self, spin: bool) -> Self {
-        self.spin = spin;
-        self
-    }
-
-    /// Whether [`create`](Self::create) and [`create_or_open`](Self::create_or_open) first remove
-    /// a leftover of the same name that no process has mapped or open (its creator was killed
-    /// before it could unlink it, say by Ctrl-C). Default false: an existing name is an error.
-    /// See [`Region::unlink_if_stale`].
-    #[must_use]
-    pub fn replace_stale(mut self, replace: bool) -> Self {
-        self.replace_stale = replace;
-        self
-    }
-
-    /// Builds a queue shared with children forked after this call, and with any process its
-    /// handle is given to (a clone, a [`Process`](https://docs.rs/baozi-process) argument, a
-    /// serialised handle).
-    ///
-    /// # Errors
-    /// [`QueueError::Shm`] with [`ShmError::InvalidSize`] for an out-of-range size, or the
-    /// mapping failure.
-    pub fn anonymous<T: Message>(&self) -> Result<Queue<T>, QueueError> {
-        let (maxsize, cap) = self.checked()?;
-        let region = Region::anonymous(layout::total_len(cap))?;
-        Queue::build(region, maxsize, cap, self.spin)
-    }
-
-    /// Creates the named queue `/dev/shm/baozi-NAME`; this handle owns the name and unlinks it
-    /// when dropped, unless [`Queue::persist`] is called.
-    ///
-    /// # Errors
-    /// As [`anonymous`](Self::anonymous), plus [`ShmError::AlreadyExists`],
-    /// [`ShmError::InvalidName`], [`ShmError::PermissionDenied`].
-    pub fn create<T: Message>(&self, name: &str) -> Result<Queue<T>, QueueError> {
-        let (maxsize, cap) = self.checked()?;
-        if self.replace_stale {
-            Region::unlink_if_stale(name)?;
-        }
-        let region = Region::create(name, layout::total_len(cap))?;
-        Queue::build(region, maxsize, cap, self.spin)
-    }
-
-    /// Creates the named queue, or opens it if it exists: of several processes racing here,
-    /// exactly one creates it and the others open what it made (waiting up to
-    /// [`DEFAULT_READY_WAIT`] for it to be built). The creator owns the name.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create) and [`Queue::open`]; [`QueueError::Mismatch`] when the
-    /// existing queue has another `maxsize` or capacity than these options ask for.
-    pub fn create_or_open<T: Message>(&self, name: &str) -> Result<Queue<T>, QueueError> {
-        let (maxsize, cap) = self.checked()?;
-        if self.replace_stale {
-            Region::unlink_if_stale(name)?;
-        }
-        let (region, created) = Region::create_or_open(name, layout::total_len(cap))?;
-        if created {
-            return Queue::build(region, maxsize, cap, self.spin);
-        }
-        let q: Queue<T> = Queue::from_region(region, DEFAULT_READY_WAIT, self.spin)?;
-        if (q.maxsize, q.cap) != (maxsize, cap) {
-            return Err(QueueError::Mismatch {
-                name: q.region.describe(),
-                detail: format!(
-                    "it exists with maxsize {} and {} bytes of ring; asked for maxsize {maxsize} and {cap} bytes",
-                    q.maxsize, q.cap
-                ),
-            });
-        }
-        Ok(q)
-    }
-
-    fn checked(&self) -> Result<(u32, u32), QueueError> {
-        let invalid = |what, requested: usize, reason: String| {
-            QueueError::Shm(ShmError::InvalidSize {
-                what,
-                requested: requested as u64,
-                reason,
-            })
-        };
-        let min = ring::MIN_CAPACITY as usize;
-        let max = ring::MAX_CAPACITY as usize;
-        if self.capacity < min || self.capacity > max {
-            return Err(invalid(
-                "queue capacity",
-                self.capacity,
-                format!("must be between {min} and {max} bytes"),
-            ));
-        }
-        if self.maxsize > MAX_MAXSIZE {
-            return Err(invalid(
-                "queue maxsize",
-                self.maxsize,
-                format!("must be at most {MAX_MAXSIZE} (0 means no item limit)"),
-            ));
-        }
-        Ok((self.maxsize as u32, ((self.capacity + 7) & !7) as u32))
-    }
-}
-
-/// How long a call may wait.
-#[derive(Clone, Copy, Debug)]
-enum Wait {
-    No,
-    Until(Deadline),
-    Forever,
-}
-
-/// `None`: as long as it takes; zero: not at all; otherwise at most that long.
-fn wait_for(timeout: Option<Duration>) -> Wait {
-    match timeout {
-        None => Wait::Forever,
-        Some(t) if t.is_zero() => Wait::No,
-        Some(t) => Wait::timeout(t),
-    }
-}
-
-impl Wait {
-    fn timeout(d: Duration) -> Self {
-        Wait::Until(Deadline::after(d))
-    }
-
-    /// How long to wait for the lock itself. The lock is held only for a copy, so this only
-    /// matters when its holder is stopped (SIGSTOP, a debugger): then a `_nowait` call gives up
-    /// after [`NOWAIT_LOCK_WAIT`] instead of blocking with it.
-    fn lock_deadline(self) -> Option<Deadline> {
-        match self {
-            Wait::Until(d) => Some(d),
-            Wait::No => Some(Deadline::after(NOWAIT_LOCK_WAIT)),
-            Wait::Forever => None,
-        }
-    }
-}
 
 /// Messages to put under one lock: payloads back to back, and their lengths.
 struct Batch<'a> {
@@ -256,11 +81,6 @@ impl PutFail {
     }
 }
 
-thread_local! {
-    /// Reused buffers for put_many: encoded payloads and their lengths.
-    static BATCH: RefCell<(Vec<u8>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
 /// A bounded, many-producer many-consumer queue in shared memory, with the contract of Python's
 /// `multiprocessing.Queue`.
 ///
@@ -268,13 +88,13 @@ thread_local! {
 /// * [`put`](Self::put) blocks while full, [`put_timeout`](Self::put_timeout) gives up with
 ///   [`PutError::Full`] (handing the item back), [`put_nowait`](Self::put_nowait) never waits;
 ///   [`get`](Self::get), [`get_timeout`](Self::get_timeout), [`get_nowait`](Self::get_nowait)
-///   likewise with [`GetError::Empty`]. A message that can never fit is
+///   likewise with [`GetError::Empty`](crate::GetError::Empty). A message that can never fit is
 ///   [`PutError::TooLarge`] at once, never a hang.
 /// * [`qsize`](Self::qsize), [`empty`](Self::empty), [`full`](Self::full) are exact the moment a
 ///   put or get returns (there is no feeder thread).
 /// * [`put_many`](Self::put_many) / [`get_many`](Self::get_many) move a batch under one lock.
 /// * [`close`](Self::close): later puts fail, getters drain what is left and then see
-///   [`GetError::Closed`] instead of waiting for ever.
+///   [`GetError::Closed`](crate::GetError::Closed) instead of waiting for ever.
 ///
 /// A process killed at any instant — even holding the lock in the middle of a copy — leaves the
 /// queue usable: the robust lock tells the next process, which checks the cursors and goes on. A
@@ -352,26 +172,6 @@ impl<T> fmt::Debug for Queue<T> {
             .field("capacity", &self.cap)
             .field("qsize", &self.qsize())
             .finish()
-    }
-}
-
-/// Holds one of the queue's two locks; unlocks on drop, and wakes everyone if it repaired a
-/// dead holder's state (the dead process may have been about to notify).
-struct Locked<'a, T> {
-    queue: &'a Queue<T>,
-    lock: &'a RawRobustMutex,
-    repaired: bool,
-}
-
-impl<T> Drop for Locked<'_, T> {
-    fn drop(&mut self) {
-        // SAFETY: a Locked exists only while this thread holds `lock`.
-        unsafe { self.lock.unlock() };
-        if self.repaired {
-            self.queue.tail().wait.notify();
-            self.queue.head().wait.notify();
-            self.queue.tasks().all_done.notify();
-        }
     }
 }
 
@@ -636,80 +436,6 @@ impl<T> Queue<T> {
         unsafe { self.ring_ptr(off).cast::<u32>().write(v) }
     }
 
-    // --- the locks, and repair after a dead holder ---
-
-    #[inline]
-    fn lock<'a>(
-        &'a self,
-        lock: &'a RawRobustMutex,
-        deadline: Option<Deadline>,
-    ) -> Result<Locked<'a, T>, QueueError> {
-        match lock.lock(deadline)? {
-            Acquired::Clean => Ok(Locked {
-                queue: self,
-                lock,
-                repaired: false,
-            }),
-            Acquired::OwnerDied => self.recover(lock),
-        }
-    }
-
-    /// The lock was acquired from a holder that died: repair, then declare it consistent.
-    #[cold]
-    #[inline(never)]
-    fn recover<'a>(&'a self, lock: &'a RawRobustMutex) -> Result<Locked<'a, T>, QueueError> {
-        let guard = Locked {
-            queue: self,
-            lock,
-            repaired: true,
-        };
-        self.repair(std::ptr::eq(lock, self.put_lock()))?;
-        // SAFETY: we hold the lock, acquired with OwnerDied.
-        unsafe { lock.mark_consistent() };
-        Ok(guard)
-    }
-
-    /// Called with a lock held after its holder died; idempotent (the repairer may die too).
-    ///
-    /// Every update commits with one store of a cursor, so there is nothing to roll back: a
-    /// frame written but not committed lies beyond the tail, unseen. Two things are redone:
-    /// * with the put lock, a restart killed between moving the head to 0 and its commit left
-    ///   an empty ring whose tail is elsewhere: the tail joins the head (same count, so nobody
-    ///   sees a frame), and the producers' bounds are read afresh;
-    /// * with the get lock, the consumers' copy of the tail is read afresh.
-    ///
-    /// And the invariants are checked, so that corruption is reported instead of followed.
-    /// Tail first, then head (the order consumers use): the pair is a state the ring was in.
-    fn repair(&self, put_side: bool) -> Result<(), QueueError> {
-        let mut tail = self.tail_cursor();
-        let head = self.head_cursor();
-        if !ring::consistent(self.cap, head, tail) {
-            return Err(QueueError::Corrupt {
-                name: self.region.describe(),
-                detail: format!("after a holder died: head {head:?}, tail {tail:?}"),
-            });
-        }
-        if put_side {
-            if ring::items(head, tail) == 0 && head.off != tail.off {
-                tail.off = head.off;
-                self.tail().cursor.store(tail.pack(), Ordering::Release);
-            }
-            self.refresh_room(tail);
-        } else {
-            // An immediate shutdown killed between its discard's commit and moving the head:
-            // finish moving it (the tail is final, the queue being closed).
-            let (_, upto) = self.discard();
-            if upto != 0
-                && ring::items(head, tail) != 0
-                && head.count.wrapping_sub(upto) > u32::MAX / 2
-            {
-                self.head().cursor.store(tail.pack(), Ordering::Release);
-            }
-            self.head().seen_tail.store(tail.pack(), Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
     /// The immediate shutdown's discard `(from, upto)`, `(0, 0)` if none.
     pub(crate) fn discard(&self) -> (u32, u32) {
         let d = self.tasks().discarded.load(Ordering::Acquire);
@@ -834,7 +560,9 @@ impl<T> Queue<T> {
         side.cursor.store(t.pack(), Ordering::Release);
         crash::point(Point::PutAfterCommit);
         drop(guard);
-        side.wait.notify();
+        crash::point(Point::PutBeforeWake);
+        // Getters that are awake watch the tail itself; only sleepers need a wake-up.
+        side.wait.notify_sleepers();
         Ok(Ok(()))
     }
 
@@ -919,217 +647,13 @@ impl<T> Queue<T> {
         side.cursor.store(h.pack(), Ordering::Release);
         crash::point(Point::GetAfterCommit);
         drop(guard);
-        side.wait.notify();
+        crash::point(Point::GetBeforeWake);
+        // Putters that are awake watch the head itself; only sleepers need a wake-up.
+        side.wait.notify_sleepers();
         match failure {
             Some(f) => Err(f),
             None => Ok(Ok(taken as usize)),
         }
-    }
-
-    // --- blocking around them ---
-
-    /// The length word of a single message, or TooLarge if no frame can ever hold it.
-    fn single_len(&self, bytes: &[u8]) -> Result<u32, PutFail> {
-        match ring::frame_len(bytes.len()) {
-            Some(_) => Ok(bytes.len() as u32),
-            None => Err(PutFail::TooLarge {
-                needed: bytes.len(),
-                capacity: self.cap as usize,
-            }),
-        }
-    }
-
-    fn put_batch(&self, batch: &Batch<'_>, wait: Wait) -> Result<(), PutFail> {
-        let mut needed: u64 = 0;
-        for &len in batch.lens {
-            needed += u64::from(ring::frame_len(len as usize).unwrap_or(u32::MAX));
-        }
-        if self.maxsize != 0 && batch.lens.len() as u64 > u64::from(self.maxsize) {
-            return Err(PutFail::TooMany {
-                items: batch.lens.len(),
-                maxsize: self.maxsize as usize,
-            });
-        }
-        if needed > u64::from(self.cap) {
-            return Err(PutFail::TooLarge {
-                needed: needed as usize,
-                capacity: self.cap as usize,
-            });
-        }
-        let word = &self.head().wait;
-        let mut peers_gone = false;
-        loop {
-            let seen = word.seq();
-            match self.try_put(batch, wait.lock_deadline()) {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(Refusal::Closed)) => return Err(PutFail::Closed),
-                // Full, with no consumer left: looked once more after learning it, still full.
-                Ok(Err(Refusal::NoRoom)) if peers_gone => return Err(PutFail::Disconnected),
-                Ok(Err(Refusal::NoRoom)) if self.peers_gone(Role::Consumer, wait) => {
-                    peers_gone = true;
-                    continue;
-                }
-                Ok(Err(Refusal::NoRoom)) => {}
-                Err(QueueError::Sync(SyncError::Timeout)) => return Err(PutFail::Full),
-                Err(e) => return Err(PutFail::Failed(e)),
-            }
-            if !self.wait_for_change(word, seen, wait) {
-                return Err(PutFail::Full);
-            }
-        }
-    }
-
-    fn get_frames(
-        &self,
-        max: usize,
-        wait: Wait,
-        sink: &mut dyn FnMut(&[u8]) -> Result<(), CodecError>,
-    ) -> Result<usize, GetFail> {
-        let word = &self.tail().wait;
-        let mut peers_gone = false;
-        loop {
-            let seen = word.seq();
-            match self.try_get(max, wait.lock_deadline(), sink) {
-                Ok(Ok(n)) => return Ok(n),
-                Ok(Err(Refusal::Closed)) => return Err(GetFail::Closed),
-                // Empty, with no producer left: looked once more after learning it, still empty.
-                Ok(Err(Refusal::NoRoom)) if peers_gone => return Err(GetFail::Disconnected),
-                Ok(Err(Refusal::NoRoom)) if self.peers_gone(Role::Producer, wait) => {
-                    peers_gone = true;
-                    continue;
-                }
-                Ok(Err(Refusal::NoRoom)) => {}
-                Err(GetFail::Failed(QueueError::Sync(SyncError::Timeout))) => {
-                    return Err(GetFail::Empty)
-                }
-                Err(e) => return Err(e),
-            }
-            if !self.wait_for_change(word, seen, wait) {
-                return Err(GetFail::Empty);
-            }
-        }
-    }
-
-    /// Whether the endpoints of `role` once registered and none is left now: a blocked call of
-    /// the other side can stop waiting. Counts at most once per [`endpoint::CHECK_EVERY`] per
-    /// handle, and never for a `_nowait` call or when `role` never registered (one load).
-    #[cold]
-    fn peers_gone(&self, role: Role, wait: Wait) -> bool {
-        if matches!(wait, Wait::No)
-            || self.meta().peers_ever.load(Ordering::Acquire) & role.ever_bit() == 0
-        {
-            return false;
-        }
-        let now = baozi_sync::monotonic_ns();
-        let last = self.last_peer_check.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < endpoint::CHECK_EVERY.as_nanos() as u64 {
-            return false;
-        }
-        self.last_peer_check.store(now, Ordering::Relaxed);
-        let live = endpoint::count(self.endpoint_slots());
-        match role {
-            Role::Producer => live.producers == 0,
-            Role::Consumer => live.consumers == 0,
-        }
-    }
-
-    fn endpoint_slots(&self) -> &[std::sync::atomic::AtomicU64] {
-        endpoint::slots(&self.region, layout::endpoints_at(self.cap))
-    }
-
-    fn register(&self, role: Role) -> Result<Endpoint, QueueError> {
-        let (index, word) = endpoint::register(self.endpoint_slots(), role).ok_or_else(|| {
-            QueueError::Mismatch {
-                name: self.region.describe(),
-                detail: format!(
-                    "every one of its {} endpoint slots is taken by a live process",
-                    endpoint::SLOTS
-                ),
-            }
-        })?;
-        self.meta()
-            .peers_ever
-            .fetch_or(role.ever_bit(), Ordering::AcqRel);
-        // Leaving wakes the other side: getters sleep on the tail's word, putters on the head's.
-        let wake_at = match role {
-            Role::Producer => layout::TAIL_AT + std::mem::offset_of!(TailSide, wait),
-            Role::Consumer => layout::HEAD_AT + std::mem::offset_of!(HeadSide, wait),
-        };
-        Ok(Endpoint::new(
-            self.region.clone(),
-            layout::endpoints_at(self.cap),
-            index,
-            word,
-            wake_at,
-        ))
-    }
-
-    /// Registers this process as a producer until the returned [`Endpoint`] is dropped (or the
-    /// process dies). Once any producer has registered, a `get` blocked on the empty queue
-    /// returns [`GetError::Disconnected`] when none is left alive — within about
-    /// [`WAIT_SLICE`](baozi_sync::WAIT_SLICE) + [`CHECK_EVERY`](crate::CHECK_EVERY) of the last
-    /// one's death — instead of waiting for ever. A queue nobody registers with keeps Python's
-    /// behaviour.
-    ///
-    /// ```
-    /// use baozi_queue::{GetError, Queue};
-    /// let q: Queue<String> = Queue::new(0, 4096)?;
-    /// let producer = q.register_producer()?;
-    /// q.put("last bun".to_owned()).unwrap();
-    /// drop(producer); // (or the producer process is killed)
-    /// assert_eq!(q.get().unwrap(), "last bun"); // what was put is still delivered
-    /// assert!(matches!(q.get(), Err(GetError::Disconnected)));
-    /// # Ok::<(), baozi_queue::QueueError>(())
-    /// ```
-    ///
-    /// # Errors
-    /// [`QueueError::Mismatch`] when all 64 slots are held by live processes.
-    pub fn register_producer(&self) -> Result<Endpoint, QueueError> {
-        self.register(Role::Producer)
-    }
-
-    /// Registers this process as a consumer: once any consumer has registered, a `put` blocked
-    /// on the full queue returns [`PutError::Disconnected`] (with the item) when none is left.
-    ///
-    /// # Errors
-    /// As [`register_producer`](Self::register_producer).
-    pub fn register_consumer(&self) -> Result<Endpoint, QueueError> {
-        self.register(Role::Consumer)
-    }
-
-    /// The producers and consumers registered and alive now (a liveness query; it frees the
-    /// slots of registered processes that died).
-    pub fn endpoints(&self) -> Endpoints {
-        endpoint::count(self.endpoint_slots())
-    }
-
-    /// Waits until `word` moves past `seen` (someone committed the opposite operation or closed
-    /// the queue): spinning first, then sleeping. False when the wait is over with no change.
-    fn wait_for_change(&self, word: &WaitWord, seen: u32, wait: Wait) -> bool {
-        let deadline = match wait {
-            Wait::No => return false,
-            Wait::Until(d) if d.has_passed() => return false,
-            Wait::Until(d) => Some(d),
-            Wait::Forever => None,
-        };
-        let start = baozi_sync::monotonic_ns();
-        if self.spin.spin_until(|| word.seq() != seen) {
-            return true;
-        }
-        // Sleep once (at most WAIT_SLICE, or until the deadline), then let the caller look at
-        // the queue itself under the lock. Never loop here on the sequence word alone: a process
-        // killed between its commit (and unlock) and its notify leaves the word unchanged while
-        // the queue did change, and only a look at the cursors sees that. After the deadline the
-        // caller still gets that one last look, so a timed call never reports Empty or Full about
-        // a queue that is not.
-        let _ = word.wait(seen, deadline);
-        if word.seq() != seen {
-            // Had the spin lasted this long, it would have caught the change: learn from it
-            // (without this, two peers that both fell asleep never spin again).
-            self.spin
-                .waited(baozi_sync::monotonic_ns().saturating_sub(start));
-        }
-        true
     }
 
     // --- public operations that do not depend on T's encoding ---
@@ -1190,7 +714,7 @@ impl<T> Queue<T> {
     }
 
     /// Closes the queue for everyone: puts fail with [`PutError::Closed`], getters take what is
-    /// left and then get [`GetError::Closed`] instead of waiting. Blocked callers wake at once.
+    /// left and then get [`GetError::Closed`](crate::GetError::Closed) instead of waiting. Blocked callers wake at once.
     /// Closing twice is harmless.
     ///
     /// # Errors
@@ -1263,354 +787,5 @@ impl<T> Queue<T> {
     /// [`QueueError::Shm`] ([`ShmError::NotFound`], ...).
     pub fn unlink(name: &str) -> Result<(), QueueError> {
         Region::unlink(name).map_err(QueueError::from)
-    }
-}
-
-/// A get that did not return an item.
-enum GetFail {
-    Empty,
-    Closed,
-    Disconnected,
-    Decode { bytes: Vec<u8>, error: CodecError },
-    Failed(QueueError),
-}
-
-impl From<GetFail> for GetError {
-    fn from(f: GetFail) -> Self {
-        match f {
-            GetFail::Empty => GetError::Empty,
-            GetFail::Closed => GetError::Closed,
-            GetFail::Disconnected => GetError::Disconnected,
-            GetFail::Decode { bytes, error } => GetError::Decode { bytes, error },
-            GetFail::Failed(e) => GetError::Failed(e),
-        }
-    }
-}
-
-impl<T: Message> Queue<T> {
-    fn put_one(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
-        let outcome = item.with_encoded(|bytes| {
-            let len = self.single_len(bytes)?;
-            self.put_batch(
-                &Batch {
-                    data: bytes,
-                    lens: &[len],
-                },
-                wait,
-            )
-        });
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(fail)) => Err(fail.with(item)),
-            Err(e) => Err(PutError::Encode(item, e)),
-        }
-    }
-
-    fn get_one(&self, wait: Wait) -> Result<T, GetError> {
-        let mut out = None;
-        self.get_frames(1, wait, &mut |bytes| {
-            out = Some(T::decode(bytes)?);
-            Ok(())
-        })?;
-        Ok(out.expect("a successful get of one frame decoded it"))
-    }
-
-    /// Puts `item`, waiting as long as the queue is full.
-    ///
-    /// # Errors
-    /// [`PutError::TooLarge`] at once if it can never fit; [`PutError::Closed`];
-    /// [`PutError::Encode`]; [`PutError::Failed`]. The item comes back in each.
-    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_one(item, Wait::Forever)
-    }
-
-    /// Puts `item`, waiting at most `timeout` for room.
-    ///
-    /// # Errors
-    /// [`PutError::Full`] when the time is up, and the errors of [`put`](Self::put).
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.put_one(item, Wait::timeout(timeout))
-    }
-
-    /// Puts `item` only if there is room now. It never waits for room; it waits for the lock
-    /// only while another process holds it for a copy (at most [`NOWAIT_LOCK_WAIT`], reached
-    /// only if the holder is stopped, and then reported as [`PutError::Full`]).
-    ///
-    /// # Errors
-    /// [`PutError::Full`], and the errors of [`put`](Self::put).
-    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_one(item, Wait::No)
-    }
-
-    /// Takes the oldest item, waiting as long as the queue is empty.
-    ///
-    /// # Errors
-    /// [`GetError::Closed`] once the queue is closed and drained; [`GetError::Decode`];
-    /// [`GetError::Failed`].
-    pub fn get(&self) -> Result<T, GetError> {
-        self.get_one(Wait::Forever)
-    }
-
-    /// Takes the oldest item, waiting at most `timeout` (on `CLOCK_MONOTONIC`).
-    ///
-    /// # Errors
-    /// [`GetError::Empty`] when the time is up, and the errors of [`get`](Self::get).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.get_one(Wait::timeout(timeout))
-    }
-
-    /// Takes the oldest item if there is one now. Like [`put_nowait`](Self::put_nowait), it
-    /// waits for the lock at most [`NOWAIT_LOCK_WAIT`] (then [`GetError::Empty`]).
-    ///
-    /// # Errors
-    /// [`GetError::Empty`], and the errors of [`get`](Self::get).
-    pub fn get_nowait(&self) -> Result<T, GetError> {
-        self.get_one(Wait::No)
-    }
-
-    fn put_many_wait(&self, items: Vec<T>, wait: Wait) -> Result<(), PutError<Vec<T>>> {
-        self.put_refs(&items, wait).map_err(|e| e.map(|()| items))
-    }
-
-    /// Encodes `items` into this thread's reused batch buffer and puts them as one batch.
-    fn put_refs(&self, items: &[T], wait: Wait) -> Result<(), PutError<()>> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let mut scratch = BATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        scratch.0.clear();
-        scratch.1.clear();
-        let mut encode_error = None;
-        let mut too_large = false;
-        for item in items {
-            let (data, lens) = (&mut scratch.0, &mut scratch.1);
-            match item.with_encoded(|bytes| {
-                if ring::frame_len(bytes.len()).is_none() {
-                    too_large = true;
-                }
-                data.extend_from_slice(bytes);
-                lens.push(bytes.len().min(u32::MAX as usize) as u32);
-            }) {
-                Ok(()) => {}
-                Err(e) => {
-                    encode_error = Some(e);
-                    break;
-                }
-            }
-        }
-        let result = if let Some(e) = encode_error {
-            Err(PutError::Encode((), e))
-        } else if too_large {
-            Err(PutError::TooLarge {
-                item: (),
-                needed: scratch.0.len(),
-                capacity: self.cap as usize,
-            })
-        } else {
-            self.put_batch(
-                &Batch {
-                    data: &scratch.0,
-                    lens: &scratch.1,
-                },
-                wait,
-            )
-            .map_err(|f| f.with(()))
-        };
-        BATCH.with(|b| *b.borrow_mut() = scratch);
-        result
-    }
-
-    /// Puts copies of all of `items` at once, as [`put_many`](Self::put_many) does, but from a
-    /// borrowed slice: nothing is moved or allocated, and the items stay with the caller. Waits
-    /// at most `timeout` for room for all of them (`None`: as long as it takes; zero: not at
-    /// all). The batch counterpart of [`get_many_into`](Self::get_many_into).
-    ///
-    /// ```
-    /// use baozi_queue::Queue;
-    /// let q: Queue<u64> = Queue::new(0, 4096)?;
-    /// let batch = [1u64, 2, 3];
-    /// q.put_many_from(&batch, None).unwrap();
-    /// let mut out = Vec::new();
-    /// q.get_many_into(&mut out, 10, None).unwrap();
-    /// assert_eq!(out, batch);
-    /// # Ok::<(), baozi_queue::QueueError>(())
-    /// ```
-    ///
-    /// # Errors
-    /// As [`put_many_timeout`](Self::put_many_timeout), with `()` where the batch would be.
-    pub fn put_many_from(
-        &self,
-        items: &[T],
-        timeout: Option<Duration>,
-    ) -> Result<(), PutError<()>> {
-        self.put_refs(items, wait_for(timeout))
-    }
-
-    /// Puts all of `items` at once — under one lock, committed together — waiting as long as
-    /// there is not room for all of them.
-    ///
-    /// # Errors
-    /// [`PutError::TooMany`] at once for more than `maxsize` items, [`PutError::TooLarge`] at once
-    /// if the batch can never fit (or
-    /// more bytes than the ring), and the errors of [`put`](Self::put); the batch comes back.
-    pub fn put_many(&self, items: Vec<T>) -> Result<(), PutError<Vec<T>>> {
-        self.put_many_wait(items, Wait::Forever)
-    }
-
-    /// [`put_many`](Self::put_many), waiting at most `timeout`.
-    ///
-    /// # Errors
-    /// [`PutError::Full`] when the time is up, and the errors of [`put_many`](Self::put_many).
-    pub fn put_many_timeout(
-        &self,
-        items: Vec<T>,
-        timeout: Duration,
-    ) -> Result<(), PutError<Vec<T>>> {
-        self.put_many_wait(items, Wait::timeout(timeout))
-    }
-
-    /// [`put_many`](Self::put_many) only if there is room for all now.
-    ///
-    /// # Errors
-    /// [`PutError::Full`], and the errors of [`put_many`](Self::put_many).
-    pub fn put_many_nowait(&self, items: Vec<T>) -> Result<(), PutError<Vec<T>>> {
-        self.put_many_wait(items, Wait::No)
-    }
-
-    fn get_many_wait(&self, out: &mut Vec<T>, max: usize, wait: Wait) -> Result<usize, GetError> {
-        if max == 0 {
-            return Ok(0);
-        }
-        let n = self.get_frames(max, wait, &mut |bytes| {
-            out.push(T::decode(bytes)?);
-            Ok(())
-        })?;
-        Ok(n)
-    }
-
-    /// Takes between 1 and `max` items under one lock, waiting as long as the queue is empty.
-    ///
-    /// # Errors
-    /// As [`get`](Self::get).
-    pub fn get_many(&self, max: usize) -> Result<Vec<T>, GetError> {
-        let mut out = Vec::new();
-        self.get_many_wait(&mut out, max, Wait::Forever)?;
-        Ok(out)
-    }
-
-    /// [`get_many`](Self::get_many), waiting at most `timeout`.
-    ///
-    /// # Errors
-    /// [`GetError::Empty`] when the time is up, and the errors of [`get`](Self::get).
-    pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<T>, GetError> {
-        let mut out = Vec::new();
-        self.get_many_wait(&mut out, max, Wait::timeout(timeout))?;
-        Ok(out)
-    }
-
-    /// [`get_many`](Self::get_many) of what is there now.
-    ///
-    /// # Errors
-    /// [`GetError::Empty`], and the errors of [`get`](Self::get).
-    pub fn get_many_nowait(&self, max: usize) -> Result<Vec<T>, GetError> {
-        let mut out = Vec::new();
-        self.get_many_wait(&mut out, max, Wait::No)?;
-        Ok(out)
-    }
-
-    /// Appends between 1 and `max` items to `out`, reusing its allocation; waits at most
-    /// `timeout` (`None`: as long as it takes; zero: not at all, as
-    /// [`get_many_nowait`](Self::get_many_nowait)). Returns how many were taken. The batch
-    /// counterpart of [`put_many_from`](Self::put_many_from).
-    ///
-    /// # Errors
-    /// As [`get_many_timeout`](Self::get_many_timeout).
-    pub fn get_many_into(
-        &self,
-        out: &mut Vec<T>,
-        max: usize,
-        timeout: Option<Duration>,
-    ) -> Result<usize, GetError> {
-        self.get_many_wait(out, max, wait_for(timeout))
-    }
-}
-
-/// Raw byte access without allocation, for queues of bytes.
-impl Queue<Vec<u8>> {
-    fn put_slice(&self, bytes: &[u8], wait: Wait) -> Result<(), PutError<()>> {
-        let len = self.single_len(bytes).map_err(|f| f.with(()))?;
-        self.put_batch(
-            &Batch {
-                data: bytes,
-                lens: &[len],
-            },
-            wait,
-        )
-        .map_err(|f| f.with(()))
-    }
-
-    /// Puts a copy of `bytes` (blocking `timeout` at most; `None`: as long as it takes).
-    ///
-    /// # Errors
-    /// As [`put_timeout`](Self::put_timeout); with `Some(Duration::ZERO)` it is
-    /// [`put_nowait`](Self::put_nowait).
-    pub fn put_bytes(&self, bytes: &[u8], timeout: Option<Duration>) -> Result<(), PutError<()>> {
-        self.put_slice(bytes, wait_for(timeout))
-    }
-
-    /// Takes the oldest message into `buf` (cleared first; its allocation is reused), waiting at
-    /// most `timeout` (`None`: as long as it takes; zero: not at all).
-    ///
-    /// # Errors
-    /// As [`get_timeout`](Self::get_timeout).
-    pub fn get_bytes_into(
-        &self,
-        buf: &mut Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<(), GetError> {
-        let wait = wait_for(timeout);
-        buf.clear();
-        self.get_frames(1, wait, &mut |bytes| {
-            buf.extend_from_slice(bytes);
-            Ok(())
-        })?;
-        Ok(())
-    }
-
-    /// Takes the oldest message and hands its bytes to `f` **before** the take commits, waiting
-    /// at most `timeout` (`None`: as long as it takes; zero: not at all); returns what `f`
-    /// returned.
-    ///
-    /// `f` runs under the get lock: keep it short (a copy, a note in shared memory). If the
-    /// process dies while `f` runs, the take never committed and the message stays in the queue
-    /// for the next getter; once this returns `Ok`, the message has left the queue. So `f` can
-    /// record, where a supervisor finds it after a crash, which message the process was taking.
-    ///
-    /// ```
-    /// use baozi_queue::Queue;
-    /// let q: Queue<Vec<u8>> = Queue::new(4, 4096)?;
-    /// q.put_bytes(b"bun", None)?;
-    /// let len = q.get_bytes_with(None, |bytes| bytes.len())?;
-    /// assert_eq!(len, 3);
-    /// assert!(q.empty());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    ///
-    /// # Errors
-    /// As [`get_timeout`](Self::get_timeout).
-    pub fn get_bytes_with<R>(
-        &self,
-        timeout: Option<Duration>,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, GetError> {
-        let mut f = Some(f);
-        let mut out = None;
-        self.get_frames(1, wait_for(timeout), &mut |bytes| {
-            if let Some(f) = f.take() {
-                out = Some(f(bytes));
-            }
-            Ok(())
-        })?;
-        Ok(out.expect("a successful get of one frame ran f"))
     }
 }

@@ -1,0 +1,105 @@
+//! Taking one of the queue's two robust locks, and the repair after a holder that died
+//! (`EOWNERDEAD`): every update commits with one store, so the repair only redoes the two
+//! multi-store steps (a restart, an immediate shutdown's discard) and checks the invariants.
+
+use std::sync::atomic::Ordering;
+
+use baozi_sync::{Acquired, Deadline, RawRobustMutex};
+
+use super::Queue;
+use crate::error::QueueError;
+use crate::ring;
+
+/// Holds one of the queue's two locks; unlocks on drop, and wakes everyone if it repaired a
+/// dead holder's state (the dead process may have been about to notify).
+pub(super) struct Locked<'a, T> {
+    queue: &'a Queue<T>,
+    lock: &'a RawRobustMutex,
+    repaired: bool,
+}
+
+impl<T> Drop for Locked<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: a Locked exists only while this thread holds `lock`.
+        unsafe { self.lock.unlock() };
+        if self.repaired {
+            self.queue.tail().wait.notify();
+            self.queue.head().wait.notify();
+            self.queue.tasks().all_done.notify();
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    #[inline]
+    pub(super) fn lock<'a>(
+        &'a self,
+        lock: &'a RawRobustMutex,
+        deadline: Option<Deadline>,
+    ) -> Result<Locked<'a, T>, QueueError> {
+        match lock.lock(deadline)? {
+            Acquired::Clean => Ok(Locked {
+                queue: self,
+                lock,
+                repaired: false,
+            }),
+            Acquired::OwnerDied => self.recover(lock),
+        }
+    }
+
+    /// The lock was acquired from a holder that died: repair, then declare it consistent.
+    #[cold]
+    #[inline(never)]
+    fn recover<'a>(&'a self, lock: &'a RawRobustMutex) -> Result<Locked<'a, T>, QueueError> {
+        let guard = Locked {
+            queue: self,
+            lock,
+            repaired: true,
+        };
+        self.repair(std::ptr::eq(lock, self.put_lock()))?;
+        // SAFETY: we hold the lock, acquired with OwnerDied.
+        unsafe { lock.mark_consistent() };
+        Ok(guard)
+    }
+
+    /// Called with a lock held after its holder died; idempotent (the repairer may die too).
+    ///
+    /// Every update commits with one store of a cursor, so there is nothing to roll back: a
+    /// frame written but not committed lies beyond the tail, unseen. Two things are redone:
+    /// * with the put lock, a restart killed between moving the head to 0 and its commit left
+    ///   an empty ring whose tail is elsewhere: the tail joins the head (same count, so nobody
+    ///   sees a frame), and the producers' bounds are read afresh;
+    /// * with the get lock, the consumers' copy of the tail is read afresh.
+    ///
+    /// And the invariants are checked, so that corruption is reported instead of followed.
+    /// Tail first, then head (the order consumers use): the pair is a state the ring was in.
+    fn repair(&self, put_side: bool) -> Result<(), QueueError> {
+        let mut tail = self.tail_cursor();
+        let head = self.head_cursor();
+        if !ring::consistent(self.cap, head, tail) {
+            return Err(QueueError::Corrupt {
+                name: self.region.describe(),
+                detail: format!("after a holder died: head {head:?}, tail {tail:?}"),
+            });
+        }
+        if put_side {
+            if ring::items(head, tail) == 0 && head.off != tail.off {
+                tail.off = head.off;
+                self.tail().cursor.store(tail.pack(), Ordering::Release);
+            }
+            self.refresh_room(tail);
+        } else {
+            // An immediate shutdown killed between its discard's commit and moving the head:
+            // finish moving it (the tail is final, the queue being closed).
+            let (_, upto) = self.discard();
+            if upto != 0
+                && ring::items(head, tail) != 0
+                && head.count.wrapping_sub(upto) > u32::MAX / 2
+            {
+                self.head().cursor.store(tail.pack(), Ordering::Release);
+            }
+            self.head().seen_tail.store(tail.pack(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
