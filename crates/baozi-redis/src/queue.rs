@@ -70,7 +70,14 @@ impl Wait {
             Wait::Forever => Some(max),
             Wait::Until(d) => {
                 let left = d.saturating_duration_since(Instant::now());
-                (left >= Duration::from_millis(1)).then(|| left.min(max))
+                if left >= Duration::from_millis(1) {
+                    return Some(left.min(max));
+                }
+                // Less than the server's millisecond is left (its clock may also have ended the
+                // last wait a fraction early): wait it out here, so that a timeout never
+                // returns before its time.
+                std::thread::sleep(left);
+                None
             }
         }
     }
