@@ -83,36 +83,6 @@ impl Wait {
     }
 }
 
-enum PutFail {
-    Full,
-    Closed,
-    TooLarge { needed: usize, capacity: usize },
-    TooMany { items: usize, maxsize: usize },
-    Encode(baozi_queue::CodecError),
-    Failed(RedisQueueError),
-}
-
-impl PutFail {
-    fn with<U>(self, item: U) -> PutError<U> {
-        match self {
-            PutFail::Full => PutError::Full(item),
-            PutFail::Closed => PutError::Closed(item),
-            PutFail::TooLarge { needed, capacity } => PutError::TooLarge {
-                item,
-                needed,
-                capacity,
-            },
-            PutFail::TooMany { items, maxsize } => PutError::TooMany {
-                item,
-                items,
-                maxsize,
-            },
-            PutFail::Encode(e) => PutError::Encode(item, e),
-            PutFail::Failed(e) => put_failed(item, e),
-        }
-    }
-}
-
 fn int(v: &Value) -> Result<i64, RedisQueueError> {
     match v {
         Value::Int(i) => Ok(*i),
@@ -398,7 +368,7 @@ use redis::Commands as _;
 impl<T: Message> RedisQueue<T> {
     /// Encodes items with the envelope header left blank (filled in once the producer id and
     /// sequence numbers are known, under the link's lock).
-    fn encode(&self, items: &[T]) -> Result<Vec<Vec<u8>>, PutFail> {
+    fn encode(&self, items: &[T]) -> Result<Vec<Vec<u8>>, PutError<()>> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let env = item
@@ -408,9 +378,10 @@ impl<T: Message> RedisQueue<T> {
                     env.extend_from_slice(bytes);
                     env
                 })
-                .map_err(PutFail::Encode)?;
+                .map_err(|e| PutError::Encode((), e))?;
             if env.len() - HEADER > self.shared.opts.max_message_len {
-                return Err(PutFail::TooLarge {
+                return Err(PutError::TooLarge {
+                    item: (),
                     needed: env.len() - HEADER,
                     capacity: self.shared.opts.max_message_len,
                 });
@@ -419,7 +390,8 @@ impl<T: Message> RedisQueue<T> {
         }
         let max = self.shared.maxsize;
         if max != 0 && items.len() > max {
-            return Err(PutFail::TooMany {
+            return Err(PutError::TooMany {
+                item: (),
                 items: items.len(),
                 maxsize: max,
             });
@@ -427,13 +399,13 @@ impl<T: Message> RedisQueue<T> {
         Ok(out)
     }
 
-    fn put_envs(&self, mut envs: Vec<Vec<u8>>, wait: Wait) -> Result<(), PutFail> {
+    fn put_envs(&self, mut envs: Vec<Vec<u8>>, wait: Wait) -> Result<(), PutError<()>> {
         if envs.is_empty() {
             return Ok(());
         }
         let sh = &*self.shared;
         let mut g = self.guard();
-        let producer = g.producer().map_err(PutFail::Failed)?;
+        let producer = g.producer().map_err(|e| put_failed((), e))?;
         let first = g.link.seq + 1;
         g.link.seq += envs.len() as u64;
         let last = g.link.seq;
@@ -457,19 +429,20 @@ impl<T: Message> RedisQueue<T> {
             // Safe to run twice: the server drops a second (producer, sequence) it has seen.
             let r = g
                 .run(true, io, |c| cmd.query::<i64>(c))
-                .map_err(PutFail::Failed)?;
+                .map_err(|e| put_failed((), e))?;
             match r {
                 1 | 2 => return Ok(()),
-                -1 => return Err(PutFail::Closed),
+                -1 => return Err(PutError::Closed(())),
                 0 => {}
                 other => {
-                    return Err(PutFail::Failed(RedisQueueError::protocol(format!(
-                        "put script returned {other}"
-                    ))))
+                    return Err(put_failed(
+                        (),
+                        RedisQueueError::protocol(format!("put script returned {other}")),
+                    ))
                 }
             }
             let Some(slice) = wait.slice(sh.opts.wait_slice) else {
-                return Err(PutFail::Full);
+                return Err(PutError::Full(()));
             };
             // Wait on the server for a room token; a get leaves one per freed slot.
             let room = sh.keys.room.clone();
@@ -479,24 +452,24 @@ impl<T: Message> RedisQueue<T> {
                     .arg(secs(slice))
                     .query::<Value>(c)
             })
-            .map_err(PutFail::Failed)?;
+            .map_err(|e| put_failed((), e))?;
         }
     }
 
     fn put_one(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
         let envs = match self.encode(std::slice::from_ref(&item)) {
             Ok(e) => e,
-            Err(f) => return Err(f.with(item)),
+            Err(f) => return Err(f.map(|()| item)),
         };
-        self.put_envs(envs, wait).map_err(|f| f.with(item))
+        self.put_envs(envs, wait).map_err(|f| f.map(|()| item))
     }
 
     fn put_batch(&self, items: Vec<T>, wait: Wait) -> Result<(), PutError<Vec<T>>> {
         let envs = match self.encode(&items) {
             Ok(e) => e,
-            Err(f) => return Err(f.with(items)),
+            Err(f) => return Err(f.map(|()| items)),
         };
-        self.put_envs(envs, wait).map_err(|f| f.with(items))
+        self.put_envs(envs, wait).map_err(|f| f.map(|()| items))
     }
 
     /// Takes up to `max` envelopes; at-least-once when the queue has a lease.
