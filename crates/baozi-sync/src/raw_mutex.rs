@@ -8,6 +8,7 @@ use baozi_shm::ShmSafe;
 use crate::deadline::Deadline;
 use crate::error::SyncError;
 use crate::sys::{self, LockResult, PthreadMutex};
+use crate::waitword::WAIT_SLICE;
 
 /// How a lock was acquired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +27,9 @@ pub enum Acquired {
 /// When a holder dies (even by SIGKILL), the kernel marks the lock word through the dead thread's
 /// robust list, and the next locker gets [`Acquired::OwnerDied`]. Uncontended `lock`/`unlock`
 /// are a compare-and-swap each in glibc: no syscall. A contended `lock` spins briefly on
-/// `trylock` before it sleeps in the kernel, because critical sections here are short.
+/// `trylock` before it sleeps in the kernel, because critical sections here are short. A
+/// sleeper rechecks every [`WAIT_SLICE`], so a wake-up lost to a killed waiter (see
+/// `lock_slow`) delays the others by at most that.
 ///
 /// This is the raw building block; most code wants [`ShmMutex`](crate::ShmMutex).
 #[repr(C)]
@@ -127,9 +130,30 @@ impl RawRobustMutex {
                 return Ok(a);
             }
         }
-        // SAFETY: the mutex was initialised before the object was published (type invariant).
-        let r = unsafe { sys::mutex_lock(self.ptr(), deadline.map(|d| d.as_nanos())) };
-        Self::map(r, "pthread_mutex_lock")?.ok_or(SyncError::Timeout)
+        // Sleep in slices, never for ever: a robust futex can lose its wake-up. The unlock wakes
+        // one sleeper; if that one is killed before it takes the lock while a third thread
+        // takes it uncontended (a lock word without the waiters bit), the kernel's cleanup of
+        // the dead waiter wakes nobody (it does only for a free word), the third thread's
+        // unlock sees no waiters, and every other sleeper would sleep until someone contends
+        // again. Rechecking every WAIT_SLICE bounds that stall like every other wait here.
+        loop {
+            let slice = match deadline {
+                Some(d) => d.min_after(WAIT_SLICE),
+                None => Deadline::after(WAIT_SLICE),
+            };
+            // SAFETY: the mutex was initialised before the object was published (type
+            // invariant).
+            let r = unsafe { sys::mutex_lock(self.ptr(), slice.as_nanos()) };
+            match Self::map(r, "pthread_mutex_clocklock") {
+                Ok(Some(a)) => return Ok(a),
+                Ok(None) | Err(SyncError::Timeout) => {
+                    if deadline.is_some_and(|d| d.has_passed()) {
+                        return Err(SyncError::Timeout);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Releases the lock.

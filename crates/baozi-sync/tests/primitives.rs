@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use baozi_shm::{Offset, Region, ShmError};
 use baozi_sync::{
-    AcquireError, Acquired, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore,
-    ShmMutex, SyncError,
+    AcquireError, Acquired, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock,
+    RawRobustMutex, Semaphore, ShmMutex, SyncError,
 };
 
 /// Bound on one child finishing after it was told to.
@@ -857,6 +857,92 @@ fn lock_holder_killed_is_recovered() {
     assert!(matches!(e, SyncError::Unrecoverable), "{e:?}");
 }
 
+/// A sleeper whose wake-up went to a waiter that was killed before it took the lock, while the
+/// lock was taken back uncontended (so its word lost the waiters bit): the kernel's cleanup of
+/// the dead waiter wakes nobody (it does so only for a free word) and the next unlock sees no
+/// waiters. The sleeper must still get the lock, within a wait slice. The killed waiter is
+/// written by hand here, a raw `FUTEX_WAIT` on the lock word as glibc's own waiter does it, and
+/// it sleeps first, so the futex queue's FIFO order makes it the one woken in every round.
+/// (The race itself, with real waiters, hung `value_counter_with_kills` in 1 run of ~300.)
+fn lock_wakeup_lost_to_killed_waiter() {
+    const FUTEX_WAITERS: u32 = 0x8000_0000;
+    let region = Region::anonymous(4096).unwrap();
+    let at = region.as_ptr().cast::<RawRobustMutex>();
+    // SAFETY: a fresh private page, aligned, that outlives every use below.
+    unsafe { RawRobustMutex::init(at).unwrap() };
+    // SAFETY: initialised just above; the region lives to the end of the case.
+    let mutex = unsafe { &*at };
+    // glibc keeps the futex word first in the mutex (see baozi-sync's sys module).
+    // SAFETY: an aligned 4-byte word at the start of the live region.
+    let word = unsafe { &*region.as_ptr().cast::<std::sync::atomic::AtomicU32>() };
+    let words = Words::new(1); // the victim was woken
+    for round in 0..5 {
+        words.at(0).store(0, Ordering::SeqCst);
+        assert_eq!(mutex.lock(None).unwrap(), Acquired::Clean);
+        let mut victim = {
+            let words = &words;
+            spawn(move || {
+                let expect = word.fetch_or(FUTEX_WAITERS, Ordering::SeqCst) | FUTEX_WAITERS;
+                // SAFETY: FUTEX_WAIT on a live, aligned word; shared (no PRIVATE flag), as
+                // glibc waits on a process-shared mutex.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        word.as_ptr(),
+                        libc::FUTEX_WAIT,
+                        expect,
+                        std::ptr::null::<libc::timespec>(),
+                    )
+                };
+                words.at(0).store(1, Ordering::SeqCst);
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        };
+        wait_asleep(&[&victim], "the waiter to be killed");
+        let survivor = spawn(move || {
+            let acquired = mutex.lock(None).unwrap();
+            if acquired == Acquired::OwnerDied {
+                // SAFETY: held after EOWNERDEAD.
+                unsafe { mutex.mark_consistent() };
+            }
+            // SAFETY: held by this thread.
+            unsafe { mutex.unlock() };
+            0
+        });
+        wait_asleep(&[&survivor], "the other sleeper");
+        let start = Instant::now();
+        // SAFETY: this thread holds it. The unlock wakes the oldest sleeper: the victim.
+        unsafe { mutex.unlock() };
+        match mutex.try_lock().unwrap() {
+            Some(_) => {
+                assert!(
+                    wait_until(Duration::from_secs(10), || words
+                        .at(0)
+                        .load(Ordering::SeqCst)
+                        == 1),
+                    "round {round}: the oldest sleeper was not the one woken"
+                );
+                assert_eq!(victim.kill(), Exit::Signal(libc::SIGKILL));
+                // SAFETY: this thread holds it. No waiters bit: this wakes nobody.
+                unsafe { mutex.unlock() };
+            }
+            // The survivor's slice ended just then and it took the lock: nothing was lost.
+            None => {
+                victim.kill();
+            }
+        }
+        survivor.join_ok(WAKE_BOUND, "the sleeper whose wake-up was lost");
+        let waited = start.elapsed();
+        println!("    round {round}: the other sleeper got the lock after {waited:?}");
+        assert!(
+            waited < baozi_sync::WAIT_SLICE + Duration::from_secs(1),
+            "round {round}: {waited:?}, more than a wait slice"
+        );
+    }
+}
+
 /// RLock held at depth 3 and the Condition's lock: holder SIGKILLed -> next acquirer told.
 fn rlock_and_condition_holder_killed() {
     let rlock = RLock::anonymous().unwrap();
@@ -1315,6 +1401,10 @@ fn main() {
         case(
             "lock_holder_killed_is_recovered",
             lock_holder_killed_is_recovered,
+        ),
+        case(
+            "lock_wakeup_lost_to_killed_waiter",
+            lock_wakeup_lost_to_killed_waiter,
         ),
         case(
             "rlock_and_condition_holder_killed",

@@ -224,24 +224,16 @@ pub(crate) unsafe fn mutex_trylock(m: *mut PthreadMutex) -> io::Result<LockResul
     )
 }
 
-/// `pthread_mutex_lock`, or `pthread_mutex_clocklock(CLOCK_MONOTONIC)` with a deadline.
+/// `pthread_mutex_clocklock(CLOCK_MONOTONIC)`: waits until `deadline_ns` at most. (There is no
+/// untimed form: callers sleep in slices, see `RawRobustMutex::lock_slow`.)
 ///
 /// # Safety
 /// `m` must point to a mutex initialised by [`robust_mutex_init`] in a live mapping.
-pub(crate) unsafe fn mutex_lock(
-    m: *mut PthreadMutex,
-    deadline_ns: Option<u64>,
-) -> io::Result<LockResult> {
-    match deadline_ns {
-        // SAFETY: per the caller's guarantee.
-        None => lock_result(unsafe { libc::pthread_mutex_lock(m) }, "pthread_mutex_lock"),
-        Some(ns) => {
-            let ts = timespec(ns);
-            // SAFETY: per the caller's guarantee; `ts` is a normalised timespec on our stack.
-            let r = unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &ts) };
-            lock_result(r, "pthread_mutex_clocklock")
-        }
-    }
+pub(crate) unsafe fn mutex_lock(m: *mut PthreadMutex, deadline_ns: u64) -> io::Result<LockResult> {
+    let ts = timespec(deadline_ns);
+    // SAFETY: per the caller's guarantee; `ts` is a normalised timespec on our stack.
+    let r = unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &ts) };
+    lock_result(r, "pthread_mutex_clocklock")
 }
 
 /// `pthread_mutex_unlock`.
