@@ -28,8 +28,8 @@ pub enum Acquired {
 /// robust list, and the next locker gets [`Acquired::OwnerDied`]. Uncontended `lock`/`unlock`
 /// are a compare-and-swap each in glibc: no syscall. A contended `lock` spins briefly on
 /// `trylock` before it sleeps in the kernel, because critical sections here are short. A
-/// sleeper rechecks every [`WAIT_SLICE`], so a wake-up lost to a killed waiter (see
-/// `lock_slow`) delays the others by at most that.
+/// sleeper tries again every [`WAIT_SLICE`]: a waiter woken by an unlock and killed before it
+/// took the lock can swallow that wake-up, and this bounds what it costs the other sleepers.
 ///
 /// This is the raw building block; most code wants [`ShmMutex`](crate::ShmMutex).
 #[repr(C)]
