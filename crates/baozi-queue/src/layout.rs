@@ -4,10 +4,10 @@
 //! offset        contents                                   written by
 //! 0             Header (baozi-shm)                         creator, once
 //! 1 line        Meta { maxsize, capacity, closed }         creator; `closed` by close()
-//! 2 lines       put lock: RawRobustMutex                   producers (glibc)
+//! 2 lines       put lock: RawOwnerLock (one word)          producers
 //! 3 lines       tail: Cursor, not_empty WaitWord, room bound producers, under the put lock (**)
 //! 4 lines       head: Cursor, not_full WaitWord, tail seen consumers, under the get lock (*) (**)
-//! 5 lines       get lock: RawRobustMutex                   consumers (glibc)
+//! 5 lines       get lock: RawOwnerLock (one word)          consumers
 //! 6 lines       tasks: done count + all_done WaitWord      task_done()
 //! 7 lines       ring: `capacity` bytes of frames           producers, under the put lock
 //! + capacity    endpoints: 64 words (producers, consumers) each process its own word
@@ -26,7 +26,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use baozi_shm::{LayoutHash, ObjectKind, ShmSafe, CACHE_LINE};
-use baozi_sync::{RawRobustMutex, WaitWord};
+use baozi_sync::{RawOwnerLock, WaitWord};
 
 pub(crate) const META_AT: usize = CACHE_LINE;
 pub(crate) const PUT_LOCK_AT: usize = 2 * CACHE_LINE;
@@ -105,7 +105,7 @@ unsafe impl ShmSafe for Tasks {}
 
 const _: () = {
     assert!(std::mem::size_of::<Meta>() <= CACHE_LINE);
-    assert!(std::mem::size_of::<RawRobustMutex>() <= CACHE_LINE);
+    assert!(std::mem::size_of::<RawOwnerLock>() <= CACHE_LINE);
     assert!(std::mem::size_of::<TailSide>() <= CACHE_LINE);
     assert!(std::mem::size_of::<HeadSide>() <= CACHE_LINE);
     assert!(std::mem::size_of::<Tasks>() <= CACHE_LINE);
@@ -129,7 +129,10 @@ pub(crate) fn endpoints_at(capacity: u32) -> usize {
 /// * 2 (issue 15): a commit wakes the other side only when its sleepers flag is set
 ///   (`WaitWord::notify_sleepers`); awake waiters watch the other side's cursor instead. A
 ///   revision-1 waiter would spin on a word that no longer moves, and sleep a whole slice.
-pub(crate) const PROTOCOL: u64 = 2;
+/// * 3 (issue 15): the two locks are [`RawOwnerLock`]s (one word naming the holder process, a
+///   dead holder found through `/proc`) in place of glibc robust mutexes; a revision-2 process
+///   would read the word as a pthread mutex.
+pub(crate) const PROTOCOL: u64 = 3;
 
 /// The layout checksum of a queue with these parameters, built by this build.
 pub(crate) fn layout_hash(maxsize: u32, capacity: u32) -> u64 {
@@ -140,7 +143,7 @@ pub(crate) fn layout_hash(maxsize: u32, capacity: u32) -> u64 {
         .u64(RING_AT as u64)
         .u64(PUT_LOCK_AT as u64)
         .u64(GET_LOCK_AT as u64)
-        .u64(std::mem::size_of::<RawRobustMutex>() as u64)
+        .u64(std::mem::size_of::<RawOwnerLock>() as u64)
         .u64(std::mem::size_of::<TailSide>() as u64)
         .u64(std::mem::size_of::<HeadSide>() as u64)
         .u64(std::mem::size_of::<Tasks>() as u64)

@@ -43,14 +43,16 @@
 //!
 //! # Crash safety
 //! Each put and get commits with one aligned store of a cursor, made after the copy, under a
-//! robust process-shared lock: producers share a put lock, consumers a get lock. A process
-//! killed anywhere leaves either the old or the new state; the next locker is told its
-//! predecessor died, checks the cursors, and goes on. Waiting uses futexes on sequence words, so
+//! process-shared lock whose word names its holder ([`baozi_sync::RawOwnerLock`]): producers
+//! share a put lock, consumers a get lock. A process killed anywhere leaves either the old or
+//! the new state; a waiter finds the holder dead (through `/proc`, after about a millisecond of
+//! waiting), takes the lock over, checks the cursors, and goes on. Waiting uses futexes on sequence words, so
 //! a killed waiter cannot wedge anyone either. See `docs/DESIGN.md`.
 //!
 //! # Performance
 //! `put`/`get` with nobody waiting make no syscall and allocate nothing (for bytes, numbers and
-//! `Pod`). A put and a get never take the same lock, and each side reads the other's cache line
+//! `Pod`); taking and releasing a lock is one compare-and-swap and one swap. A put and a get
+//! never take the same lock, and each side reads the other's cache line
 //! only when what it last saw runs out (producer and consumer state live on separate lines);
 //! a commit wakes the other side only if one of its callers sleeps. Blocked callers spin
 //! adaptively (on the other side's cursor) before they sleep. Batches ([`Queue::put_many_from`],

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use baozi_shm::{ObjectKind, Region, ShmError, TypeTag, DEFAULT_READY_WAIT};
-use baozi_sync::{Deadline, RawRobustMutex, SpinPolicy, WaitWord};
+use baozi_sync::{Deadline, RawOwnerLock, SpinPolicy, WaitWord};
 
 use crate::codec::{CodecError, Message};
 use crate::crash::{self, Point};
@@ -97,7 +97,8 @@ impl PutFail {
 ///   [`GetError::Closed`](crate::GetError::Closed) instead of waiting for ever.
 ///
 /// A process killed at any instant — even holding the lock in the middle of a copy — leaves the
-/// queue usable: the robust lock tells the next process, which checks the cursors and goes on. A
+/// queue usable: the next process that waits for the lock finds its holder dead, takes it over,
+/// checks the cursors and goes on. A
 /// message is in the queue exactly when the store of the producer cursor that commits it has
 /// happened, so none is torn, lost after its put returned, or delivered twice.
 ///
@@ -338,13 +339,8 @@ impl<T> Queue<T> {
         let q = Queue::wrap(region, maxsize, cap, spin);
         q.meta().maxsize.store(maxsize, Ordering::Relaxed);
         q.meta().capacity.store(cap, Ordering::Relaxed);
-        for at in [layout::PUT_LOCK_AT, layout::GET_LOCK_AT] {
-            // SAFETY: 1. both lock offsets are inside the region (total_len) and
-            // CACHE_LINE-aligned; 2. the region is fresh and unpublished: nobody else can reach
-            // the locks yet.
-            unsafe { RawRobustMutex::init(q.base.as_ptr().add(at).cast())? };
-        }
-        // Cursors and counters start at zero, as the fresh region already is.
+        // The locks, cursors and counters start at zero (a free lock is all-zero bytes), as the
+        // fresh region already is.
         q.region.header()?.publish();
         Ok(q)
     }
@@ -363,11 +359,11 @@ impl<T> Queue<T> {
         self.part(layout::META_AT)
     }
     /// Producers' lock: the tail cursor, the ring's free space, `closed`.
-    fn put_lock(&self) -> &RawRobustMutex {
+    fn put_lock(&self) -> &RawOwnerLock {
         self.part(layout::PUT_LOCK_AT)
     }
     /// Consumers' lock: the head cursor and the frames between head and tail.
-    fn get_lock(&self) -> &RawRobustMutex {
+    fn get_lock(&self) -> &RawOwnerLock {
         self.part(layout::GET_LOCK_AT)
     }
     fn tail(&self) -> &TailSide {

@@ -1,27 +1,34 @@
-//! Taking one of the queue's two robust locks, and the repair after a holder that died
-//! (`EOWNERDEAD`): every update commits with one store, so the repair only redoes the two
-//! multi-store steps (a restart, an immediate shutdown's discard) and checks the invariants.
+//! Taking one of the queue's two owner locks, and the repair after a holder that died
+//! ([`Acquired::OwnerDied`]): every update commits with one store, so the repair only redoes the
+//! two multi-store steps (a restart, an immediate shutdown's discard) and checks the invariants.
 
 use std::sync::atomic::Ordering;
 
-use baozi_sync::{Acquired, Deadline, RawRobustMutex};
+use baozi_sync::{Acquired, Deadline, RawOwnerLock};
 
 use super::Queue;
 use crate::error::QueueError;
 use crate::ring;
 
 /// Holds one of the queue's two locks; unlocks on drop, and wakes everyone if it repaired a
-/// dead holder's state (the dead process may have been about to notify).
+/// dead holder's state (the dead process may have been about to notify). A repair that failed
+/// (corruption) gives the lock up instead: every later taker gets an error, not the corruption.
 pub(super) struct Locked<'a, T> {
     queue: &'a Queue<T>,
-    lock: &'a RawRobustMutex,
+    lock: &'a RawOwnerLock,
     repaired: bool,
+    repair_failed: bool,
 }
 
 impl<T> Drop for Locked<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: a Locked exists only while this thread holds `lock`.
-        unsafe { self.lock.unlock() };
+        if self.repair_failed {
+            // SAFETY: a Locked exists only while this process holds `lock`.
+            unsafe { self.lock.give_up() };
+        } else {
+            // SAFETY: as above.
+            unsafe { self.lock.unlock() };
+        }
         if self.repaired {
             self.queue.tail().wait.notify();
             self.queue.head().wait.notify();
@@ -34,7 +41,7 @@ impl<T> Queue<T> {
     #[inline]
     pub(super) fn lock<'a>(
         &'a self,
-        lock: &'a RawRobustMutex,
+        lock: &'a RawOwnerLock,
         deadline: Option<Deadline>,
     ) -> Result<Locked<'a, T>, QueueError> {
         match lock.lock(deadline)? {
@@ -42,6 +49,7 @@ impl<T> Queue<T> {
                 queue: self,
                 lock,
                 repaired: false,
+                repair_failed: false,
             }),
             Acquired::OwnerDied => self.recover(lock),
         }
@@ -50,15 +58,15 @@ impl<T> Queue<T> {
     /// The lock was acquired from a holder that died: repair, then declare it consistent.
     #[cold]
     #[inline(never)]
-    fn recover<'a>(&'a self, lock: &'a RawRobustMutex) -> Result<Locked<'a, T>, QueueError> {
-        let guard = Locked {
+    fn recover<'a>(&'a self, lock: &'a RawOwnerLock) -> Result<Locked<'a, T>, QueueError> {
+        let mut guard = Locked {
             queue: self,
             lock,
             repaired: true,
+            repair_failed: true,
         };
         self.repair(std::ptr::eq(lock, self.put_lock()))?;
-        // SAFETY: we hold the lock, acquired with OwnerDied.
-        unsafe { lock.mark_consistent() };
+        guard.repair_failed = false;
         Ok(guard)
     }
 

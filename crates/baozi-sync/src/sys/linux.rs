@@ -73,6 +73,100 @@ pub(crate) fn futex_wait(
     }
 }
 
+/// [`futex_wait`] on the low 32 bits of a 64-bit word (little-endian: its first four bytes),
+/// for words whose owner half and waiters bit are changed together by one 64-bit CAS.
+pub(crate) fn futex_wait_low(
+    word: &AtomicU64,
+    expected: u32,
+    deadline_ns: Option<u64>,
+) -> io::Result<()> {
+    // SAFETY: on a little-endian target the low half of a live, 8-aligned AtomicU64 is a live,
+    // 4-aligned u32 at the same address; the kernel only reads it (atomically, under its
+    // hash-bucket lock), and Rust code never accesses it as a u32.
+    let low = unsafe { &*word.as_ptr().cast::<AtomicU32>() };
+    futex_wait(low, expected, deadline_ns)
+}
+
+/// [`futex_wake`] for a word waited on with [`futex_wait_low`].
+pub(crate) fn futex_wake_low(word: &AtomicU64, n: i32) -> usize {
+    // SAFETY: as in futex_wait_low; FUTEX_WAKE only uses the address as a key.
+    let low = unsafe { &*word.as_ptr().cast::<AtomicU32>() };
+    futex_wake(low, n)
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("futex_wait_low assumes a little-endian target");
+
+/// What `/proc` says of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProcessState {
+    /// It exists and is not a zombie; started at this time (clock ticks since boot).
+    Alive { start: u64 },
+    /// It is gone, or a zombie: it will never run user code again.
+    Dead,
+    /// `/proc` could not tell (not mounted, `hidepid`): `kill(pid, 0)` says it exists.
+    Unknown,
+}
+
+/// Process `pid`, from `/proc/<pid>/stat`, or `kill(pid, 0)` when that cannot be read.
+pub(crate) fn process_state(pid: u32) -> ProcessState {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return ProcessState::Dead;
+    }
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ppid ...": comm may hold anything, so split after the last ')'.
+        if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().and_then(|s| s.chars().next());
+            if matches!(state, Some('Z' | 'X' | 'x')) {
+                return ProcessState::Dead;
+            }
+            // Field 22 is the start time: after the state (field 3), the 19th more.
+            if let Some(start) = fields.nth(18).and_then(|s| s.parse().ok()) {
+                return ProcessState::Alive { start };
+            }
+        }
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        ProcessState::Dead
+    } else {
+        ProcessState::Unknown
+    }
+}
+
+fn read_process_stamp() -> (u32, u64) {
+    let pid = std::process::id();
+    match process_state(pid) {
+        ProcessState::Alive { start } => (pid, start),
+        _ => (pid, 0),
+    }
+}
+
+thread_local! {
+    /// (fork generation it was read in, pid, start time); pid 0 = not read yet.
+    static PROCESS_STAMP: Cell<(u64, u32, u64)> = const { Cell::new((0, 0, 0)) };
+}
+
+/// This process's pid and start time (clock ticks since boot; 0 when `/proc` cannot tell).
+/// Cached per thread and re-read after `fork()`, like [`thread_identity`]: no syscall after a
+/// thread's first call.
+pub(crate) fn process_stamp() -> (u32, u64) {
+    let Some(generation) = fork_generation_registered() else {
+        return read_process_stamp();
+    };
+    PROCESS_STAMP.with(|cell| {
+        let (cached_generation, pid, start) = cell.get();
+        if pid != 0 && cached_generation == generation {
+            return (pid, start);
+        }
+        let (pid, start) = read_process_stamp();
+        cell.set((generation, pid, start));
+        (pid, start)
+    })
+}
+
 /// Wakes up to `n` processes sleeping on `word`; returns how many were woken.
 pub(crate) fn futex_wake(word: &AtomicU32, n: i32) -> usize {
     // SAFETY: FUTEX_WAKE only uses the address as a key; `word` is live and aligned.
@@ -110,6 +204,24 @@ fn read_thread_identity() -> u64 {
 /// first call in a thread. A child made with a raw `clone`/`SYS_fork` syscall bypasses the
 /// handler and must not use this.
 pub(crate) fn thread_identity() -> u64 {
+    let Some(generation) = fork_generation_registered() else {
+        return read_thread_identity();
+    };
+    THREAD_IDENTITY.with(|cell| {
+        let (cached_generation, id) = cell.get();
+        if id != 0 && cached_generation == generation {
+            return id;
+        }
+        let id = read_thread_identity();
+        cell.set((generation, id));
+        id
+    })
+}
+
+/// The fork generation, registering the `pthread_atfork` handler first if nobody has: `None`
+/// while it is not registered (then nothing may be cached: callers ask the kernel each time).
+#[inline]
+fn fork_generation_registered() -> Option<u64> {
     if ATFORK_STATE.load(Ordering::Acquire) != 2 {
         if ATFORK_STATE
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
@@ -122,18 +234,9 @@ pub(crate) fn thread_identity() -> u64 {
             }
             // On failure (ENOMEM) the state stays 1: never cache, always ask the kernel.
         }
-        return read_thread_identity();
+        return None;
     }
-    let generation = FORK_GENERATION.load(Ordering::Relaxed);
-    THREAD_IDENTITY.with(|cell| {
-        let (cached_generation, id) = cell.get();
-        if id != 0 && cached_generation == generation {
-            return id;
-        }
-        let id = read_thread_identity();
-        cell.set((generation, id));
-        id
-    })
+    Some(FORK_GENERATION.load(Ordering::Relaxed))
 }
 
 /// How many forks this process's line of ancestors has made since the `pthread_atfork` handler
