@@ -555,10 +555,8 @@ impl<T> Queue<T> {
         };
         side.cursor.store(t.pack(), Ordering::Release);
         crash::point(Point::PutAfterCommit);
-        drop(guard);
-        crash::point(Point::PutBeforeWake);
         // Getters that are awake watch the tail itself; only sleepers need a wake-up.
-        side.wait.notify_sleepers();
+        guard.release_and_notify(&side.wait, Point::PutBeforeWake);
         Ok(Ok(()))
     }
 
@@ -642,10 +640,8 @@ impl<T> Queue<T> {
         };
         side.cursor.store(h.pack(), Ordering::Release);
         crash::point(Point::GetAfterCommit);
-        drop(guard);
-        crash::point(Point::GetBeforeWake);
         // Putters that are awake watch the head itself; only sleepers need a wake-up.
-        side.wait.notify_sleepers();
+        guard.release_and_notify(&side.wait, Point::GetBeforeWake);
         match failure {
             Some(f) => Err(f),
             None => Ok(Ok(taken as usize)),

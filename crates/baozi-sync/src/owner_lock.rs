@@ -2,7 +2,7 @@
 //! compare-and-swap and released with one swap; robust without glibc's robust list.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use baozi_shm::ShmSafe;
 
@@ -11,12 +11,10 @@ use crate::error::SyncError;
 use crate::raw_mutex::Acquired;
 use crate::sys::{self, ProcessState};
 
-/// Set in the word while someone sleeps (or is about to) on it: the unlock must wake one.
-const WAITERS: u64 = 1 << 31;
 /// The pid's bits (pid_max is at most 2^22).
 const PID_BITS: u32 = 22;
 const PID_MASK: u64 = (1 << PID_BITS) - 1;
-/// Bits of the owner's start time the word keeps: 9 below the waiters bit, 32 above it.
+/// Bits of the owner's start time the word keeps: 9 below bit 31 (always clear), 32 above it.
 const START_BITS: u32 = 41;
 const START_MASK: u64 = (1 << START_BITS) - 1;
 /// A word no owner can have (pid 0): the lock was given up after a failed repair.
@@ -70,7 +68,12 @@ fn owner_of(word: u64) -> (u32, u64) {
 /// All-zero bytes are a free lock: a fresh shared region needs no initialisation.
 #[repr(C, align(8))]
 pub struct RawOwnerLock {
+    /// 0 (free), an owner word, or [`UNRECOVERABLE`]. Sleepers wait on its low half.
     word: AtomicU64,
+    /// Nonzero while someone sleeps (or is about to) on `word`: the unlock, after its fence,
+    /// wakes one. Kept out of `word` so that an unlock is a plain store, not a swap.
+    sleepers: AtomicU32,
+    _reserved: AtomicU32,
 }
 
 // SAFETY: repr(C) around one AtomicU64: any bit pattern is a value (a foreign one reads as a
@@ -86,7 +89,7 @@ impl fmt::Debug for RawOwnerLock {
             _ if owner_of(w).0 == 0 => d.field("state", &"unrecoverable"),
             _ => d
                 .field("holder_pid", &owner_of(w).0)
-                .field("waiters", &(w & WAITERS != 0)),
+                .field("sleepers", &(self.sleepers.load(Ordering::Relaxed) != 0)),
         }
         .finish()
     }
@@ -103,14 +106,15 @@ impl RawOwnerLock {
     pub const fn new() -> Self {
         RawOwnerLock {
             word: AtomicU64::new(0),
+            sleepers: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
         }
     }
 
     /// This process's owner word.
     #[inline]
     fn me() -> u64 {
-        let (pid, start) = sys::process_stamp();
-        owner_word(pid, start)
+        sys::owner_word(owner_word)
     }
 
     /// Takes the lock, waiting until `deadline` (`None`: for ever).
@@ -135,19 +139,21 @@ impl RawOwnerLock {
     #[inline(never)]
     fn lock_slow(&self, me: u64, deadline: Option<Deadline>) -> Result<Acquired, SyncError> {
         let mut round = 0u32;
-        // Once we have slept, others may sleep too: take the lock with the waiters bit, so that
-        // our unlock wakes the next one (the bit may be spurious; that costs one wake call).
         let mut slept = false;
         let mut next_check: Option<u64> = None;
         loop {
             let w = self.word.load(Ordering::Relaxed);
             if w == 0 {
-                let new = if slept { me | WAITERS } else { me };
                 if self
                     .word
-                    .compare_exchange(0, new, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
+                    if slept {
+                        // Others may sleep too (the unlock that woke us cleared the flag):
+                        // our unlock wakes the next one. Spurious at worst: one wake call.
+                        self.sleepers.store(1, Ordering::Relaxed);
+                    }
                     return Ok(Acquired::Clean);
                 }
                 continue;
@@ -170,14 +176,15 @@ impl RawOwnerLock {
             match next_check {
                 None => next_check = Some(now + OWNER_CHECK_EVERY.as_nanos() as u64),
                 Some(t) if now >= t => {
-                    if !owner_alive(w & !WAITERS, me) {
+                    if !owner_alive(w, me) {
                         // Take over from exactly the dead word: if another waiter took over
                         // first, or the word changed, this fails and we look again.
                         if self
                             .word
-                            .compare_exchange(w, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                            .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
                             .is_ok()
                         {
+                            self.sleepers.store(1, Ordering::Relaxed);
                             return Ok(Acquired::OwnerDied);
                         }
                         continue;
@@ -189,21 +196,20 @@ impl RawOwnerLock {
             if deadline.is_some_and(|d| d.has_passed()) {
                 return Err(SyncError::Timeout);
             }
-            if w & WAITERS == 0
-                && self
-                    .word
-                    .compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
+            // Dekker with the unlock (store 0; fence; load sleepers): either it sees our flag
+            // and wakes us, or we see its store (here, or in the kernel's check of the word).
+            self.sleepers.store(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if self.word.load(Ordering::Relaxed) != w {
                 continue;
             }
             let mut until = (now + SLEEP_SLICE_NS).min(next_check.unwrap_or(u64::MAX));
             if let Some(d) = deadline {
                 until = until.min(d.as_nanos());
             }
-            // Sleeps only while the word is still this one (low half: owner pid and the waiters
-            // bit, enough to see any unlock, which stores 0).
-            let _ = sys::futex_wait_low(&self.word, (w | WAITERS) as u32, Some(until));
+            // Sleeps only while the word's low half (owner pid and start bits) is unchanged:
+            // every unlock stores 0.
+            let _ = sys::futex_wait_low(&self.word, w as u32, Some(until));
             slept = true;
         }
     }
@@ -215,13 +221,42 @@ impl RawOwnerLock {
     /// The calling process holds the lock (took it and has not released it).
     #[inline]
     pub unsafe fn unlock(&self) {
-        // A swap, not a store: the waiters bit a sleeper sets just before our release must be
-        // seen, or it would sleep a whole slice.
-        let old = self.word.swap(0, Ordering::Release);
-        debug_assert!(old != 0, "unlock of a free RawOwnerLock");
-        if old & WAITERS != 0 {
-            sys::futex_wake_low(&self.word, 1);
+        // SAFETY: the caller's promise.
+        unsafe { self.unlock_unfenced() };
+        fence(Ordering::SeqCst);
+        self.wake_sleepers();
+    }
+
+    /// Releases the lock with one plain store and no fence, for a caller that issues a
+    /// `SeqCst` fence next anyway (to wake its own sleepers): it must then call
+    /// [`wake_sleepers`](Self::wake_sleepers) after that fence, or a sleeper may sleep until
+    /// its slice ends (2 ms). The queue's put and get release their lock like this.
+    ///
+    /// # Safety
+    /// The calling process holds the lock.
+    #[inline]
+    pub unsafe fn unlock_unfenced(&self) {
+        debug_assert!(
+            self.word.load(Ordering::Relaxed) != 0,
+            "unlock of a free lock"
+        );
+        self.word.store(0, Ordering::Release);
+    }
+
+    /// Wakes one sleeper if the flag says one sleeps; the second half of
+    /// [`unlock_unfenced`](Self::unlock_unfenced), called after a `SeqCst` fence.
+    #[inline]
+    pub fn wake_sleepers(&self) {
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake_one();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_one(&self) {
+        self.sleepers.store(0, Ordering::Relaxed);
+        sys::futex_wake_low(&self.word, 1);
     }
 
     /// Releases the lock as unrecoverable: every later `lock` gets [`SyncError::Unrecoverable`].
@@ -265,9 +300,9 @@ mod tests {
     fn owner_words_round_trip_and_keep_the_waiters_bit_free() {
         for (pid, start) in [(1, 0), (4_194_303, START_MASK), (12_345, 987_654_321)] {
             let w = owner_word(pid, start);
-            assert_eq!(w & WAITERS, 0);
+            assert_eq!(w & (1 << 31), 0);
             assert_eq!(owner_of(w), (pid, start));
-            assert_eq!(owner_of(w | WAITERS), (pid, start));
+            assert_eq!(owner_of(w | (1 << 31)), (pid, start));
         }
         assert_eq!(owner_of(UNRECOVERABLE).0, 0);
     }
@@ -299,9 +334,8 @@ mod tests {
     #[test]
     fn a_dead_owner_is_taken_over() {
         // A word naming a pid that no process has.
-        let l = RawOwnerLock {
-            word: AtomicU64::new(owner_word(4_194_301, 5)),
-        };
+        let l = RawOwnerLock::new();
+        l.word.store(owner_word(4_194_301, 5), Ordering::Relaxed);
         let t = std::time::Instant::now();
         assert!(matches!(l.lock(None), Ok(Acquired::OwnerDied)));
         assert!(t.elapsed() < std::time::Duration::from_secs(1));

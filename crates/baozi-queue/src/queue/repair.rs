@@ -4,7 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
-use baozi_sync::{Acquired, Deadline, RawOwnerLock};
+use baozi_sync::{Acquired, Deadline, RawOwnerLock, WaitWord};
+
+use crate::crash::{self, Point};
 
 use super::Queue;
 use crate::error::QueueError;
@@ -21,7 +23,42 @@ pub(super) struct Locked<'a, T> {
 }
 
 impl<T> Drop for Locked<'_, T> {
+    #[inline]
     fn drop(&mut self) {
+        if self.repaired {
+            self.release_after_repair();
+        } else {
+            // SAFETY: a Locked exists only while this process holds `lock`.
+            unsafe { self.lock.unlock() };
+        }
+    }
+}
+
+impl<T> Locked<'_, T> {
+    /// Releases the lock, then wakes the other side's sleepers on `wait`, with one fence for
+    /// both: the lock word is released with a plain store, and `notify_sleepers`'s fence orders
+    /// it before the lock's own sleepers flag is read. A process killed at `point` (between the
+    /// two) leaves the lock free and its sleepers to wake by themselves within their slice.
+    #[inline]
+    pub(super) fn release_and_notify(self, wait: &WaitWord, point: Point) {
+        let this = std::mem::ManuallyDrop::new(self);
+        if this.repaired {
+            this.release_after_repair();
+            crash::point(point);
+            wait.notify_sleepers();
+            return;
+        }
+        // SAFETY: a Locked exists only while this process holds `lock`; ManuallyDrop keeps
+        // Drop from releasing it again.
+        unsafe { this.lock.unlock_unfenced() };
+        crash::point(point);
+        wait.notify_sleepers();
+        this.lock.wake_sleepers();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn release_after_repair(&self) {
         if self.repair_failed {
             // SAFETY: a Locked exists only while this process holds `lock`.
             unsafe { self.lock.give_up() };
@@ -29,11 +66,9 @@ impl<T> Drop for Locked<'_, T> {
             // SAFETY: as above.
             unsafe { self.lock.unlock() };
         }
-        if self.repaired {
-            self.queue.tail().wait.notify();
-            self.queue.head().wait.notify();
-            self.queue.tasks().all_done.notify();
-        }
+        self.queue.tail().wait.notify();
+        self.queue.head().wait.notify();
+        self.queue.tasks().all_done.notify();
     }
 }
 

@@ -144,27 +144,35 @@ fn read_process_stamp() -> (u32, u64) {
     }
 }
 
-thread_local! {
-    /// (fork generation it was read in, pid, start time); pid 0 = not read yet.
-    static PROCESS_STAMP: Cell<(u64, u32, u64)> = const { Cell::new((0, 0, 0)) };
+/// This process's [`RawOwnerLock`](crate::RawOwnerLock) word, once computed; 0 before, and
+/// again in the child of every `fork()` (the `pthread_atfork` handler clears it).
+static OWNER_WORD: AtomicU64 = AtomicU64::new(0);
+
+/// This process's owner word, `encode(pid, start time)` (start time in clock ticks since boot,
+/// 0 when `/proc` cannot tell). Cached process-wide and cleared in a forked child, so after the
+/// first call it is one load: the owner lock's fast path pays nothing for it.
+#[inline]
+pub(crate) fn owner_word(encode: fn(u32, u64) -> u64) -> u64 {
+    let w = OWNER_WORD.load(Ordering::Relaxed);
+    if w != 0 {
+        return w;
+    }
+    owner_word_slow(encode)
 }
 
-/// This process's pid and start time (clock ticks since boot; 0 when `/proc` cannot tell).
-/// Cached per thread and re-read after `fork()`, like [`thread_identity`]: no syscall after a
-/// thread's first call.
-pub(crate) fn process_stamp() -> (u32, u64) {
-    let Some(generation) = fork_generation_registered() else {
-        return read_process_stamp();
-    };
-    PROCESS_STAMP.with(|cell| {
-        let (cached_generation, pid, start) = cell.get();
-        if pid != 0 && cached_generation == generation {
-            return (pid, start);
-        }
-        let (pid, start) = read_process_stamp();
-        cell.set((generation, pid, start));
-        (pid, start)
-    })
+#[cold]
+#[inline(never)]
+fn owner_word_slow(encode: fn(u32, u64) -> u64) -> u64 {
+    // Registered first: a fork after this point clears the cache in its child, so a cached
+    // word never outlives the process it names. (A store made by another thread after a fork
+    // happens in the parent only: that thread does not exist in the child.)
+    let registered = fork_generation_registered().is_some();
+    let (pid, start) = read_process_stamp();
+    let w = encode(pid, start);
+    if registered {
+        OWNER_WORD.store(w, Ordering::Relaxed);
+    }
+    w
 }
 
 /// Wakes up to `n` processes sleeping on `word`; returns how many were woken.
@@ -183,8 +191,9 @@ static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static ATFORK_STATE: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn after_fork_in_child() {
-    // Async-signal-safe: one atomic add.
+    // Async-signal-safe: an atomic add and an atomic store.
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    OWNER_WORD.store(0, Ordering::Relaxed);
 }
 
 thread_local! {
