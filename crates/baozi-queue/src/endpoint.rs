@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use baozi_shm::{Offset, Region};
-use baozi_sync::WaitWord;
+use baozi_sync::{process_state, ProcessState, WaitWord};
 
 /// Endpoint slots per queue.
 pub(crate) const SLOTS: usize = 64;
@@ -67,19 +67,24 @@ fn unpack(word: u64) -> (u64, u32, u64) {
     )
 }
 
-/// The start time of process `pid` (clock ticks since boot), or None if there is none.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: skip past the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    // rest starts at field 3 (state); the start time is field 22.
-    rest.split(' ').nth(19)?.parse().ok()
-}
-
-/// This process's pid and start time.
+/// This process's pid and start time (0 when `/proc` cannot tell).
 fn me() -> (u32, u64) {
     let pid = std::process::id();
-    (pid, start_time(pid).unwrap_or(0))
+    match process_state(pid) {
+        ProcessState::Alive { start } => (pid, start),
+        _ => (pid, 0),
+    }
+}
+
+/// Whether the process registered as (`pid`, `start`) may still run: a reused pid has another
+/// start time, and a zombie or an unknown state (no readable `/proc`) is decided the safe way
+/// for a count of the living (a zombie never runs again; an unknown one may).
+fn registered_alive(pid: u32, start: u64) -> bool {
+    match process_state(pid) {
+        ProcessState::Alive { start: s } => start == 0 || s & ((1 << START_BITS) - 1) == start,
+        ProcessState::Dead => false,
+        ProcessState::Unknown => true,
+    }
 }
 
 /// The registry's words in `region`, from `at`.
@@ -114,16 +119,13 @@ pub(crate) fn register(slots: &[AtomicU64], role: Role) -> Option<(usize, u64)> 
 /// Live producers and consumers, freeing the slots of processes that no longer exist.
 pub(crate) fn count(slots: &[AtomicU64]) -> Endpoints {
     let mut live = Endpoints::default();
-    // Without a readable /proc nobody can be told dead: count every registration as alive.
-    let proc_works = start_time(std::process::id()).is_some();
     for slot in slots {
         let word = slot.load(Ordering::Acquire);
         if word == 0 {
             continue;
         }
         let (role, pid, start) = unpack(word);
-        let alive =
-            !proc_works || start_time(pid).is_some_and(|s| s & ((1 << START_BITS) - 1) == start);
+        let alive = registered_alive(pid, start);
         if !alive {
             // Only this exact registration: a slot reused meanwhile is left alone.
             let _ = slot.compare_exchange(word, 0, Ordering::AcqRel, Ordering::Relaxed);
@@ -215,8 +217,11 @@ mod tests {
 
     #[test]
     #[cfg_attr(miri, ignore)] // reads /proc
-    fn this_process_has_a_start_time_and_a_dead_one_none() {
-        assert!(start_time(std::process::id()).is_some());
-        assert!(start_time(u32::MAX >> 10).is_none());
+    fn this_process_is_alive_and_a_dead_or_reused_pid_is_not() {
+        let (pid, start) = me();
+        assert_ne!(start, 0);
+        assert!(registered_alive(pid, start));
+        assert!(!registered_alive(pid, start + 1)); // our pid, another start: a reused pid
+        assert!(!registered_alive(u32::MAX >> 10, 5)); // no such process
     }
 }

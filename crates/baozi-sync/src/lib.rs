@@ -8,6 +8,10 @@
 //! * [`RawRobustMutex`] / [`ShmMutex`]: a robust, process-shared mutex. When the holder dies the
 //!   next locker is told ([`Acquired::OwnerDied`], [`LockError::OwnerDied`]), repairs, and marks
 //!   it consistent. Uncontended lock and unlock make no syscall.
+//! * [`RawOwnerLock`]: a process-shared lock whose one word names its holder process (pid and
+//!   start time): one CAS to take, one plain store to release, no syscall and no robust-list
+//!   bookkeeping. A waiter finds a dead holder through `/proc` after [`OWNER_CHECK_EVERY`] and
+//!   takes the lock over ([`Acquired::OwnerDied`]). The queue's put and get locks.
 //! * [`WaitWord`]: futex wait/notify on a sequence word. Unlike glibc's process-shared
 //!   `pthread_cond_t`, it keeps no per-waiter state, so a waiter killed while asleep cannot make
 //!   a later notify block. A notify with nobody asleep makes no syscall.
@@ -114,6 +118,17 @@ pub use waitword::{WaitWord, WAIT_SLICE};
 #[inline]
 pub fn thread_identity() -> u64 {
     sys::thread_identity()
+}
+
+pub use sys::ProcessState;
+
+/// What `/proc/PID/stat` says of process `pid`: alive with its start time (clock ticks since
+/// boot: with the pid, an identity that a reused pid cannot fake), dead (gone, or a zombie that
+/// will never run again), or unknown (`/proc` unreadable, but `kill(pid, 0)` finds it). For
+/// telling whether the process named in a shared word still runs; reads `/proc`, so keep it
+/// off hot paths.
+pub fn process_state(pid: u32) -> ProcessState {
+    sys::process_state(pid)
 }
 
 /// A number that changes in the child of every `fork()` (a `pthread_atfork` handler bumps it),

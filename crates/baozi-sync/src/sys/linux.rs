@@ -99,9 +99,12 @@ compile_error!("futex_wait_low assumes a little-endian target");
 
 /// What `/proc` says of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ProcessState {
-    /// It exists and is not a zombie; started at this time (clock ticks since boot).
-    Alive { start: u64 },
+pub enum ProcessState {
+    /// It exists and is not a zombie.
+    Alive {
+        /// When it started: clock ticks since boot (`/proc/PID/stat` field 22).
+        start: u64,
+    },
     /// It is gone, or a zombie: it will never run user code again.
     Dead,
     /// `/proc` could not tell (not mounted, `hidepid`): `kill(pid, 0)` says it exists.

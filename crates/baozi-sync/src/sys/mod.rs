@@ -7,4 +7,5 @@ mod imp;
 #[cfg(not(target_os = "linux"))]
 compile_error!("baozi-sync supports Linux only (it relies on futexes and robust pthread mutexes)");
 
+pub use imp::ProcessState;
 pub(crate) use imp::*;
