@@ -63,7 +63,9 @@ fn owner_of(word: u64) -> (u32, u64) {
 /// (a thread cannot die holding it without its process dying). A process whose `/proc` cannot
 /// be read (no `/proc`, `hidepid`) is taken as alive while `kill(pid, 0)` finds it, so an
 /// unreadable `/proc` can stall a dead holder's waiters but never hands a live holder's lock to
-/// another. Processes that share one must be in the same pid namespace.
+/// another. Processes that share one must be in the same pid namespace. A process that
+/// `execve`s keeps its pid and start time: a thread must not `exec` while another thread of its
+/// process holds the lock (the new image would hold it for ever).
 ///
 /// All-zero bytes are a free lock: a fresh shared region needs no initialisation.
 #[repr(C, align(8))]
