@@ -1,5 +1,5 @@
-//! Platform reads for the thread caches: is a thread alive, and which pid namespace are we in.
-//! Only this module knows about `/proc`.
+//! Platform reads for the thread caches: is a thread alive. Only this module knows about
+//! `/proc` (the pid namespace comes from `baozi_sync::pid_namespace`).
 
 use std::io;
 
@@ -43,18 +43,6 @@ fn libc_esrch() -> i32 {
     3 // ESRCH on Linux, every architecture
 }
 
-/// The inode of this process's pid namespace (`/proc/self/ns/pid` → `pid:[N]`), or 0 when it
-/// cannot be read. Identities (pid, tid) mean something only inside one namespace.
-pub(crate) fn pid_namespace() -> u64 {
-    std::fs::read_link("/proc/self/ns/pid")
-        .ok()
-        .and_then(|p| {
-            let s = p.to_string_lossy().into_owned();
-            s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +55,5 @@ mod tests {
         };
         assert!(start > 0);
         assert_eq!(thread_state(pid, u32::MAX - 7), ThreadState::Dead);
-        assert_ne!(pid_namespace(), 0);
     }
 }

@@ -45,6 +45,13 @@ pub(crate) struct Meta {
     pub(crate) closed: AtomicU32,
     /// Which roles ever registered an endpoint (bit 1 producer, bit 2 consumer); never cleared.
     pub(crate) peers_ever: AtomicU32,
+    /// The creator's pid namespace (`baozi_sync::pid_namespace`, 0: unknown).
+    pub(crate) pid_ns: AtomicU64,
+    /// 1 once a process of another (or an unknown) pid namespace opened the queue; never
+    /// cleared. From then on a lock whose holder looks dead is not taken over: its pid may
+    /// belong to that other namespace.
+    pub(crate) mixed_ns: AtomicU32,
+    pub(crate) _reserved: AtomicU32,
 }
 
 /// The producers' side: the tail cursor (the commit word of a put), the wait word getters sleep
@@ -131,7 +138,8 @@ pub(crate) fn endpoints_at(capacity: u32) -> usize {
 ///   revision-1 waiter would spin on a word that no longer moves, and sleep a whole slice.
 /// * 3 (issue 15): the two locks are [`RawOwnerLock`]s (one word naming the holder process, a
 ///   dead holder found through `/proc`) in place of glibc robust mutexes; a revision-2 process
-///   would read the word as a pthread mutex.
+///   would read the word as a pthread mutex. The meta line records the creator's pid namespace
+///   and whether another namespace opened the queue (then no takeover).
 pub(crate) const PROTOCOL: u64 = 3;
 
 /// The layout checksum of a queue with these parameters, built by this build.
@@ -144,6 +152,7 @@ pub(crate) fn layout_hash(maxsize: u32, capacity: u32) -> u64 {
         .u64(PUT_LOCK_AT as u64)
         .u64(GET_LOCK_AT as u64)
         .u64(std::mem::size_of::<RawOwnerLock>() as u64)
+        .u64(std::mem::size_of::<Meta>() as u64)
         .u64(std::mem::size_of::<TailSide>() as u64)
         .u64(std::mem::size_of::<HeadSide>() as u64)
         .u64(std::mem::size_of::<Tasks>() as u64)

@@ -299,6 +299,12 @@ impl<T: Message> Queue<T> {
             .into());
         }
         let q = Queue::wrap(region, maxsize, cap, spin);
+        let ns = baozi_sync::pid_namespace();
+        if ns == 0 || q.meta().pid_ns.load(Ordering::Relaxed) != ns {
+            // Pids in this queue's lock words now mean different processes to different
+            // openers: no waiter may take a lock over on what `/proc` says (see Meta).
+            q.meta().mixed_ns.store(1, Ordering::Relaxed);
+        }
         if let Some((head, tail)) = q.stable_cursors() {
             if !ring::consistent(cap, head, tail) {
                 return Err(corrupt(format!("cursors head {head:?} tail {tail:?}")));
@@ -339,6 +345,9 @@ impl<T> Queue<T> {
         let q = Queue::wrap(region, maxsize, cap, spin);
         q.meta().maxsize.store(maxsize, Ordering::Relaxed);
         q.meta().capacity.store(cap, Ordering::Relaxed);
+        q.meta()
+            .pid_ns
+            .store(baozi_sync::pid_namespace(), Ordering::Relaxed);
         // The locks, cursors and counters start at zero (a free lock is all-zero bytes), as the
         // fresh region already is.
         q.region.header()?.publish();

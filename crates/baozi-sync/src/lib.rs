@@ -131,6 +131,14 @@ pub fn process_state(pid: u32) -> ProcessState {
     sys::process_state(pid)
 }
 
+/// The inode number of this process's pid namespace (`/proc/self/ns/pid`), or 0 when it cannot
+/// be read: pids, and so [`RawOwnerLock`]'s owner words and [`process_state`], mean something
+/// only among processes of one namespace. Cached, and re-read in a forked child.
+#[inline]
+pub fn pid_namespace() -> u64 {
+    sys::pid_namespace()
+}
+
 /// A number that changes in the child of every `fork()` (a `pthread_atfork` handler bumps it),
 /// once [`thread_identity`] has been called in this process; `None` before. Per-thread state
 /// stamped with it can be checked for staleness after a fork with one load.

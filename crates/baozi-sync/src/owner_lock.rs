@@ -63,7 +63,8 @@ fn owner_of(word: u64) -> (u32, u64) {
 /// (a thread cannot die holding it without its process dying). A process whose `/proc` cannot
 /// be read (no `/proc`, `hidepid`) is taken as alive while `kill(pid, 0)` finds it, so an
 /// unreadable `/proc` can stall a dead holder's waiters but never hands a live holder's lock to
-/// another. Processes that share one must be in the same pid namespace. A process that
+/// another. Pids mean something only within one pid namespace: a lock shared across namespaces
+/// must be taken with [`lock_with`](Self::lock_with) and no takeover. A process that
 /// `execve`s keeps its pid and start time: a thread must not `exec` while another thread of its
 /// process holds the lock (the new image would hold it for ever).
 ///
@@ -126,6 +127,22 @@ impl RawOwnerLock {
     /// repair was given up ([`give_up`](Self::give_up)).
     #[inline]
     pub fn lock(&self, deadline: Option<Deadline>) -> Result<Acquired, SyncError> {
+        self.lock_with(deadline, &|| true)
+    }
+
+    /// [`lock`](Self::lock), but a holder that `/proc` says is dead is taken over only if
+    /// `may_take_over()` says so (asked on the slow path only). A lock shared with processes of
+    /// another pid namespace must not be: their pids mean nothing here, so a live holder
+    /// would look dead. Refused, the waiter waits for the holder's release (or its deadline).
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
+    #[inline]
+    pub fn lock_with(
+        &self,
+        deadline: Option<Deadline>,
+        may_take_over: &dyn Fn() -> bool,
+    ) -> Result<Acquired, SyncError> {
         let me = Self::me();
         if self
             .word
@@ -134,12 +151,17 @@ impl RawOwnerLock {
         {
             return Ok(Acquired::Clean);
         }
-        self.lock_slow(me, deadline)
+        self.lock_slow(me, deadline, may_take_over)
     }
 
     #[cold]
     #[inline(never)]
-    fn lock_slow(&self, me: u64, deadline: Option<Deadline>) -> Result<Acquired, SyncError> {
+    fn lock_slow(
+        &self,
+        me: u64,
+        deadline: Option<Deadline>,
+        may_take_over: &dyn Fn() -> bool,
+    ) -> Result<Acquired, SyncError> {
         let mut round = 0u32;
         let mut slept = false;
         let mut next_check: Option<u64> = None;
@@ -178,7 +200,7 @@ impl RawOwnerLock {
             match next_check {
                 None => next_check = Some(now + OWNER_CHECK_EVERY.as_nanos() as u64),
                 Some(t) if now >= t => {
-                    if !owner_alive(w, me) {
+                    if !owner_alive(w, me) && may_take_over() {
                         // Take over from exactly the dead word: if another waiter took over
                         // first, or the word changed, this fails and we look again.
                         if self
@@ -342,6 +364,19 @@ mod tests {
         assert!(matches!(l.lock(None), Ok(Acquired::OwnerDied)));
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
         assert_eq!(l.holder_pid(), Some(std::process::id()));
+    }
+
+    #[test]
+    fn a_dead_owner_is_not_taken_over_when_refused() {
+        let l = RawOwnerLock::new();
+        let dead = owner_word(4_194_301, 5);
+        l.word.store(dead, Ordering::Relaxed);
+        let r = l.lock_with(
+            Some(Deadline::after(std::time::Duration::from_millis(20))),
+            &|| false,
+        );
+        assert!(matches!(r, Err(SyncError::Timeout)), "{r:?}");
+        assert_eq!(l.word.load(Ordering::Relaxed), dead);
     }
 
     #[test]

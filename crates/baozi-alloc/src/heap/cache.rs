@@ -69,19 +69,6 @@ pub(super) fn new_heap_id() -> u64 {
     NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The pid namespace, read once per process (it does not change across fork).
-fn my_namespace() -> u64 {
-    static NS_CACHE: AtomicU64 = AtomicU64::new(0);
-    match NS_CACHE.load(Ordering::Relaxed) {
-        0 => {
-            let ns = sys::pid_namespace();
-            NS_CACHE.store(ns, Ordering::Relaxed);
-            ns
-        }
-        ns => ns,
-    }
-}
-
 thread_local! {
     /// (heap id, fork generation when claimed, slot or NO_SLOT), per heap handle used. The fork
     /// generation tells a child's copy of this table from its parent's.
@@ -168,7 +155,7 @@ impl Heap {
     }
 
     fn find_slot(&self, me: u64) -> Option<usize> {
-        let ns = my_namespace();
+        let ns = baozi_sync::pid_namespace();
         let mine = (0..SLOTS).find(|&i| {
             self.slot_word(i, OWNER)
                 .compare_exchange(0, me | CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
@@ -370,7 +357,7 @@ impl Heap {
     /// slots (when an allocation ran out of memory). Returns how many slots it emptied.
     #[cold]
     fn sweep_dead_slots(&self, mine: usize) -> Result<usize, AllocError> {
-        let ns = my_namespace();
+        let ns = baozi_sync::pid_namespace();
         let me = baozi_sync::thread_identity();
         let mut swept = 0;
         for i in (0..SLOTS).filter(|&i| i != mine) {

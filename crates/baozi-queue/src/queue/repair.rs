@@ -79,7 +79,10 @@ impl<T> Queue<T> {
         lock: &'a RawOwnerLock,
         deadline: Option<Deadline>,
     ) -> Result<Locked<'a, T>, QueueError> {
-        match lock.lock(deadline)? {
+        // A holder that /proc says is dead is taken over unless processes of another pid
+        // namespace share the queue (their pids mean other processes here).
+        let may_take_over = || self.meta().mixed_ns.load(Ordering::Relaxed) == 0;
+        match lock.lock_with(deadline, &may_take_over)? {
             Acquired::Clean => Ok(Locked {
                 queue: self,
                 lock,
@@ -144,5 +147,27 @@ impl<T> Queue<T> {
             self.head().seen_tail.store(tail.pack(), Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An opener from another pid namespace (here: a recorded namespace that is not ours) marks
+    /// the queue, and from then on no lock is taken over on `/proc`'s word; an opener from the
+    /// creator's namespace leaves it unmarked.
+    #[test]
+    #[cfg_attr(miri, ignore)] // shared memory and /proc
+    fn an_opener_from_another_pid_namespace_turns_takeovers_off() {
+        let name = format!("test-q-ns-{}", std::process::id());
+        let created: Queue<u64> = Queue::create(&name, 4, 4096).unwrap();
+        let same: Queue<u64> = Queue::open(&name).unwrap();
+        assert_eq!(same.meta().mixed_ns.load(Ordering::Relaxed), 0);
+        created.meta().pid_ns.fetch_add(1, Ordering::Relaxed);
+        let other: Queue<u64> = Queue::open(&name).unwrap();
+        assert_eq!(created.meta().mixed_ns.load(Ordering::Relaxed), 1);
+        drop((same, other));
+        Queue::<u64>::unlink(&name).unwrap();
     }
 }

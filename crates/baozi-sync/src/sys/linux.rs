@@ -194,9 +194,40 @@ static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static ATFORK_STATE: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn after_fork_in_child() {
-    // Async-signal-safe: an atomic add and an atomic store.
+    // Async-signal-safe: an atomic add and atomic stores.
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     OWNER_WORD.store(0, Ordering::Relaxed);
+    PID_NAMESPACE.store(0, Ordering::Relaxed);
+}
+
+/// This process's pid namespace once read; 0 before, and again in a forked child (a child of a
+/// process that called `unshare(CLONE_NEWPID)` is in another namespace than its parent).
+static PID_NAMESPACE: AtomicU64 = AtomicU64::new(0);
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid` → `pid:[N]`), or 0 when it
+/// cannot be read. Cached, and cleared in a forked child.
+#[inline]
+pub(crate) fn pid_namespace() -> u64 {
+    match PID_NAMESPACE.load(Ordering::Relaxed) {
+        0 => read_pid_namespace(),
+        ns => ns,
+    }
+}
+
+#[cold]
+fn read_pid_namespace() -> u64 {
+    let registered = fork_generation_registered().is_some();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|p| {
+            let s = p.to_string_lossy().into_owned();
+            s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .unwrap_or(0);
+    if registered {
+        PID_NAMESPACE.store(ns, Ordering::Relaxed);
+    }
+    ns
 }
 
 thread_local! {
