@@ -51,7 +51,7 @@
 //!
 //! # Performance
 //! `put`/`get` with nobody waiting make no syscall and allocate nothing (for bytes, numbers and
-//! `Pod`); taking and releasing a lock is one compare-and-swap and one swap. A put and a get
+//! `Pod`); taking and releasing a lock is one compare-and-swap and one store. A put and a get
 //! never take the same lock, and each side reads the other's cache line
 //! only when what it last saw runs out (producer and consumer state live on separate lines);
 //! a commit wakes the other side only if one of its callers sleeps. Blocked callers spin

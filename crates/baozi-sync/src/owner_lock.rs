@@ -1,5 +1,5 @@
 //! [`RawOwnerLock`]: a process-shared lock whose word names its owner process, taken with one
-//! compare-and-swap and released with one swap; robust without glibc's robust list.
+//! compare-and-swap and released with one plain store; robust without glibc's robust list.
 
 use std::fmt;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
@@ -46,11 +46,13 @@ fn owner_of(word: u64) -> (u32, u64) {
 /// (pid and start time), so that a survivor can tell, without the kernel's help, that the holder
 /// died: the lock word of the finer-grained protocols that issue 15 asks for.
 ///
-/// * **Uncontended** `lock` is one compare-and-swap from 0 to the owner word, `unlock` one swap
-///   back to 0: no syscall, no list to link into (glibc's robust mutex links every lock into the
-///   thread's robust list and unlinks it again, about 220 instructions a lock/unlock pair).
+/// * **Uncontended** `lock` is one compare-and-swap from 0 to the owner word, `unlock` one
+///   store of 0, a fence and a load of the sleepers flag: no syscall, no list to link into
+///   (glibc's robust mutex links every lock into the thread's robust list and unlinks it again,
+///   about 100 instructions a lock and unlock).
 /// * **Contended**: spin, then yield (so that a preempted holder on a small machine gets the
-///   CPU), then sleep on the word's futex with the waiters bit set; the unlock wakes one.
+///   CPU), then set the sleepers flag and sleep on the word's futex; an unlock that finds the
+///   flag wakes one.
 /// * **A dead holder**: a sleeper asks `/proc` whether the holder is alive after
 ///   [`OWNER_CHECK_EVERY`] and again after each further one. Dead (gone, a zombie, or its pid
 ///   reused by a process with another start time) means the sleeper takes the lock over with one
@@ -302,7 +304,7 @@ impl RawOwnerLock {
     }
 }
 
-/// Whether the owner named by `word` (without the waiters bit) may still run: `me` is ours.
+/// Whether the owner named by `word` may still run: `me` is ours.
 fn owner_alive(word: u64, me: u64) -> bool {
     if word == me {
         return true; // another thread of this process holds it
