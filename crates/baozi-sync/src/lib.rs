@@ -127,6 +127,16 @@ pub use sys::ProcessState;
 /// will never run again), or unknown (`/proc` unreadable, but `kill(pid, 0)` finds it). For
 /// telling whether the process named in a shared word still runs; reads `/proc`, so keep it
 /// off hot paths.
+///
+/// ```
+/// use baozi_sync::{process_state, ProcessState};
+///
+/// let ProcessState::Alive { start } = process_state(std::process::id()) else {
+///     panic!("this process reads as not alive");
+/// };
+/// assert!(start > 0);
+/// assert_eq!(process_state(0), ProcessState::Dead);
+/// ```
 pub fn process_state(pid: u32) -> ProcessState {
     sys::process_state(pid)
 }

@@ -70,7 +70,37 @@ fn owner_of(word: u64) -> (u32, u64) {
 /// `execve`s keeps its pid and start time: a thread must not `exec` while another thread of its
 /// process holds the lock (the new image would hold it for ever).
 ///
+/// The owner word is cached per process and cleared in a child by a `pthread_atfork` handler:
+/// a child made with a raw `clone`/`SYS_fork` syscall (not `fork()`) must not use the lock.
+///
 /// All-zero bytes are a free lock: a fresh shared region needs no initialisation.
+///
+/// ```
+/// use baozi_process::Process;
+/// use baozi_shm::{Offset, Region};
+/// use baozi_sync::{Acquired, RawOwnerLock};
+///
+/// let region = Region::anonymous(64)?; // zeroed: a free lock, shared with children forked later
+/// let lock: &RawOwnerLock = region.get(Offset::new(0))?;
+/// let child = Process::new({
+///     let region = region.clone();
+///     move || {
+///         let lock: &RawOwnerLock = region.get(Offset::new(0)).unwrap();
+///         let _ = lock.lock(None).unwrap();
+///         // ends holding it, as if killed mid-update
+///     }
+/// });
+/// child.start()?;
+/// child.join()?;
+/// // The holder is dead: the next locker is told (about a millisecond later), repairs what
+/// // the lock protects, and unlocks, which declares it consistent.
+/// assert_eq!(lock.lock(None)?, Acquired::OwnerDied);
+/// // SAFETY: this process holds the lock.
+/// unsafe { lock.unlock() };
+/// assert_eq!(lock.lock(None)?, Acquired::Clean);
+/// unsafe { lock.unlock() }; // SAFETY: as above
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[repr(C, align(8))]
 pub struct RawOwnerLock {
     /// 0 (free), an owner word, or [`UNRECOVERABLE`]. Sleepers wait on its low half.

@@ -44,17 +44,23 @@ pub(crate) fn futex_wait(
     expected: u32,
     deadline_ns: Option<u64>,
 ) -> io::Result<()> {
+    futex_wait_at(word.as_ptr(), expected, deadline_ns)
+}
+
+/// [`futex_wait`] on an address: the 4 aligned bytes at `addr` must stay mapped for the call
+/// (they are only read, by the kernel, atomically).
+fn futex_wait_at(addr: *mut u32, expected: u32, deadline_ns: Option<u64>) -> io::Result<()> {
     let ts = deadline_ns.map(timespec);
     let ts_ptr = ts
         .as_ref()
         .map_or(std::ptr::null(), std::ptr::from_ref::<libc::timespec>);
-    // SAFETY: `word` is a live, aligned u32 for the duration of the call; FUTEX_WAIT_BITSET reads
-    // it and sleeps; the timespec (absolute, CLOCK_MONOTONIC since no FUTEX_CLOCK_REALTIME) lives
-    // on our stack across the call.
+    // SAFETY: `addr` is a live, aligned u32 for the duration of the call (the callers pass a
+    // field of a live atomic); FUTEX_WAIT_BITSET reads it and sleeps; the timespec (absolute,
+    // CLOCK_MONOTONIC since no FUTEX_CLOCK_REALTIME) lives on our stack across the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_futex,
-            word.as_ptr(),
+            addr,
             libc::FUTEX_WAIT_BITSET,
             expected,
             ts_ptr,
@@ -73,25 +79,20 @@ pub(crate) fn futex_wait(
     }
 }
 
-/// [`futex_wait`] on the low 32 bits of a 64-bit word (little-endian: its first four bytes),
-/// for words whose owner half and waiters bit are changed together by one 64-bit CAS.
+/// [`futex_wait`] on the low 32 bits of a 64-bit word (little-endian: its first four bytes), for
+/// a word changed by 64-bit stores and CAS only: the kernel compares those 4 bytes. No Rust
+/// reference to a u32 inside the word is ever made: the kernel gets the address.
 pub(crate) fn futex_wait_low(
     word: &AtomicU64,
     expected: u32,
     deadline_ns: Option<u64>,
 ) -> io::Result<()> {
-    // SAFETY: on a little-endian target the low half of a live, 8-aligned AtomicU64 is a live,
-    // 4-aligned u32 at the same address; the kernel only reads it (atomically, under its
-    // hash-bucket lock), and Rust code never accesses it as a u32.
-    let low = unsafe { &*word.as_ptr().cast::<AtomicU32>() };
-    futex_wait(low, expected, deadline_ns)
+    futex_wait_at(word.as_ptr().cast::<u32>(), expected, deadline_ns)
 }
 
 /// [`futex_wake`] for a word waited on with [`futex_wait_low`].
 pub(crate) fn futex_wake_low(word: &AtomicU64, n: i32) -> usize {
-    // SAFETY: as in futex_wait_low; FUTEX_WAKE only uses the address as a key.
-    let low = unsafe { &*word.as_ptr().cast::<AtomicU32>() };
-    futex_wake(low, n)
+    futex_wake_at(word.as_ptr().cast::<u32>(), n)
 }
 
 #[cfg(not(target_endian = "little"))]
@@ -180,8 +181,13 @@ fn owner_word_slow(encode: fn(u32, u64) -> u64) -> u64 {
 
 /// Wakes up to `n` processes sleeping on `word`; returns how many were woken.
 pub(crate) fn futex_wake(word: &AtomicU32, n: i32) -> usize {
-    // SAFETY: FUTEX_WAKE only uses the address as a key; `word` is live and aligned.
-    let ret = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    futex_wake_at(word.as_ptr(), n)
+}
+
+fn futex_wake_at(addr: *mut u32, n: i32) -> usize {
+    // SAFETY: FUTEX_WAKE only uses the address as a key (it never dereferences it in our
+    // address space beyond looking up the mapping); callers pass a field of a live atomic.
+    let ret = unsafe { libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, n) };
     ret.max(0) as usize
 }
 
